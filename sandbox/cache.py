@@ -1,0 +1,267 @@
+"""The compile cache: compiled modules and components, on disk and in memory.
+
+A serialized module is native code that ``deserialize_file`` maps and runs with **no integrity
+check**, so the cache is treated as a trust boundary:
+
+- the directory is private (mode 0700, owned by this user); a group/world-writable one is fixed,
+  one owned by someone else is refused (``CacheDirError``);
+- every artifact ``<key>.cwasm`` has its sha256 in ``<key>.sha256``; the digest is verified on
+  the very inode that is then loaded (through ``/proc/self/fd``), and a mismatching, truncated
+  or unloadable entry is deleted and recompiled, never loaded;
+- files are written under temporary names and atomically renamed (safe between processes).
+
+The key is sha256(kind + wasm sha256 + ``engine_fingerprint()``). Loaded objects are memoized in
+memory by key (and by path + mtime + size for ``*_from_file``) so repeated calls skip the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, Literal, TypeVar
+
+import platformdirs
+import structlog
+import wasmtime
+import wasmtime.component
+from bastion.errors import ConfigError
+
+from .engine import engine_fingerprint, get_engine
+
+__all__ = ["CACHE_ENV", "CacheDirError", "CompileCache", "default_cache"]
+
+CACHE_ENV: Final[str] = "BASTION_CACHE_DIR"
+"""Environment variable overriding the cache directory."""
+
+_log = structlog.get_logger("bastion.sandbox.cache")
+_PROC_FD: Final[Path] = Path("/proc/self/fd")
+
+Kind = Literal["module", "component"]
+_T = TypeVar("_T", wasmtime.Module, wasmtime.component.Component)
+Progress = Callable[[str], None]
+
+
+class CacheDirError(ConfigError):
+    """The compile cache directory is unsafe (owned by another user) or unusable."""
+
+    code = "CACHE_UNSAFE"
+
+
+def _default_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("bastion")) / "compiled"
+
+
+def _secure_dir(root: Path) -> Path:
+    """Create ``root`` with mode 0700, fix loose permissions, refuse a foreign owner."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.stat()
+    except OSError as exc:
+        raise CacheDirError(
+            f"cannot create compile cache directory {str(root)!r}: {exc.strerror}",
+            fix=f"set {CACHE_ENV} to a writable directory",
+        ) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheDirError(f"compile cache path {str(root)!r} is not a directory",
+                            fix=f"remove it or set {CACHE_ENV}")
+    if st.st_uid != os.getuid():
+        raise CacheDirError(
+            f"compile cache directory {str(root)!r} is owned by uid {st.st_uid}, "
+            f"not by this user (uid {os.getuid()}); compiled code there cannot be trusted",
+            fix=f"remove it or set {CACHE_ENV} to a directory you own",
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(root, 0o700)
+        _log.warning("cache.permissions_fixed", mode=oct(stat.S_IMODE(st.st_mode)))
+    return root
+
+
+def _sha256_file(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class CompileCache:
+    """Compiles WASM modules and components once, caches them verified on disk and in memory.
+
+    Thread-safe: concurrent requests for the same key compile once; different keys proceed in
+    parallel.
+    """
+
+    def __init__(self, root: Path | None = None, *, progress: Progress | None = None) -> None:
+        self.root = _secure_dir(root if root is not None else _default_root())
+        self.progress = progress
+        self._engine = get_engine()
+        self._fingerprint = engine_fingerprint()
+        self._memo: dict[str, object] = {}
+        self._path_memo: dict[tuple[str, str, int, int], object] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self.compiles = 0
+        """Fresh compilations done by this cache (diagnostics and tests)."""
+        self.disk_loads = 0
+        """Entries loaded (verified) from disk."""
+
+    # -- public API -------------------------------------------------------------------------
+
+    def module(self, wasm: bytes, *, progress: Progress | None = None) -> wasmtime.Module:
+        """The compiled ``Module`` for ``wasm`` (core module bytes or WAT text)."""
+        return self._get("module", wasm, wasmtime.Module, progress)
+
+    def component(
+        self, wasm: bytes, *, progress: Progress | None = None
+    ) -> wasmtime.component.Component:
+        """The compiled ``Component`` for ``wasm`` (component bytes)."""
+        return self._get("component", wasm, wasmtime.component.Component, progress)
+
+    def module_from_file(self, path: Path, *, progress: Progress | None = None) -> wasmtime.Module:
+        """``module()`` of a file's bytes, memoized by path, mtime and size."""
+        return self._from_file("module", path, wasmtime.Module, progress)
+
+    def component_from_file(
+        self, path: Path, *, progress: Progress | None = None
+    ) -> wasmtime.component.Component:
+        """``component()`` of a file's bytes, memoized by path, mtime and size."""
+        return self._from_file("component", path, wasmtime.component.Component, progress)
+
+    def key(self, kind: Kind, wasm: bytes) -> str:
+        """Cache key of ``wasm`` compiled as ``kind`` by this engine."""
+        digest = hashlib.sha256(wasm).hexdigest()
+        return hashlib.sha256(f"{kind}\0{digest}\0{self._fingerprint}".encode()).hexdigest()
+
+    def artifact_path(self, key: str) -> Path:
+        return self.root / f"{key}.cwasm"
+
+    def digest_path(self, key: str) -> Path:
+        return self.root / f"{key}.sha256"
+
+    def clear_memory(self) -> None:
+        """Forget in-memory objects (the disk cache stays)."""
+        self._memo.clear()
+        self._path_memo.clear()
+
+    def close(self) -> None:
+        self.clear_memory()
+
+    def __enter__(self) -> CompileCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_lock:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    def _from_file(self, kind: Kind, path: Path, cls: type[_T], progress: Progress | None) -> _T:
+        resolved = Path(path).resolve()
+        st = resolved.stat()
+        pkey = (kind, str(resolved), st.st_mtime_ns, st.st_size)
+        hit = self._path_memo.get(pkey)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        obj = self._get(kind, resolved.read_bytes(), cls, progress)
+        self._path_memo[pkey] = obj
+        return obj
+
+    def _get(self, kind: Kind, wasm: bytes, cls: type[_T], progress: Progress | None) -> _T:
+        key = self.key(kind, wasm)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        with self._lock_for(key):
+            hit = self._memo.get(key)
+            if hit is not None:
+                return hit  # type: ignore[return-value]
+            obj = self._load(key, cls)
+            if obj is None:
+                obj = self._compile(key, wasm, cls, progress or self.progress)
+            self._memo[key] = obj
+            return obj
+
+    def _load(self, key: str, cls: type[_T]) -> _T | None:
+        art, dig = self.artifact_path(key), self.digest_path(key)
+        try:
+            expected = dig.read_text(encoding="ascii").strip()
+            fd = os.open(art, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:
+            actual = _sha256_file(fd)
+            if actual != expected:
+                _log.warning("cache.entry_corrupt", key=key, reason="sha256 mismatch")
+                self._evict(key)
+                return None
+            # Load the very inode whose digest was just checked (no swap between check and use).
+            src = _PROC_FD / str(fd) if _PROC_FD.is_dir() else art
+            try:
+                obj = cls.deserialize_file(self._engine, str(src))
+            except wasmtime.WasmtimeError as exc:
+                _log.warning("cache.entry_unloadable", key=key, reason=str(exc)[:200])
+                self._evict(key)
+                return None
+        finally:
+            os.close(fd)
+        self.disk_loads += 1
+        return obj
+
+    def _compile(self, key: str, wasm: bytes, cls: type[_T], progress: Progress | None) -> _T:
+        if progress is not None:
+            progress(f"compiling {cls.__name__.lower()} ({len(wasm) // 1024} KiB)")
+        obj = cls(self._engine, wasm)
+        self.compiles += 1
+        try:
+            blob = bytes(obj.serialize())
+            self._write_atomic(self.artifact_path(key), blob)
+            self._write_atomic(self.digest_path(key), hashlib.sha256(blob).hexdigest().encode())
+        except OSError as exc:
+            _log.warning("cache.write_failed", key=key, reason=exc.strerror)
+        return obj
+
+    def _write_atomic(self, dest: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=dest.suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _evict(self, key: str) -> None:
+        for p in (self.artifact_path(key), self.digest_path(key)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+_default: CompileCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> CompileCache:
+    """The process-wide cache at the default location (``BASTION_CACHE_DIR`` honoured)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = CompileCache()
+        return _default

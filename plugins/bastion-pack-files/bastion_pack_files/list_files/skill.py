@@ -1,0 +1,111 @@
+"""List the files and folders under the /files mount."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+from typing import Literal, TypedDict
+
+from bastion_sdk import SkillError
+
+ROOT = "/files"
+MAX_ENTRIES = 5000
+MAX_SCANNED = 50_000
+
+
+def resolve_inside(path: str) -> str:
+    """``path`` (absolute, or relative to /files) as a real path inside /files, or SkillError."""
+    if "\x00" in path:
+        raise SkillError("path must not contain NUL characters")
+    joined = posixpath.normpath(posixpath.join(ROOT, path))
+    if joined != ROOT and not joined.startswith(ROOT + "/"):
+        raise SkillError(
+            f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
+            f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
+        )
+    real = os.path.realpath(joined)
+    if real != ROOT and not real.startswith(ROOT + "/"):
+        raise SkillError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
+    return real
+
+
+class Entry(TypedDict):
+    path: str
+    type: Literal["file", "dir", "link", "other"]
+    size: int
+
+
+class Listing(TypedDict):
+    path: str
+    entries: list[Entry]
+    truncated: bool
+
+
+def _kind(entry: os.DirEntry[str]) -> Literal["file", "dir", "link", "other"]:
+    if entry.is_symlink():
+        return "link"
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "other"
+
+
+def run(
+    path: str = "/files", recursive: bool = False, pattern: str | None = None,
+    max_entries: int = 500,
+) -> Listing:
+    """List the files and folders in a folder under /files, sorted by path.
+
+    Args:
+        path: The folder to list: /files, a path inside it, or a path relative to it.
+        recursive: Also list everything in sub-folders (links are listed, never followed).
+        pattern: Only list names matching this shell pattern, e.g. "*.md".
+        max_entries: The most entries to return (1 to 5000); truncated tells if more exist.
+    """
+    if not 1 <= max_entries <= MAX_ENTRIES:
+        raise SkillError(f"max_entries must be between 1 and {MAX_ENTRIES}, got {max_entries}")
+    top = resolve_inside(path)
+    if not os.path.isdir(top):
+        if os.path.exists(top):
+            raise SkillError(f"{path[:200]!r} is a file, not a folder; use read_file to read it")
+        raise SkillError(f"folder {path[:200]!r} does not exist; list {ROOT} to see what does")
+    entries: list[Entry] = []
+    truncated = False
+    scanned = 0
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                items = sorted(it, key=lambda e: e.name)
+        except PermissionError:
+            raise SkillError(f"folder {folder!r} cannot be read (permission denied)") from None
+        except OSError as exc:
+            raise SkillError(f"folder {folder!r} cannot be read ({exc.strerror})") from None
+        subdirs = []
+        for item in items:
+            scanned += 1
+            if scanned > MAX_SCANNED:
+                truncated = True
+                pending.clear()
+                break
+            kind = _kind(item)
+            if recursive and kind == "dir":
+                subdirs.append(item.path)
+            if pattern is not None and not fnmatch.fnmatchcase(item.name, pattern):
+                continue
+            size = 0
+            if kind == "file":
+                try:
+                    size = item.stat(follow_symlinks=False).st_size
+                except OSError:
+                    size = 0
+            entries.append({"path": item.path, "type": kind, "size": size})
+        pending.extend(reversed(subdirs))
+    entries.sort(key=lambda e: e["path"])
+    if len(entries) > max_entries:
+        entries = entries[:max_entries]
+        truncated = True
+    return {"path": top, "entries": entries, "truncated": truncated}

@@ -1,0 +1,251 @@
+"""Skill and pack manifests (``skill.toml``, ``bastion-pack.toml``) as validated models.
+
+A manifest is reviewed before anything of the skill runs. Every rule is checked here so that a
+bad manifest is refused with the file, the field and the fix, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .configfile import config_error_from_validation, read_toml
+from .errors import ManifestError, RuleError
+from .netrule import NetRule
+
+__all__ = [
+    "NAME_PATTERN",
+    "PACK_MANIFEST",
+    "RUNTIMES",
+    "SKILL_MANIFEST",
+    "Example",
+    "FsRequest",
+    "LimitsRequest",
+    "PackManifest",
+    "Permissions",
+    "SkillManifest",
+    "check_json_schema",
+    "load_pack_manifest",
+    "load_skill_manifest",
+    "normalize_guest_path",
+]
+
+SKILL_MANIFEST = "skill.toml"
+PACK_MANIFEST = "bastion-pack.toml"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+RUNTIMES = ("wasm", "component", "python", "native")
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_PACK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def check_semver(value: str) -> str:
+    """Accept a semantic version ``MAJOR.MINOR.PATCH[-pre][+build]``."""
+    if not _SEMVER.match(value):
+        raise ValueError(f"{value!r} is not a semantic version; write it as MAJOR.MINOR.PATCH")
+    return value
+
+
+def normalize_guest_path(value: str) -> str:
+    """Normalise an absolute guest path; refuse relative paths, ``..`` and odd characters."""
+    if not value.startswith("/"):
+        raise ValueError(f"guest path {value!r} must be absolute, e.g. '/data'")
+    if any(ord(c) < 32 or c == "\\" for c in value):
+        raise ValueError(f"guest path {value!r} contains a control character or backslash")
+    if ".." in value.split("/"):
+        raise ValueError(f"guest path {value!r} must not contain '..'")
+    norm = posixpath.normpath(value)
+    if norm == "/":
+        raise ValueError("guest path '/' is not allowed; mount a named folder such as '/data'")
+    return norm
+
+
+def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
+    """Validate ``schema`` as a JSON Schema (draft 2020-12) describing an object."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        path = "/".join(str(p) for p in exc.path) or "(root)"
+        raise ValueError(f"{what} is not a valid JSON Schema at {path}: {exc.message}") from None
+    if what == "input_schema" and schema.get("type") != "object":
+        raise ValueError(
+            f"input_schema must have type 'object' (got {schema.get('type')!r}); "
+            "tool inputs are JSON objects"
+        )
+    return schema
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class FsRequest(_Model):
+    """A guest path the skill wants to see, and whether it needs to write there."""
+
+    path: str
+    access: Literal["read", "write"] = "read"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return normalize_guest_path(v)
+
+
+class Permissions(_Model):
+    """What a skill asks for; the policy decides what it gets (deny by default)."""
+
+    network: tuple[str, ...] = ()
+    filesystem: tuple[FsRequest, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+    @field_validator("network")
+    @classmethod
+    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for text in v:
+            try:
+                NetRule.parse(text)
+            except RuleError as exc:
+                raise ValueError(exc.message) from None
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _SECRET_NAME.match(name):
+                raise ValueError(
+                    f"secret name {name!r} must be an environment variable name "
+                    "(A-Z, 0-9 and _, not starting with a digit)"
+                )
+        return v
+
+    @property
+    def rules(self) -> tuple[NetRule, ...]:
+        return tuple(NetRule.parse(t) for t in self.network)
+
+
+class LimitsRequest(_Model):
+    """Limits a skill asks for; the policy caps them."""
+
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    memory_mb: Annotated[int, Field(ge=1, le=4096)] | None = None
+    output_kb: Annotated[int, Field(ge=1, le=65_536)] | None = None
+
+
+class Example(_Model):
+    """An input and, optionally, the exact output it must produce (used by the conformance kit)."""
+
+    input: dict[str, Any]
+    output: Any = None
+    description: str | None = None
+
+
+class SkillManifest(_Model):
+    """A skill's ``skill.toml``."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    version: str
+    description: Annotated[str, Field(min_length=1, max_length=4096)]
+    runtime: Literal["wasm", "component", "python", "native"]
+    entry: str | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    permissions: Permissions = Permissions()
+    limits: LimitsRequest = LimitsRequest()
+    examples: tuple[Example, ...] = ()
+    deterministic: bool = False
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return check_semver(v)
+
+    @field_validator("entry")
+    @classmethod
+    def _entry(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("/") or "\\" in v or ".." in v.split("/") or not v.strip():
+            raise ValueError(f"entry {v!r} must be a relative path inside the skill folder")
+        return v
+
+    @field_validator("input_schema")
+    @classmethod
+    def _input_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_json_schema(v, "input_schema")
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_json_schema(v, "output_schema")
+
+    @model_validator(mode="after")
+    def _entry_needed(self) -> SkillManifest:
+        if self.runtime != "native" and not self.entry:
+            raise ValueError(f"runtime {self.runtime!r} needs an 'entry' file, e.g. 'skill.py'")
+        if self.runtime != "python" and self.input_schema is None:
+            raise ValueError(
+                "input_schema is required (only Python skills can derive it from run())"
+            )
+        return self
+
+
+class PackManifest(_Model):
+    """A pack's ``bastion-pack.toml``: name, version and the skill folders it holds."""
+
+    name: str
+    version: str
+    description: str = ""
+    skills: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _PACK_NAME.match(v):
+            raise ValueError(f"pack name {v!r} must match {_PACK_NAME.pattern}")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return check_semver(v)
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for rel in v:
+            if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or not rel:
+                raise ValueError(f"skill folder {rel!r} must be a relative path inside the pack")
+        if len(set(v)) != len(v):
+            raise ValueError("skills lists the same folder twice")
+        return v
+
+
+def load_skill_manifest(folder: Path) -> SkillManifest:
+    """Read and validate ``folder/skill.toml``; raises ManifestError naming the file and field."""
+    path = folder / SKILL_MANIFEST
+    data = read_toml(path, ManifestError)
+    try:
+        return SkillManifest.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, ManifestError, source=str(path)) from None
+
+
+def load_pack_manifest(folder: Path) -> PackManifest:
+    """Read and validate ``folder/bastion-pack.toml``."""
+    path = folder / PACK_MANIFEST
+    data = read_toml(path, ManifestError)
+    try:
+        return PackManifest.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, ManifestError, source=str(path)) from None

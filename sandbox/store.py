@@ -1,0 +1,281 @@
+"""A fresh, limited ``Store`` per invocation, with its WASI context and output capture.
+
+``Sandbox`` (a context manager) owns one store and the ``InvocationState`` that host functions,
+the output callbacks and the epoch callback share. Set-up, and why:
+
+- ``set_limits`` from ``Limits`` (memory) plus fixed caps on instances, tables and table
+  elements, so a module cannot allocate host memory through them;
+- the epoch deadline is ``deadline_ticks`` of the time *remaining* before ``deadline``; when it
+  runs out, an epoch callback checks the wall clock and either traps (timeout) or extends the
+  deadline, so a guest never stops before its deadline even if the shared ticker ran early;
+- ALWAYS a WASI config (a WASI module in a store without one aborts the process): empty env,
+  ``argv = [skill name]``, stdin from bytes (raw ``wasi_config_set_stdin_bytes``), stdout and
+  stderr through our own C callbacks that keep at most the cap and then refuse writes with EFBIG
+  (recording ``output_capped``), without copying what they refuse;
+- each mount preopened with ``fs_mutable`` passed explicitly (writable only if
+  ``Mount.writable``). wasmtime-py 50 exposes no ``dir_perms``/``file_perms``; ``fs_mutable``
+  is the only knob, and read-only is enforced by it (tested by attack).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from bastion.errors import ErrorCode, ExecutionError
+from bastion.executor import Limits, Mount
+
+from .engine import deadline_ticks, get_engine
+from .rawcall import TRAP_PREFIX, context_key
+from .ticker import ensure_running, remaining_ms
+
+__all__ = [
+    "STDERR_KEEP",
+    "InvocationState",
+    "OutputSink",
+    "Sandbox",
+    "StoreCaps",
+    "state_for",
+]
+
+STDERR_KEEP: Final[int] = 8 * 1024
+"""Bytes of stderr kept (the tail): enough for an error message, bounded host memory."""
+
+_EFBIG: Final[int] = 27  # errno returned to a guest writing past its output cap
+_UPDATE_CONTINUE: Final[int] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCaps:
+    """Limits on store objects besides memory; generous for real programs, bounded for abuse."""
+
+    instances: int = 16
+    tables: int = 16
+    memories: int = 4
+    table_elements: int = 200_000
+
+
+class OutputSink:
+    """Collects one output stream up to ``cap`` bytes; ``tail`` keeps only the last ``cap``."""
+
+    def __init__(self, cap: int, *, tail: bool = False) -> None:
+        self.cap = cap
+        self.tail = tail
+        self.buf = bytearray()
+        self.capped = False
+        """True once the guest tried to write past ``cap`` (head mode only)."""
+        self.total = 0
+
+    def write(self, ptr: int, size: int) -> int:
+        """Accept ``size`` bytes at host address ``ptr``; returns bytes taken or ``-errno``."""
+        self.total += size
+        if self.tail:
+            self.buf += ctypes.string_at(ptr, min(size, self.cap))
+            if len(self.buf) > self.cap:
+                del self.buf[: len(self.buf) - self.cap]
+            return size
+        room = self.cap - len(self.buf)
+        if size <= room:
+            self.buf += ctypes.string_at(ptr, size)
+            return size
+        self.capped = True
+        if room > 0:
+            self.buf += ctypes.string_at(ptr, room)
+            return room
+        return -_EFBIG
+
+
+@dataclass(slots=True)
+class InvocationState:
+    """Per-invocation facts shared by the store's callbacks and host functions."""
+
+    skill: str
+    deadline: float
+    limits: Limits
+    stdout: OutputSink
+    stderr: OutputSink
+    request: Any = None
+    """The ``ExecutionRequest`` (host functions read caps, audit and logger from it)."""
+    timed_out: bool = False
+    host_error: ExecutionError | None = None
+    """Set by a host function that trapped the guest on purpose (the result's error)."""
+    last_denial: ExecutionError | None = None
+    """The last error a host function returned to the guest (reported if the skill then fails)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Scratch space for host functions (e.g. the pending http response)."""
+
+
+_STATES: dict[int, InvocationState] = {}
+_SINKS: dict[int, OutputSink] = {}
+_ids = itertools.count(1)
+_reg_lock = threading.Lock()
+
+
+def state_for(key: int) -> InvocationState | None:
+    """The state of the store whose context key is ``key`` (host functions use this)."""
+    return _STATES.get(key)
+
+
+_WRITE_CB_T = ctypes.CFUNCTYPE(
+    ctypes.c_ssize_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t
+)
+_FREE_CB_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _sink_write_py(data: int | None, buf: Any, size: int) -> int:
+    try:
+        sink = _SINKS.get(data or 0)
+        if sink is None:
+            return -_EFBIG
+        return sink.write(ctypes.cast(buf, ctypes.c_void_p).value or 0, size)
+    except BaseException:
+        return -5  # EIO; never raise into wasmtime
+
+
+def _sink_free_py(data: int | None) -> None:
+    _SINKS.pop(data or 0, None)
+
+
+_EPOCH_CB_T = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(ffi.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t),
+)
+
+
+def _epoch_expired_py(ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+    try:
+        state = _STATES.get(context_key(ctx))
+        left = remaining_ms(state.deadline) if state is not None else 0.0
+        if left > 0:
+            delta[0] = deadline_ticks(left)
+            kind[0] = _UPDATE_CONTINUE
+            return 0
+        if state is not None:
+            state.timed_out = True
+    except BaseException:
+        pass
+    err = ffi.wasmtime_error_new(f"{TRAP_PREFIX}timeout".encode())
+    return ctypes.cast(err, ctypes.c_void_p).value or 0
+
+
+def _noop_free_py(_data: Any) -> None:
+    return None
+
+
+_sink_write = _WRITE_CB_T(_sink_write_py)
+_sink_free = _FREE_CB_T(_sink_free_py)
+_epoch_expired = _EPOCH_CB_T(_epoch_expired_py)
+_noop_free = _FREE_CB_T(_noop_free_py)
+
+
+def _set_output(cfg: wasmtime.WasiConfig, setter: Any, sink: OutputSink) -> None:
+    with _reg_lock:
+        sid = next(_ids)
+        _SINKS[sid] = sink
+    setter(cfg.ptr(), _sink_write, sid, _sink_free)
+
+
+class Sandbox:
+    """One fresh store for one invocation; ``close()`` (or ``with``) releases it."""
+
+    def __init__(
+        self,
+        *,
+        skill: str,
+        stdin: bytes,
+        limits: Limits,
+        deadline: float,
+        mounts: Sequence[Mount] = (),
+        request: Any = None,
+        caps: StoreCaps = StoreCaps(),
+        stderr_keep: int = STDERR_KEEP,
+    ) -> None:
+        ensure_running()
+        self.state = InvocationState(
+            skill=skill,
+            deadline=deadline,
+            limits=limits,
+            stdout=OutputSink(limits.output_bytes),
+            stderr=OutputSink(stderr_keep, tail=True),
+            request=request,
+        )
+        store = wasmtime.Store(get_engine())
+        self.store: wasmtime.Store | None = store
+        self.key = context_key(store._context())
+        with _reg_lock:
+            _STATES[self.key] = self.state
+        try:
+            store.set_limits(
+                memory_size=limits.memory_bytes,
+                table_elements=caps.table_elements,
+                instances=caps.instances,
+                tables=caps.tables,
+                memories=caps.memories,
+            )
+            store.set_wasi(self._wasi(skill, stdin, mounts))
+            ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _epoch_expired, None,
+                                                       _noop_free)
+            store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _wasi(self, skill: str, stdin: bytes, mounts: Sequence[Mount]) -> wasmtime.WasiConfig:
+        cfg = wasmtime.WasiConfig()
+        cfg.argv = [skill]
+        cfg.env = []
+        vec = ffi.wasm_byte_vec_t()
+        buf = ctypes.create_string_buffer(stdin, len(stdin))
+        ffi.wasm_byte_vec_new(
+            ctypes.byref(vec), len(stdin), ctypes.cast(buf, ctypes.POINTER(ffi.wasm_byte_t))
+        )
+        ffi.wasi_config_set_stdin_bytes(cfg.ptr(), ctypes.byref(vec))  # takes ownership
+        _set_output(cfg, ffi.wasi_config_set_stdout_custom, self.state.stdout)
+        _set_output(cfg, ffi.wasi_config_set_stderr_custom, self.state.stderr)
+        for m in mounts:
+            if not m.host.is_dir():
+                raise ExecutionError(
+                    ErrorCode.FS_DENIED,
+                    f"mount {m.guest!r} is unavailable (its host directory does not exist)",
+                    detail=f"host directory {m.host} missing",
+                )
+            cfg.preopen_dir(str(m.host), m.guest, fs_mutable=bool(m.writable))
+        return cfg
+
+    def memory_size(self, instance: Any) -> int:
+        """Bytes of the instance's exported ``memory`` (0 if none)."""
+        if self.store is None:
+            return 0
+        item = ffi.wasmtime_extern_t()
+        name = b"memory"
+        ok = ffi.wasmtime_instance_export_get(
+            self.store._context(), ctypes.byref(instance), name, len(name), ctypes.byref(item)
+        )
+        if not ok or cast(int, item.kind) != ffi.WASMTIME_EXTERN_MEMORY.value:
+            return 0
+        return int(ffi.wasmtime_memory_data_size(self.store._context(),
+                                                 ctypes.byref(item.of.memory)))
+
+    def close(self) -> None:
+        """Drop the store (its memory, WASI context and output callbacks)."""
+        with _reg_lock:
+            _STATES.pop(self.key, None)
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

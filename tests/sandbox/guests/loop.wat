@@ -1,0 +1,4 @@
+;; An infinite loop: must end with TIMEOUT.
+(module
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))

@@ -30,6 +30,7 @@ import platformdirs
 import structlog
 import wasmtime
 import wasmtime.component
+
 from bastion.errors import ConfigError
 
 from .engine import engine_fingerprint, get_engine

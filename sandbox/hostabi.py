@@ -180,6 +180,7 @@ def _do_http(st: InvocationState, raw: bytes) -> bytes:
                 rules=getattr(caps, "network", ()),
                 private_allow=getattr(caps, "private_allow", ()),
                 deadline=st.deadline,
+                secrets=tuple((getattr(caps, "secrets", None) or {}).values()),
                 audit=getattr(req, "audit", None),
                 logger=_logger(st),
             )

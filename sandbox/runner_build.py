@@ -1,0 +1,183 @@
+"""Build the generic Python runner component from ``sandbox/guest/`` and cache it.
+
+No built binary ships with Bastion: the runner is built with componentize-py (offline, in a
+subprocess) the first time it is needed, into the private compile-cache directory, under a name
+keyed by a hash of every file in ``sandbox/guest/`` and the componentize-py version. A file lock
+makes concurrent processes build it once; the result is renamed into place atomically. The
+compiled form then goes through the verified compile cache (``cache.py``).
+
+componentize-py runs build-time Python with *writable* host folders, so it only ever sees a
+private copy of ``sandbox/guest/`` (Bastion's own code), never a skill's source.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Final
+
+import structlog
+import wasmtime.component
+from bastion.errors import BastionError
+
+from .cache import default_cache
+
+__all__ = [
+    "GUEST_DIR",
+    "RUNNER_APP",
+    "RUNNER_WORLD",
+    "RunnerBuildError",
+    "allowed_modules",
+    "ensure_runner",
+    "load_runner",
+    "runner_digest",
+]
+
+GUEST_DIR: Final[Path] = Path(__file__).resolve().parent / "guest"
+"""Sources of the runner: ``wit/`` (the WIT package) and ``runner/`` (guest Python)."""
+RUNNER_WORLD: Final[str] = "python-runner"
+RUNNER_APP: Final[str] = "bastion_runner"
+BUILD_TIMEOUT_S: Final[float] = 600.0
+_FORMAT: Final[str] = "runner-v1"
+_SKIP_DIRS: Final[frozenset[str]] = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache"})
+
+_log = structlog.get_logger("bastion.sandbox.runner_build")
+_lock = threading.Lock()
+Progress = Callable[[str], None]
+
+
+class RunnerBuildError(BastionError):
+    """The Python runner component could not be built (componentize-py failed or is missing)."""
+
+    code = "RUNNER_BUILD_FAILED"
+
+
+def _guest_files(root: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        files += [Path(dirpath) / f for f in filenames if not f.endswith((".pyc", ".pyo"))]
+    return sorted(files)
+
+
+def runner_digest(guest_dir: Path = GUEST_DIR) -> str:
+    """sha256 of every guest file (path and content) and the componentize-py version."""
+    h = hashlib.sha256(f"{_FORMAT}\0componentize-py={version('componentize-py')}\0".encode())
+    for path in _guest_files(guest_dir):
+        rel = path.relative_to(guest_dir).as_posix()
+        h.update(f"{rel}\0{path.stat().st_size}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def allowed_modules(guest_dir: Path = GUEST_DIR) -> tuple[str, ...]:
+    """The modules a Python skill may import (read as data from ``bastion_allowed.py``)."""
+    tree = ast.parse((guest_dir / "runner" / "bastion_allowed.py").read_text("utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "ALLOWED_MODULES" for t in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            return tuple(str(v) for v in value)
+    raise RunnerBuildError("bastion_allowed.py defines no ALLOWED_MODULES")
+
+
+def _runner_dir() -> Path:
+    path = default_cache().root / "runner"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _componentize_cmd(src: Path, out: Path) -> list[str]:
+    launcher = (
+        "import sys; from componentize_py import script; "
+        "sys.argv[0] = 'componentize-py'; sys.exit(script())"
+    )
+    return [
+        sys.executable, "-c", launcher, "-q",
+        "-d", str(src / "wit"), "-w", RUNNER_WORLD,
+        "componentize", "-p", str(src / "runner"), RUNNER_APP, "-o", str(out),
+    ]
+
+
+def _build(dest: Path, progress: Progress | None) -> None:
+    if progress is not None:
+        progress("building the Python runner component with componentize-py (once)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=dest.parent) as tmp:
+        work = Path(tmp)
+        src = work / "guest"
+        shutil.copytree(GUEST_DIR, src, ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc"))
+        out = work / "runner.wasm"
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        try:
+            proc = subprocess.run(
+                _componentize_cmd(src, out), cwd=work, env=env, capture_output=True,
+                timeout=BUILD_TIMEOUT_S, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RunnerBuildError(f"componentize-py could not run: {exc}") from exc
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-2000:]
+            raise RunnerBuildError(
+                f"componentize-py failed with status {proc.returncode} building the Python "
+                f"runner: {tail}"
+            )
+        os.chmod(out, 0o600)
+        os.replace(out, dest)
+    _log.info("runner.built", path=str(dest), seconds=round(time.monotonic() - started, 2),
+              size=dest.stat().st_size)
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    for old in folder.glob("runner-*.wasm"):
+        if old != keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def ensure_runner(progress: Progress | None = None) -> Path:
+    """Path of the built runner ``.wasm`` for the current sources, building it if needed.
+
+    Thread- and process-safe; ``progress`` receives a message before a slow build.
+    """
+    digest = runner_digest()
+    folder = _runner_dir()
+    dest = folder / f"runner-{digest[:32]}.wasm"
+    if dest.is_file():
+        return dest
+    with _lock, _file_lock(folder / ".lock"):
+        if not dest.is_file():
+            _build(dest, progress)
+            _prune(folder, dest)
+    return dest
+
+
+def load_runner(progress: Progress | None = None) -> wasmtime.component.Component:
+    """The compiled runner component (built and compiled once, then served from the caches)."""
+    path = ensure_runner(progress)
+    return default_cache().component_from_file(path, progress=progress)

@@ -1,41 +1,46 @@
-"""Safe arithmetic: the expression is parsed with ``ast`` and only numbers, operators and a
-fixed set of math functions are evaluated. Nothing is ever passed to ``eval``."""
+"""Safe arithmetic: the expression is parsed into Python's abstract syntax tree and only
+numbers, operators and a fixed set of math functions are evaluated. Nothing reaches ``eval``.
 
-from __future__ import annotations
+The sandbox does not offer the ``ast`` module, so the tree comes from the built-in ``compile``
+with the ``PyCF_ONLY_AST`` flag, and nodes are told apart by their class names."""
 
-import ast
+
 import math
 from collections.abc import Callable
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from bastion_sdk import SkillError
-
+PYCF_ONLY_AST = 0x400
+"""``ast.PyCF_ONLY_AST``: ``compile`` returns the syntax tree instead of code."""
 MAX_EXPRESSION_CHARS = 2000
 MAX_NODES = 400
 MAX_INT_BITS = 4096
 """Integer results (and operands of ``**``) larger than this many bits are refused."""
 MAX_FACTORIAL = 1000
 
+class CalcError(ValueError):
+    """A problem with the expression that the caller can fix (reported as SKILL_ERROR)."""
+
+
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 
 
 def _bounded_factorial(n: float) -> int:
     if not float(n).is_integer() or n < 0:
-        raise SkillError(f"factorial() needs a non-negative whole number, got {n!r}")
+        raise CalcError(f"factorial() needs a non-negative whole number, got {n!r}")
     if n > MAX_FACTORIAL:
-        raise SkillError(f"factorial({int(n)}) is too large; the limit is {MAX_FACTORIAL}")
+        raise CalcError(f"factorial({int(n)}) is too large; the limit is {MAX_FACTORIAL}")
     return math.factorial(int(n))
 
 
 def _bounded_comb(n: float, k: float) -> int:
     if n > MAX_FACTORIAL:
-        raise SkillError(f"comb({n!r}, ...) is too large; the limit for n is {MAX_FACTORIAL}")
+        raise CalcError(f"comb({n!r}, ...) is too large; the limit for n is {MAX_FACTORIAL}")
     return math.comb(int(n), int(k))
 
 
 def _bounded_perm(n: float, k: float) -> int:
     if n > MAX_FACTORIAL:
-        raise SkillError(f"perm({n!r}, ...) is too large; the limit for n is {MAX_FACTORIAL}")
+        raise CalcError(f"perm({n!r}, ...) is too large; the limit for n is {MAX_FACTORIAL}")
     return math.perm(int(n), int(k))
 
 
@@ -55,50 +60,46 @@ FUNCTIONS: dict[str, Callable[..., float | int]] = {
     "factorial": _bounded_factorial, "comb": _bounded_comb, "perm": _bounded_perm,
 }
 
-_BINOPS: dict[type[ast.operator], str] = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
-    ast.Mod: "%", ast.Pow: "**",
-}
-_REFUSED_OPS: dict[type[ast.operator], str] = {
-    ast.BitXor: "'^' is bitwise XOR here; write powers as '**', e.g. '2 ** 10'",
-    ast.BitAnd: "'&' is not supported", ast.BitOr: "'|' is not supported",
-    ast.LShift: "'<<' is not supported", ast.RShift: "'>>' is not supported",
-    ast.MatMult: "'@' is not supported",
+_BINOPS = frozenset({"Add", "Sub", "Mult", "Div", "FloorDiv", "Mod", "Pow"})
+_REFUSED_OPS: dict[str, str] = {
+    "BitXor": "'^' is bitwise XOR here; write powers as '**', e.g. '2 ** 10'",
+    "BitAnd": "'&' is not supported", "BitOr": "'|' is not supported",
+    "LShift": "'<<' is not supported", "RShift": "'>>' is not supported",
+    "MatMult": "'@' is not supported",
 }
 
 
 def _check_int(value: float | int) -> float | int:
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        raise SkillError(f"the result has more than {MAX_INT_BITS} bits; use smaller numbers")
+        raise CalcError(f"the result has more than {MAX_INT_BITS} bits; use smaller numbers")
     return value
 
 
 def _power(base: float | int, exp: float | int) -> float | int:
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
-        if exp * math.log2(abs(base)) > MAX_INT_BITS:
-            raise SkillError(
-                f"{base} ** {exp} is too large (more than {MAX_INT_BITS} bits); "
-                "use smaller numbers or a float base such as 2.0"
-            )
+    if (isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1
+            and exp * math.log2(abs(base)) > MAX_INT_BITS):
+        raise CalcError(
+            f"{base} ** {exp} is too large (more than {MAX_INT_BITS} bits); "
+            "use smaller numbers or a float base such as 2.0"
+        )
     return _check_int(base**exp)
 
 
-def _binop(op: ast.operator, left: float | int, right: float | int) -> float | int:
-    kind = type(op)
-    if kind is ast.Add:
+def _binop(kind: str, left: float | int, right: float | int) -> float | int:
+    if kind == "Add":
         return _check_int(left + right)
-    if kind is ast.Sub:
+    if kind == "Sub":
         return _check_int(left - right)
-    if kind is ast.Mult:
-        if isinstance(left, int) and isinstance(right, int):
-            if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
-                raise SkillError(f"the result has more than {MAX_INT_BITS} bits")
+    if kind == "Mult":
+        if (isinstance(left, int) and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > MAX_INT_BITS + 1):
+            raise CalcError(f"the result has more than {MAX_INT_BITS} bits")
         return _check_int(left * right)
-    if kind is ast.Div:
+    if kind == "Div":
         return left / right
-    if kind is ast.FloorDiv:
+    if kind == "FloorDiv":
         return left // right
-    if kind is ast.Mod:
+    if kind == "Mod":
         return left % right
     return _power(left, right)
 
@@ -107,63 +108,66 @@ class _Evaluator:
     def __init__(self) -> None:
         self.nodes = 0
 
-    def eval(self, node: ast.AST) -> float | int:
+    def eval(self, node: Any) -> float | int:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise SkillError(f"the expression is too long (more than {MAX_NODES} parts)")
-        if isinstance(node, ast.Expression):
+            raise CalcError(f"the expression is too long (more than {MAX_NODES} parts)")
+        kind = type(node).__name__
+        if kind == "Expression":
             return self.eval(node.body)
-        if isinstance(node, ast.Constant):
+        if kind == "Constant":
             value = node.value
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SkillError(f"only numbers are allowed, not {value!r}")
+                raise CalcError(f"only numbers are allowed, not {value!r}")
             return _check_int(value)
-        if isinstance(node, ast.BinOp):
-            if type(node.op) in _REFUSED_OPS:
-                raise SkillError(_REFUSED_OPS[type(node.op)])
-            if type(node.op) not in _BINOPS:
-                raise SkillError(f"operator {type(node.op).__name__} is not supported")
-            return _binop(node.op, self.eval(node.left), self.eval(node.right))
-        if isinstance(node, ast.UnaryOp):
+        if kind == "BinOp":
+            op = type(node.op).__name__
+            if op in _REFUSED_OPS:
+                raise CalcError(_REFUSED_OPS[op])
+            if op not in _BINOPS:
+                raise CalcError(f"operator {op} is not supported")
+            return _binop(op, self.eval(node.left), self.eval(node.right))
+        if kind == "UnaryOp":
             operand = self.eval(node.operand)
-            if isinstance(node.op, ast.USub):
+            op = type(node.op).__name__
+            if op == "USub":
                 return -operand
-            if isinstance(node.op, ast.UAdd):
+            if op == "UAdd":
                 return +operand
-            raise SkillError("only unary '+' and '-' are supported")
-        if isinstance(node, ast.Name):
+            raise CalcError("only unary '+' and '-' are supported")
+        if kind == "Name":
             if node.id in CONSTANTS:
                 return CONSTANTS[node.id]
             if node.id in FUNCTIONS:
-                raise SkillError(f"{node.id!r} is a function; call it, e.g. {node.id}(2)")
-            raise SkillError(
+                raise CalcError(f"{node.id!r} is a function; call it, e.g. {node.id}(2)")
+            raise CalcError(
                 f"unknown name {node.id!r}; constants are {', '.join(sorted(CONSTANTS))}"
             )
-        if isinstance(node, ast.Call):
+        if kind == "Call":
             return self._call(node)
-        raise SkillError(
-            f"{type(node).__name__} is not allowed; use numbers, + - * / // % **, "
+        raise CalcError(
+            f"{kind} is not allowed; use numbers, + - * / // % **, "
             "parentheses and math functions"
         )
 
-    def _call(self, node: ast.Call) -> float | int:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this call"
-            raise SkillError(
+    def _call(self, node: Any) -> float | int:
+        func = node.func
+        if type(func).__name__ != "Name" or func.id not in FUNCTIONS:
+            name = func.id if type(func).__name__ == "Name" else "this call"
+            raise CalcError(
                 f"function {name!r} is not available; available: {', '.join(sorted(FUNCTIONS))}"
             )
         if node.keywords:
-            raise SkillError(f"{node.func.id}() takes positional arguments only")
+            raise CalcError(f"{node.func.id}() takes positional arguments only")
         if len(node.args) > 20:
-            raise SkillError(f"{node.func.id}() takes at most 20 arguments")
+            raise CalcError(f"{node.func.id}() takes at most 20 arguments")
         args = [self.eval(a) for a in node.args]
-        if node.func.id in ("gcd", "lcm", "isqrt"):
-            if not all(isinstance(a, int) for a in args):
-                raise SkillError(f"{node.func.id}() needs whole numbers")
+        if node.func.id in ("gcd", "lcm", "isqrt") and not all(isinstance(a, int) for a in args):
+            raise CalcError(f"{node.func.id}() needs whole numbers")
         try:
             return _check_int(FUNCTIONS[node.func.id](*args))
         except TypeError:
-            raise SkillError(f"wrong number of arguments for {node.func.id}()") from None
+            raise CalcError(f"wrong number of arguments for {node.func.id}()") from None
 
 
 def _round_significant(value: float, digits: int) -> float:
@@ -189,36 +193,38 @@ def run(expression: str, precision: int = 12) -> CalcResult:
         precision: Significant digits kept in a non-integer result (1 to 17).
     """
     if not 1 <= precision <= 17:
-        raise SkillError(f"precision must be between 1 and 17, got {precision}")
+        raise CalcError(f"precision must be between 1 and 17, got {precision}")
     if len(expression) > MAX_EXPRESSION_CHARS:
-        raise SkillError(
+        raise CalcError(
             f"the expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}"
         )
     text = expression.strip()
     if not text:
-        raise SkillError("the expression is empty; write e.g. '1 + 2'")
+        raise CalcError("the expression is empty; write e.g. '1 + 2'")
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = compile(text, "<expression>", "eval", PYCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
-        raise SkillError(
+        raise CalcError(
             f"cannot parse {text[:80]!r}: {exc.msg} at column {exc.offset or 0}"
         ) from None
     except (RecursionError, MemoryError, ValueError):
-        raise SkillError("the expression is nested too deeply") from None
+        raise CalcError("the expression is nested too deeply") from None
     try:
         value = _Evaluator().eval(tree)
+    except CalcError:
+        raise
     except ZeroDivisionError:
-        raise SkillError(f"division by zero in {text[:80]!r}") from None
+        raise CalcError(f"division by zero in {text[:80]!r}") from None
     except OverflowError:
-        raise SkillError(f"the result of {text[:80]!r} is too large") from None
+        raise CalcError(f"the result of {text[:80]!r} is too large") from None
     except (ValueError, ArithmeticError) as exc:
-        raise SkillError(f"math error in {text[:80]!r}: {exc}") from None
+        raise CalcError(f"math error in {text[:80]!r}: {exc}") from None
     except RecursionError:
-        raise SkillError("the expression is nested too deeply") from None
+        raise CalcError("the expression is nested too deeply") from None
     if isinstance(value, complex):
-        raise SkillError(f"{text[:80]!r} has a complex result; only real numbers are supported")
+        raise CalcError(f"{text[:80]!r} has a complex result; only real numbers are supported")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise SkillError(f"the result of {text[:80]!r} is not a finite number")
+            raise CalcError(f"the result of {text[:80]!r} is not a finite number")
         value = _round_significant(value, precision)
     return {"expression": text, "result": value}

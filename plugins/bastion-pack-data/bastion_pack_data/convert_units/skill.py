@@ -1,11 +1,8 @@
 """Unit conversion for length, mass, time, temperature, data size and speed."""
 
-from __future__ import annotations
 
 import math
 from typing import TypedDict
-
-from bastion_sdk import SkillError
 
 # category -> canonical unit -> (factor to the category's base unit, aliases)
 UNITS: dict[str, dict[str, tuple[float, tuple[str, ...]]]] = {
@@ -98,9 +95,9 @@ def _lookup(unit: str, which: str) -> tuple[str, str]:
         return candidates[0]
     if candidates:
         names = ", ".join(repr(c) for _, c in candidates)
-        raise SkillError(f"{which} {unit!r} is ambiguous: did you mean {names}? Case matters")
+        raise ValueError(f"{which} {unit!r} is ambiguous: did you mean {names}? Case matters")
     known = "; ".join(f"{cat}: {', '.join(units)}" for cat, units in UNITS.items())
-    raise SkillError(f"unknown {which} {unit[:40]!r}. Known units: {known}")
+    raise ValueError(f"unknown {which} {unit[:40]!r}. Known units: {known}")
 
 
 def _to_kelvin(value: float, unit: str) -> float:
@@ -141,29 +138,29 @@ def run(value: float, from_unit: str, to_unit: str, precision: int = 12) -> Conv
         precision: Significant digits kept in the result (1 to 17).
     """
     if not 1 <= precision <= 17:
-        raise SkillError(f"precision must be between 1 and 17, got {precision}")
+        raise ValueError(f"precision must be between 1 and 17, got {precision}")
     try:
         number = float(value)
     except OverflowError:
-        raise SkillError("value is too large; use a number below 1e308") from None
+        raise ValueError("value is too large; use a number below 1e308") from None
     if not math.isfinite(number):
-        raise SkillError(f"value must be a finite number, got {value!r}")
+        raise ValueError(f"value must be a finite number, got {value!r}")
     src_cat, src = _lookup(from_unit, "from_unit")
     dst_cat, dst = _lookup(to_unit, "to_unit")
     if src_cat != dst_cat:
-        raise SkillError(
+        raise ValueError(
             f"cannot convert {src!r} ({src_cat}) to {dst!r} ({dst_cat}); "
             "both units must measure the same thing"
         )
     if src_cat == "temperature":
         kelvin = _to_kelvin(number, src)
         if kelvin < -1e-9:
-            raise SkillError(f"{value} {src} is below absolute zero")
+            raise ValueError(f"{value} {src} is below absolute zero")
         result = _from_kelvin(kelvin, dst)
     else:
         result = number * UNITS[src_cat][src][0] / UNITS[dst_cat][dst][0]
     if not math.isfinite(result):
-        raise SkillError(f"the result of converting {value} {src} to {dst} is too large")
+        raise ValueError(f"the result of converting {value} {src} to {dst} is too large")
     result = float(f"{result:.{precision}g}") if result else 0.0
     shown = f"{result:.{precision}g}"
     return {

@@ -1,12 +1,9 @@
 """Pick values out of a JSON document with a small path language (``items[0].name``)."""
 
-from __future__ import annotations
 
 import json
 import re
 from typing import TypedDict
-
-from bastion_sdk import SkillError
 
 MAX_DOCUMENT_CHARS = 1_000_000
 MAX_DEPTH = 200
@@ -28,15 +25,15 @@ def _check_depth(document: str) -> None:
     for bracket in _BRACKETS.findall(_STRING.sub("", document)):
         depth += 1 if bracket in "[{" else -1
         if depth > MAX_DEPTH:
-            raise SkillError(f"the document is nested more than {MAX_DEPTH} levels deep")
+            raise ValueError(f"the document is nested more than {MAX_DEPTH} levels deep")
 
 
 def _refuse_constant(name: str) -> object:
-    raise SkillError(f"document is not valid JSON: {name} is not a JSON value")
+    raise ValueError(f"{name} is not a JSON value; write null or a number")
 
 
 def parse_query(query: str) -> list[Step]:
-    """Split ``a.b[0][*]["odd key"]`` into steps; raise SkillError at the first bad character."""
+    """Split ``a.b[0][*]["odd key"]`` into steps; raise ValueError at the first bad character."""
     steps: list[Step] = []
     q = query.strip()
     if q.startswith("$"):
@@ -53,7 +50,7 @@ def parse_query(query: str) -> list[Step]:
                 continue
             m = _NAME.match(q, pos)
             if not m:
-                raise SkillError(
+                raise ValueError(
                     f"expected a key name after '.' at position {pos} of {query[:100]!r}; "
                     "quote unusual keys as [\"my key\"]"
                 )
@@ -73,7 +70,7 @@ def parse_query(query: str) -> list[Step]:
                 steps.append(("key", key))
                 pos = m.end()
                 continue
-            raise SkillError(
+            raise ValueError(
                 f"bad bracket at position {pos} of {query[:100]!r}; write [0], [-1], [*] "
                 "or [\"key\"]"
             )
@@ -87,7 +84,7 @@ def parse_query(query: str) -> list[Step]:
                 steps.append(("key", m.group()))
                 pos = m.end()
                 continue
-        raise SkillError(f"unexpected {ch!r} at position {pos} of {query[:100]!r}")
+        raise ValueError(f"unexpected {ch!r} at position {pos} of {query[:100]!r}")
     return steps
 
 
@@ -107,7 +104,7 @@ def _apply(values: list[object], step: Step) -> list[object]:
         elif isinstance(value, dict):
             out.extend(value.values())
         if len(out) > MAX_MATCHES:
-            raise SkillError(f"the query matches more than {MAX_MATCHES} values; narrow it down")
+            raise ValueError(f"the query matches more than {MAX_MATCHES} values; narrow it down")
     return out
 
 
@@ -131,21 +128,21 @@ def run(document: str, query: str) -> QueryResult:
         query: The path to select, e.g. "items[*].id".
     """
     if len(document) > MAX_DOCUMENT_CHARS:
-        raise SkillError(
+        raise ValueError(
             f"the document is {len(document)} characters; the limit is {MAX_DOCUMENT_CHARS}"
         )
     if len(query) > MAX_QUERY_CHARS:
-        raise SkillError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        raise ValueError(f"the query is longer than {MAX_QUERY_CHARS} characters")
     steps = parse_query(query)
     _check_depth(document)
     try:
         data = json.loads(document, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise SkillError(
+        raise ValueError(
             f"document is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except (RecursionError, ValueError) as exc:
-        raise SkillError(f"document cannot be read as JSON: {str(exc)[:200]}") from None
+        raise ValueError(f"document is not valid JSON: {str(exc)[:200]}") from None
     values: list[object] = [data]
     for step in steps:
         values = _apply(values, step)

@@ -1,11 +1,8 @@
 """Find every match of a regular expression in a text, with groups and named groups."""
 
-from __future__ import annotations
 
 import re
 from typing import Literal, TypedDict
-
-from bastion_sdk import SkillError
 
 MAX_PATTERN_CHARS = 2000
 MAX_TEXT_CHARS = 1_000_000
@@ -57,22 +54,22 @@ def run(
         max_matches: The most matches to return (1 to 1000).
     """
     if not 1 <= max_matches <= MAX_MATCHES:
-        raise SkillError(f"max_matches must be between 1 and {MAX_MATCHES}, got {max_matches}")
+        raise ValueError(f"max_matches must be between 1 and {MAX_MATCHES}, got {max_matches}")
     if len(pattern) > MAX_PATTERN_CHARS:
-        raise SkillError(f"the pattern is longer than {MAX_PATTERN_CHARS} characters")
+        raise ValueError(f"the pattern is longer than {MAX_PATTERN_CHARS} characters")
     if len(text) > MAX_TEXT_CHARS:
-        raise SkillError(f"the text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        raise ValueError(f"the text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
     combined = re.RegexFlag(0)
     for name in flags or []:
         if name not in FLAGS:
-            raise SkillError(f"unknown flag {name!r}; use one of {', '.join(FLAGS)}")
+            raise ValueError(f"unknown flag {name!r}; use one of {', '.join(FLAGS)}")
         combined |= FLAGS[name]
     try:
         compiled = re.compile(pattern, combined)
     except (re.error, ValueError) as exc:
-        raise SkillError(f"invalid pattern {pattern[:100]!r}: {exc}") from None
+        raise ValueError(f"invalid pattern {pattern[:100]!r}: {exc}") from None
     except (RecursionError, OverflowError, MemoryError):
-        raise SkillError(f"pattern {pattern[:100]!r} is too complex") from None
+        raise ValueError(f"pattern {pattern[:100]!r} is too complex") from None
     matches: list[Match] = []
     truncated = False
     for m in compiled.finditer(text):

@@ -1,29 +1,30 @@
 """Counts and frequencies for a piece of text: characters, words, sentences, top words."""
 
-from __future__ import annotations
 
 import math
 import re
 from collections import Counter
 from typing import TypedDict
 
-from bastion_sdk import SkillError
-
 MAX_TEXT_CHARS = 2_000_000
-_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+_WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
 _SENTENCE_END = re.compile(r"[.!?…]+(?=\s|$)")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself
-    yourselves""".split()
-)
+STOPWORDS = frozenset((
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are",
+    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but",
+    "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for",
+    "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself",
+    "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself",
+    "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on",
+    "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same",
+    "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them",
+    "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too",
+    "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
+    "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself",
+    "yourselves",
+))
 
 
 class WordCount(TypedDict):
@@ -57,11 +58,11 @@ def run(
         words_per_minute: Reading speed used for the reading time (50 to 1000).
     """
     if len(text) > MAX_TEXT_CHARS:
-        raise SkillError(f"the text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        raise ValueError(f"the text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
     if not 0 <= top_n <= 100:
-        raise SkillError(f"top_n must be between 0 and 100, got {top_n}")
+        raise ValueError(f"top_n must be between 0 and 100, got {top_n}")
     if not 50 <= words_per_minute <= 1000:
-        raise SkillError(f"words_per_minute must be between 50 and 1000, got {words_per_minute}")
+        raise ValueError(f"words_per_minute must be between 50 and 1000, got {words_per_minute}")
     words = [w.lower() for w in _WORD.findall(text)]
     counts = Counter(w for w in words if not (exclude_stopwords and w in STOPWORDS))
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]

@@ -1,13 +1,9 @@
 """List the files and folders under the /files mount."""
 
-from __future__ import annotations
 
 import fnmatch
 import os
-import posixpath
 from typing import Literal, TypedDict
-
-from bastion_sdk import SkillError
 
 ROOT = "/files"
 MAX_ENTRIES = 5000
@@ -15,18 +11,18 @@ MAX_SCANNED = 50_000
 
 
 def resolve_inside(path: str) -> str:
-    """``path`` (absolute, or relative to /files) as a real path inside /files, or SkillError."""
+    """``path`` (absolute, or relative to /files) as a real path inside /files, or ValueError."""
     if "\x00" in path:
-        raise SkillError("path must not contain NUL characters")
-    joined = posixpath.normpath(posixpath.join(ROOT, path))
+        raise ValueError("path must not contain NUL characters")
+    joined = os.path.normpath(os.path.join(ROOT, path))
     if joined != ROOT and not joined.startswith(ROOT + "/"):
-        raise SkillError(
+        raise ValueError(
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
     real = os.path.realpath(joined)
     if real != ROOT and not real.startswith(ROOT + "/"):
-        raise SkillError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
+        raise ValueError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
     return real
 
 
@@ -65,12 +61,12 @@ def run(
         max_entries: The most entries to return (1 to 5000); truncated tells if more exist.
     """
     if not 1 <= max_entries <= MAX_ENTRIES:
-        raise SkillError(f"max_entries must be between 1 and {MAX_ENTRIES}, got {max_entries}")
+        raise ValueError(f"max_entries must be between 1 and {MAX_ENTRIES}, got {max_entries}")
     top = resolve_inside(path)
     if not os.path.isdir(top):
         if os.path.exists(top):
-            raise SkillError(f"{path[:200]!r} is a file, not a folder; use read_file to read it")
-        raise SkillError(f"folder {path[:200]!r} does not exist; list {ROOT} to see what does")
+            raise ValueError(f"{path[:200]!r} is a file, not a folder; use read_file to read it")
+        raise ValueError(f"folder {path[:200]!r} does not exist; list {ROOT} to see what does")
     entries: list[Entry] = []
     truncated = False
     scanned = 0
@@ -81,9 +77,9 @@ def run(
             with os.scandir(folder) as it:
                 items = sorted(it, key=lambda e: e.name)
         except PermissionError:
-            raise SkillError(f"folder {folder!r} cannot be read (permission denied)") from None
+            raise ValueError(f"folder {folder!r} cannot be read (permission denied)") from None
         except OSError as exc:
-            raise SkillError(f"folder {folder!r} cannot be read ({exc.strerror})") from None
+            raise ValueError(f"folder {folder!r} cannot be read ({exc.strerror})") from None
         subdirs = []
         for item in items:
             scanned += 1

@@ -1,13 +1,9 @@
 """Read a text file under the /files mount, bounded, with encoding detection."""
 
-from __future__ import annotations
 
 import codecs
 import os
-import posixpath
 from typing import TypedDict
-
-from bastion_sdk import SkillError
 
 ROOT = "/files"
 MAX_BYTES = 1_000_000
@@ -21,18 +17,18 @@ _BOMS = (
 
 
 def resolve_inside(path: str) -> str:
-    """``path`` (absolute, or relative to /files) as a real path inside /files, or SkillError."""
+    """``path`` (absolute, or relative to /files) as a real path inside /files, or ValueError."""
     if "\x00" in path:
-        raise SkillError("path must not contain NUL characters")
-    joined = posixpath.normpath(posixpath.join(ROOT, path))
+        raise ValueError("path must not contain NUL characters")
+    joined = os.path.normpath(os.path.join(ROOT, path))
     if joined != ROOT and not joined.startswith(ROOT + "/"):
-        raise SkillError(
+        raise ValueError(
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
     real = os.path.realpath(joined)
     if real != ROOT and not real.startswith(ROOT + "/"):
-        raise SkillError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
+        raise ValueError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
     return real
 
 
@@ -86,36 +82,36 @@ def run(
         encoding: The text encoding to use instead of detecting it, e.g. "utf-16".
     """
     if not 1 <= max_bytes <= MAX_BYTES:
-        raise SkillError(f"max_bytes must be between 1 and {MAX_BYTES}, got {max_bytes}")
+        raise ValueError(f"max_bytes must be between 1 and {MAX_BYTES}, got {max_bytes}")
     if offset < 0:
-        raise SkillError(f"offset must be 0 or more, got {offset}")
+        raise ValueError(f"offset must be 0 or more, got {offset}")
     if encoding is not None:
         try:
             encoding = codecs.lookup(encoding).name
         except LookupError:
-            raise SkillError(
+            raise ValueError(
                 f"unknown encoding {encoding[:50]!r}; use e.g. 'utf-8', 'utf-16' or 'latin-1'"
             ) from None
     real = resolve_inside(path)
     if os.path.isdir(real):
-        raise SkillError(f"{path[:200]!r} is a folder; use list_files to see what is in it")
+        raise ValueError(f"{path[:200]!r} is a folder; use list_files to see what is in it")
     try:
         with open(real, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             fh.seek(offset)
             data = fh.read(max_bytes)
     except FileNotFoundError:
-        raise SkillError(f"file {path[:200]!r} does not exist; use list_files to find it") from None
+        raise ValueError(f"file {path[:200]!r} does not exist; use list_files to find it") from None
     except PermissionError:
-        raise SkillError(f"file {path[:200]!r} cannot be read (permission denied)") from None
+        raise ValueError(f"file {path[:200]!r} cannot be read (permission denied)") from None
     except OSError as exc:
-        raise SkillError(f"file {path[:200]!r} cannot be read ({exc.strerror})") from None
+        raise ValueError(f"file {path[:200]!r} cannot be read ({exc.strerror})") from None
     complete = offset + len(data) >= size
     if encoding is not None:
         text = data.decode(encoding, errors="replace")
     else:
         if _looks_binary(data):
-            raise SkillError(f"file {path[:200]!r} looks binary; read_file returns text only")
+            raise ValueError(f"file {path[:200]!r} looks binary; read_file returns text only")
         text, encoding = _detect(data, complete)
     return {
         "path": real, "size": size, "offset": offset, "encoding": encoding, "text": text,

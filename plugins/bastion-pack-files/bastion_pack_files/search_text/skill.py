@@ -1,14 +1,10 @@
 """Search the text files under the /files mount for a substring or a regular expression."""
 
-from __future__ import annotations
 
 import fnmatch
 import os
-import posixpath
 import re
 from typing import TypedDict
-
-from bastion_sdk import SkillError
 
 ROOT = "/files"
 MAX_RESULTS = 1000
@@ -18,18 +14,18 @@ MAX_LINE_CHARS = 300
 
 
 def resolve_inside(path: str) -> str:
-    """``path`` (absolute, or relative to /files) as a real path inside /files, or SkillError."""
+    """``path`` (absolute, or relative to /files) as a real path inside /files, or ValueError."""
     if "\x00" in path:
-        raise SkillError("path must not contain NUL characters")
-    joined = posixpath.normpath(posixpath.join(ROOT, path))
+        raise ValueError("path must not contain NUL characters")
+    joined = os.path.normpath(os.path.join(ROOT, path))
     if joined != ROOT and not joined.startswith(ROOT + "/"):
-        raise SkillError(
+        raise ValueError(
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
     real = os.path.realpath(joined)
     if real != ROOT and not real.startswith(ROOT + "/"):
-        raise SkillError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
+        raise ValueError(f"path {path[:200]!r} leads outside {ROOT} (through a link)")
     return real
 
 
@@ -54,7 +50,7 @@ def _files(top: str, glob: str | None) -> list[str]:
     for folder, dirs, names in os.walk(top, followlinks=False):
         dirs.sort()
         for name in sorted(names):
-            full = posixpath.join(folder, name)
+            full = os.path.join(folder, name)
             if os.path.islink(full):
                 continue
             if glob is None or fnmatch.fnmatchcase(name, glob):
@@ -92,19 +88,19 @@ def run(
         max_results: The most matching lines to return (1 to 1000).
     """
     if not query:
-        raise SkillError("query is empty; give the text to look for")
+        raise ValueError("query is empty; give the text to look for")
     if len(query) > 1000:
-        raise SkillError("query is longer than 1000 characters")
+        raise ValueError("query is longer than 1000 characters")
     if not 1 <= max_results <= MAX_RESULTS:
-        raise SkillError(f"max_results must be between 1 and {MAX_RESULTS}, got {max_results}")
+        raise ValueError(f"max_results must be between 1 and {MAX_RESULTS}, got {max_results}")
     flags = re.IGNORECASE if ignore_case else 0
     try:
         matcher = re.compile(query if regex else re.escape(query), flags)
     except (re.error, ValueError, RecursionError, OverflowError) as exc:
-        raise SkillError(f"invalid regular expression {query[:100]!r}: {exc}") from None
+        raise ValueError(f"invalid regular expression {query[:100]!r}: {exc}") from None
     top = resolve_inside(path)
     if not os.path.exists(top):
-        raise SkillError(f"{path[:200]!r} does not exist; use list_files to see what does")
+        raise ValueError(f"{path[:200]!r} does not exist; use list_files to see what does")
     hits: list[Hit] = []
     searched = skipped = 0
     truncated = False

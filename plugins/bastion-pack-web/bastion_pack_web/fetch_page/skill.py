@@ -1,13 +1,12 @@
 """Fetch a web page through Bastion's mediated HTTP and return its readable text and links."""
 
-from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
 from typing import TypedDict
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from bastion_sdk import SkillError, http
+from bastion_sdk import http
 
 MAX_CHARS = 200_000
 MAX_LINKS = 500
@@ -154,15 +153,15 @@ def run(url: str, max_chars: int = 20000, max_links: int = 100) -> Page:
         max_links: The most links to return (0 to 500).
     """
     if not 100 <= max_chars <= MAX_CHARS:
-        raise SkillError(f"max_chars must be between 100 and {MAX_CHARS}, got {max_chars}")
+        raise ValueError(f"max_chars must be between 100 and {MAX_CHARS}, got {max_chars}")
     if not 0 <= max_links <= MAX_LINKS:
-        raise SkillError(f"max_links must be between 0 and {MAX_LINKS}, got {max_links}")
+        raise ValueError(f"max_links must be between 0 and {MAX_LINKS}, got {max_links}")
     try:
         parts = urlsplit(url.strip())
     except ValueError:
-        raise SkillError(f"{url[:200]!r} is not a valid URL") from None
+        raise ValueError(f"{url[:200]!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SkillError(
+        raise ValueError(
             f"{url[:200]!r} is not an http(s) URL; write it in full, e.g. 'https://example.org/'"
         )
     # http errors (NetworkDenied, timeouts, too large) propagate: the host reports each with
@@ -173,7 +172,7 @@ def run(url: str, max_chars: int = 20000, max_links: int = 100) -> Page:
     mime = content_type.split(";")[0].strip().lower()
     final_url = response.url or url
     if mime and not (mime.startswith("text/") or mime in ("application/xhtml+xml",)):
-        raise SkillError(
+        raise ValueError(
             f"{final_url[:200]!r} is {mime!r}, not a web page; fetch_page reads HTML and text only"
         )
     decoded = _decode(body, content_type)

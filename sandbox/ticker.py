@@ -1,10 +1,12 @@
 """The epoch ticker: one daemon thread advancing the engine's epoch every ``TICK_MS``.
 
-Why a fixed schedule without catch-up: if the thread is delayed (GIL held, loaded machine) it
-increments the epoch once and re-anchors instead of bursting the missed ticks (bursts would stop
-guests early). A guest gets ``deadline_ticks(T) = ceil(T/tick) + 1`` ticks, and when they run
-out the store's epoch callback (``store.py``) checks the wall clock and extends the deadline if
-``T`` has not really elapsed: a guest never stops before its deadline.
+The epoch follows the wall clock: after a late wake-up (the thread needs the GIL, which a
+CPU-bound Python thread holds for up to a switch interval) the missed ticks are issued at once,
+so the epoch never lags far behind real time and never runs ahead of it. A burst can make a
+guest reach its epoch deadline early, so the deadline is only a trigger: when it runs out, the
+store's epoch callback (``store.py``) checks the wall clock and extends it if the request's
+deadline has not really passed. A guest therefore never stops before its deadline, and stops
+within about two ticks (plus a GIL wait) after it.
 
 The thread starts lazily (``ensure_running()``), stops on ``stop()`` and at interpreter exit,
 and can be started again. ``remaining_ms(deadline)`` is the wall-clock companion for time spent
@@ -14,16 +16,22 @@ in host calls, where epochs do not interrupt.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import threading
 import time
+from collections.abc import Callable
+from typing import Final
 
 import structlog
+import wasmtime
+from wasmtime import _ffi as ffi
 
 from .engine import TICK_MS, get_engine
 
 __all__ = ["Ticker", "ensure_running", "remaining_ms", "stop", "ticker"]
 
 _log = structlog.get_logger("bastion.sandbox.ticker")
+_MAX_BURST: Final[int] = 1000
 
 
 class Ticker:
@@ -75,22 +83,36 @@ class Ticker:
         self.stop()
 
     def _run(self, stop: threading.Event) -> None:
-        engine = get_engine()
+        bump = _epoch_incrementer(get_engine())
         period = self._tick_s
-        next_at = time.monotonic() + period
-        while True:
-            delay = next_at - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                return
-            if stop.is_set():
-                return
-            engine.increment_epoch()
-            self.ticks += 1
-            # Fixed schedule (no drift); if far behind, re-anchor instead of bursting ticks.
-            next_at += period
-            now = time.monotonic()
-            if next_at < now:
-                next_at = now + period
+        t0 = time.monotonic()
+        issued = 0
+        while not stop.wait(max(t0 + (issued + 1) * period - time.monotonic(), 0.0)):
+            # Catch up with the wall clock (the epoch never runs ahead of it): waking up needs
+            # the GIL, which a busy Python thread may hold for a whole switch interval.
+            due = int((time.monotonic() - t0) / period)
+            n = min(max(due - issued, 1), _MAX_BURST)
+            for _ in range(n):
+                bump()
+            issued = max(issued + n, due)
+            self.ticks += n
+
+
+def _epoch_incrementer(engine: wasmtime.Engine) -> Callable[[], None]:
+    """``engine.increment_epoch`` without releasing the GIL (it is one atomic add).
+
+    Through ``ctypes.CDLL`` every call would drop and re-take the GIL, and re-taking it can wait
+    a whole switch interval behind a CPU-bound thread; ``PyDLL`` keeps it.
+    """
+    fn = ctypes.PyDLL(ffi.dll._name).wasmtime_engine_increment_epoch
+    fn.argtypes = [ctypes.c_void_p]
+    fn.restype = None
+    ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
+
+    def bump() -> None:
+        fn(ptr)
+
+    return bump
 
 
 _TICKER = Ticker()

@@ -16,7 +16,7 @@ public ``message`` (safe for the model) apart from ``detail`` (audit and debug l
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Stable error codes of a ``ToolResult``; the string values are a public contract."""
 
     NOT_FOUND = "NOT_FOUND"
@@ -56,8 +56,6 @@ class ErrorCode(str, Enum):
         """Whether the same call may succeed if simply tried again later."""
         return RETRYABLE[self]
 
-    def __str__(self) -> str:
-        return self.value
 
 
 RETRYABLE: Final[dict[ErrorCode, bool]] = {
@@ -94,7 +92,11 @@ class ConfigError(BastionError):
     code = "CONFIG_INVALID"
 
     def __init__(
-        self, message: str, *, source: str | None = None, where: str | None = None,
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        where: str | None = None,
         fix: str | None = None,
     ) -> None:
         self.message = message
@@ -110,8 +112,10 @@ class ConfigError(BastionError):
         elif self.where:
             head = f"[{self.where}]: "
         tail = f" Fix: {self.fix}" if self.fix else ""
-        return f"{head}{self.message}.{tail}" if not self.message.endswith(".") else (
-            f"{head}{self.message}{tail}"
+        return (
+            f"{head}{self.message}.{tail}"
+            if not self.message.endswith(".")
+            else (f"{head}{self.message}{tail}")
         )
 
 
@@ -147,8 +151,13 @@ class ExecutionError(BastionError):
     """
 
     def __init__(
-        self, code: ErrorCode, message: str, *, detail: str | None = None,
-        retryable: bool | None = None, retry_after_s: float | None = None,
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        detail: str | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         self.error_code = code
         self.code = code.value

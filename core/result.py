@@ -22,7 +22,9 @@ class ToolError:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "code": self.code, "message": self.message, "retryable": self.retryable,
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
         }
         if self.retry_after_s is not None:
             out["retry_after_s"] = self.retry_after_s
@@ -45,11 +47,19 @@ class ToolResult:
 
     @classmethod
     def failure(
-        cls, code: ErrorCode, message: str, *, duration_ms: float = 0.0, invocation_id: str = "",
-        retryable: bool | None = None, retry_after_s: float | None = None,
+        cls,
+        code: ErrorCode,
+        message: str,
+        *,
+        duration_ms: float = 0.0,
+        invocation_id: str = "",
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
     ) -> ToolResult:
         err = ToolError(
-            code.value, message, code.retryable if retryable is None else retryable,
+            code.value,
+            message,
+            code.retryable if retryable is None else retryable,
             retry_after_s,
         )
         return cls(False, None, err, duration_ms, invocation_id)
@@ -59,8 +69,12 @@ class ToolResult:
         cls, exc: ExecutionError, *, duration_ms: float = 0.0, invocation_id: str = ""
     ) -> ToolResult:
         return cls.failure(
-            exc.error_code, exc.message, duration_ms=duration_ms, invocation_id=invocation_id,
-            retryable=exc.retryable, retry_after_s=exc.retry_after_s,
+            exc.error_code,
+            exc.message,
+            duration_ms=duration_ms,
+            invocation_id=invocation_id,
+            retryable=exc.retryable,
+            retry_after_s=exc.retry_after_s,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,439 @@
+"""The ``bastion`` command: list, inspect, check and run skills; chat; author tools.
+
+Output is for people (tables, one-line fixes on stderr) unless ``--json`` is given. Exit status:
+0 ok, 1 the skill failed or was refused, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import ConfigError
+from .guard import ApprovalRequest
+from .table import render_table
+
+__all__ = ["TerminalApprover", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and a one-line fix on usage errors."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(
+            f"bastion: error: {message}\nFix: see 'bastion {self.prog.split()[-1]} --help'\n"
+            if " " in self.prog
+            else f"bastion: error: {message}\nFix: see 'bastion --help'\n"
+        )
+        raise SystemExit(EXIT_USAGE)
+
+
+class TerminalApprover:
+    """Asks the person at the terminal; answers no when there is no terminal to ask."""
+
+    def __init__(self, stdin: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self._in = stdin or sys.stdin
+        self._err = stderr or sys.stderr
+
+    def approve(self, request: ApprovalRequest) -> bool:
+        if not self._in.isatty():
+            self._err.write(
+                f"approval needed for {request.skill} ({request.reason}); "
+                "no terminal to ask, so it is refused\n"
+            )
+            return False
+        args = json.dumps(dict(request.arguments), ensure_ascii=False)
+        if len(args) > 500:
+            args = args[:497] + "..."
+        self._err.write(
+            f"\nApproval needed: {request.skill} {request.version}\n  why: {request.reason}\n"
+            f"  arguments: {args}\n"
+            f"  network: {', '.join(request.network) or '-'}\n"
+            f"  mounts: {', '.join(request.mounts) or '-'}\n"
+            f"  secrets: {', '.join(request.secrets) or '-'}\nApprove? [y/N] "
+        )
+        self._err.flush()
+        answer = self._in.readline().strip().lower()
+        return answer in ("y", "yes")
+
+
+def _progress_after(delay: float, message: str, out: TextIO) -> Callable[[], None]:
+    """Print ``message`` (then dots) if the work takes longer than ``delay``; returns a stopper."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def run() -> None:
+        if done.wait(delay):
+            return
+        out.write(message)
+        out.flush()
+        while not done.wait(1.0):
+            out.write(".")
+            out.flush()
+        out.write(f" done ({time.monotonic() - start:.1f} s)\n")
+        out.flush()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def stop() -> None:
+        done.set()
+        t.join()
+
+    return stop
+
+
+def _kernel(args: argparse.Namespace, **kw: Any) -> Any:
+    from .kernel import Kernel
+
+    return Kernel.from_policy(args.policy, pack_paths=args.pack or (), **kw)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=None, default=str) + "\n")
+
+
+def _skill_dict(st: Any) -> dict[str, Any]:
+    s, g = st.skill, st.grant
+    return {
+        "name": s.name,
+        "version": s.version,
+        "pack": s.pack,
+        "runtime": s.runtime,
+        "description": s.description,
+        "granted": g.granted,
+        "available": st.available,
+        "reasons": list(g.reasons),
+        "notes": list(g.notes),
+        "permissions": {
+            "network": list(s.manifest.permissions.network),
+            "filesystem": [f.model_dump() for f in s.manifest.permissions.filesystem],
+            "secrets": list(s.manifest.permissions.secrets),
+        },
+        "limits": {
+            "timeout_ms": g.limits.timeout_ms,
+            "memory_mb": g.limits.memory_mb,
+            "output_kb": g.limits.output_kb,
+        },
+        "input_schema": s.input_schema,
+    }
+
+
+def _decision(st: Any) -> str:
+    if not st.grant.enabled:
+        return "disabled"
+    if not st.grant.granted:
+        return "DENIED"
+    return "granted" if st.available else "no executor"
+
+
+def cmd_skills(args: argparse.Namespace) -> int:
+    with _kernel(args) as k:
+        if args.show:
+            st = k.skill(args.show)
+            if st is None:
+                sys.stderr.write(
+                    f"bastion: no skill named {args.show!r}\n"
+                    "Fix: run 'bastion skills' to list the skills\n"
+                )
+                return EXIT_FAILED
+            if args.json:
+                _emit_json(_skill_dict(st))
+                return EXIT_OK
+            d = _skill_dict(st)
+            lines = [
+                f"{d['name']} {d['version']}  ({d['runtime']}, pack {d['pack']})",
+                f"  {d['description']}",
+                f"  decision: {_decision(st)}",
+            ]
+            lines += [f"    - {r}" for r in d["reasons"]]
+            lines += [f"    note: {n}" for n in d["notes"]]
+            p = d["permissions"]
+            lines.append(f"  network: {', '.join(p['network']) or '-'}")
+            lines.append(
+                "  filesystem: "
+                + (", ".join(f"{f['path']} ({f['access']})" for f in p["filesystem"]) or "-")
+            )
+            lines.append(f"  secrets: {', '.join(p['secrets']) or '-'}")
+            lim = d["limits"]
+            lines.append(
+                f"  limits: {lim['timeout_ms']} ms, {lim['memory_mb']} MiB, "
+                f"{lim['output_kb']} KiB output"
+            )
+            lines.append(
+                "  input schema: " + json.dumps(d["input_schema"], indent=2).replace("\n", "\n  ")
+            )
+            sys.stdout.write("\n".join(lines) + "\n")
+            return EXIT_OK
+        if args.json:
+            _emit_json(
+                {
+                    "skills": [_skill_dict(st) for st in k.skills()],
+                    "problems": [
+                        {"pack": p.pack, "code": p.code, "message": p.message} for p in k.problems
+                    ],
+                }
+            )
+            return EXIT_OK
+        rows = [
+            [
+                st.name,
+                st.skill.version,
+                st.skill.pack,
+                st.skill.runtime,
+                _decision(st),
+                st.skill.description.splitlines()[0] if st.skill.description else "",
+            ]
+            for st in k.skills()
+        ]
+        if rows:
+            sys.stdout.write(
+                render_table(
+                    ["SKILL", "VERSION", "PACK", "RUNTIME", "DECISION", "DESCRIPTION"],
+                    rows,
+                    max_width=50,
+                )
+                + "\n"
+            )
+        else:
+            sys.stdout.write(
+                "No skills found. Install a skill pack (pip install ...) or pass --pack PATH.\n"
+            )
+        _print_problems(k.problems)
+        return EXIT_OK
+
+
+def _print_problems(problems: Sequence[Any], out: TextIO | None = None) -> None:
+    out = out or sys.stderr
+    if problems:
+        out.write(f"\n{len(problems)} problem(s) while loading:\n")
+        for p in problems:
+            out.write(f"  - [{p.pack}] {p.message}\n")
+
+
+def _read_input(text: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            data = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read input file {text[1:]!r} ({exc})",
+                fix="pass --input @FILE with a readable UTF-8 JSON file",
+            ) from None
+    else:
+        data = text
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--input is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            fix="""pass a JSON object, e.g. --input '{"text": "hello"}'""",
+        ) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    value = _read_input(args.input)
+    from .result import InvocationContext
+
+    with _kernel(args, approver=TerminalApprover()) as k:
+        st = k.skill(args.name)
+        if st is not None and st.usable and st.skill.runtime != "native":
+            stop = _progress_after(
+                0.4,
+                f"preparing {args.name}: building and compiling the sandbox (first run only)",
+                sys.stderr,
+            )
+            try:
+                k.prepare([args.name])
+            finally:
+                stop()
+        result = k.invoke(args.name, value, context=InvocationContext(caller="cli"))
+    if args.json:
+        _emit_json(result.to_dict())
+    elif result.ok:
+        out = result.output
+        sys.stdout.write(
+            (out if isinstance(out, str) else json.dumps(out, indent=2, ensure_ascii=False)) + "\n"
+        )
+    else:
+        err = result.error
+        assert err is not None
+        sys.stderr.write(f"{err.code}: {err.message}\n")
+        if err.retryable:
+            sys.stderr.write("(retryable: the same call may succeed later)\n")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    with _kernel(args) as k:
+        problems = [p for p in k.problems if p.pack == "policy"]
+        if args.json:
+            _emit_json(
+                {
+                    "policy": k.policy.source,
+                    "skills": [
+                        {
+                            "name": st.name,
+                            "decision": _decision(st),
+                            "granted": st.grant.granted,
+                            "reasons": list(st.grant.reasons),
+                            "notes": list(st.grant.notes),
+                        }
+                        for st in k.skills()
+                    ],
+                    "problems": [p.message for p in problems],
+                }
+            )
+        else:
+            sys.stdout.write(f"policy: {k.policy.source}\n\n")
+            rows = []
+            for st in k.skills():
+                detail = "; ".join(list(st.grant.reasons) + list(st.grant.notes)) or "-"
+                rows.append([st.name, _decision(st), detail])
+            if rows:
+                sys.stdout.write(
+                    render_table(["SKILL", "DECISION", "WHY"], rows, max_width=90) + "\n"
+                )
+            if problems:
+                sys.stdout.write(f"\n{len(problems)} policy problem(s):\n")
+                for p in problems:
+                    sys.stdout.write(f"  - {p.message}\n")
+        return EXIT_USAGE if problems else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import platform
+
+    from . import __version__
+
+    checks: list[tuple[str, bool, str]] = []
+    checks.append(("python", sys.version_info >= (3, 11), platform.python_version()))
+    checks.append(("bastion", True, __version__))
+    try:
+        import wasmtime
+
+        checks.append(("wasmtime", True, getattr(wasmtime, "__version__", "installed")))
+    except Exception as exc:
+        checks.append(("wasmtime", False, f"cannot import: {exc}"))
+    with _kernel(args) as k:
+        checks.append(("policy", not k.policy.problems, k.policy.source))
+        health = getattr(k, "health", None)
+        audit_path = getattr(k.audit, "path", None)
+        checks.append(("audit log", True, str(audit_path) if audit_path else "disabled"))
+        packs = k.packs
+        bad = [p for p in packs if not p.loaded or p.problems]
+        checks.append(("packs", not bad, f"{len(packs)} found, {len(bad)} with problems"))
+        checks.append(("skills", True, f"{len(k.skills())} found, {len(k.tools())} usable"))
+        problems = k.problems
+        info = health() if callable(health) else None
+    if args.json:
+        _emit_json(
+            {
+                "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
+                "problems": [{"pack": p.pack, "message": p.message} for p in problems],
+                "health": info,
+            }
+        )
+    else:
+        sys.stdout.write(
+            render_table(
+                ["CHECK", "OK", "DETAIL"],
+                [[n, "yes" if ok else "NO", d] for n, ok, d in checks],
+                max_width=80,
+            )
+            + "\n"
+        )
+        _print_problems(problems, sys.stdout)
+    return EXIT_OK if all(ok for _, ok, _ in checks) and not problems else EXIT_FAILED
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bastion", description="Run third-party LLM skills safely.")
+    p.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="policy file (default: $BASTION_POLICY, "
+        "then ./bastion.toml, then the built-in policy that grants nothing)",
+    )
+    p.add_argument(
+        "--pack",
+        metavar="PATH",
+        action="append",
+        type=Path,
+        help="load a pack folder that is not installed (repeatable)",
+    )
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", help="structured logs as JSON on stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("skills", help="list skills and their permission decisions")
+    s.add_argument("--json", action="store_true")
+    s_sub = s.add_subparsers(dest="skills_command", parser_class=_Parser)
+    show = s_sub.add_parser("show", help="one skill in detail")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", dest="show_json")
+    s.set_defaults(func=cmd_skills)
+
+    r = sub.add_parser("run", help="run one skill")
+    r.add_argument("name")
+    r.add_argument("--input", required=True, metavar="JSON|@FILE")
+    r.add_argument("--json", action="store_true", help="print exactly one JSON envelope")
+    r.set_defaults(func=cmd_run)
+
+    pol = sub.add_parser("policy", help="policy commands")
+    pol_sub = pol.add_subparsers(dest="policy_command", parser_class=_Parser, required=True)
+    chk = pol_sub.add_parser("check", help="what each skill is granted or denied, and why")
+    chk.add_argument("--json", action="store_true")
+    chk.set_defaults(func=cmd_policy_check)
+
+    d = sub.add_parser("doctor", help="check the installation, policy and packs")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+
+    demo = sub.add_parser("demo", help="a tour on an embedded policy and a local web server")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .logs import configure_logging
+
+    configure_logging(level=args.log_level, json=args.log_json)
+    if getattr(args, "command", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "skills":
+        args.show = args.name if getattr(args, "skills_command", None) == "show" else None
+        if args.show:
+            args.json = args.json or args.show_json
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ConfigError as exc:
+        sys.stderr.write(f"bastion: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("bastion: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""Finding skill packs: entry points in group ``bastion`` and pack folders given by path.
+
+A pack whose package folder holds ``bastion-pack.toml`` is *data*: it is located with
+``importlib.util.find_spec`` and its files are read, but its Python is never imported on the
+host. Anything else behind an entry point is a Python plugin, imported and registered only if
+the policy trusts its distribution. A pack that fails is reported and skipped; discovery itself
+never raises for a bad pack.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import structlog
+
+from .errors import ConfigError, ManifestError, PackError
+from .manifest import (
+    PACK_MANIFEST,
+    SKILL_MANIFEST,
+    SkillManifest,
+    load_pack_manifest,
+    load_skill_manifest,
+)
+from .native import NativeSkill
+from .policy import Policy
+from .skill import Skill
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOAD_PLUGINS_ENV",
+    "Discovery",
+    "PackReport",
+    "Problem",
+    "discover",
+    "load_pack_folder",
+]
+
+ENTRY_POINT_GROUP = "bastion"
+LOAD_PLUGINS_ENV = "BASTION_LOAD_PLUGINS"
+log = structlog.get_logger("bastion.discovery")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something that could not be loaded: which pack, what, and how to fix it."""
+
+    pack: str
+    message: str
+    code: str = PackError.code
+
+
+@dataclass
+class PackReport:
+    """One pack as discovered: where from, what kind, which skills loaded, what failed."""
+
+    name: str
+    origin: str
+    kind: str
+    """``data`` (a pack folder read as files) or ``plugin`` (imported Python, trusted only)."""
+    version: str = ""
+    distribution: str | None = None
+    folder: Path | None = None
+    skills: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    loaded: bool = True
+
+
+@dataclass
+class Discovery:
+    """Everything found: skills by name, pack reports and problems."""
+
+    skills: dict[str, Skill] = field(default_factory=dict)
+    packs: list[PackReport] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for pack in self.packs for p in pack.problems]
+
+
+def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any], str]:
+    """Input schema and description of a Python skill, by static analysis of its source."""
+    from .pyschema import derive_schema
+
+    assert manifest.entry is not None
+    path = folder / manifest.entry
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(
+            f"cannot read the entry file ({exc})",
+            source=str(path),
+            fix="save the skill's source as UTF-8",
+        ) from None
+    derived = derive_schema(source, manifest.entry)
+    return derived.input_schema, derived.description
+
+
+def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
+    manifest = load_skill_manifest(folder)
+    entry = folder / manifest.entry if manifest.entry else None
+    if entry is not None:
+        try:
+            entry.resolve(strict=True).relative_to(folder.resolve())
+        except (OSError, ValueError, RuntimeError):
+            raise ManifestError(
+                f"entry file {manifest.entry!r} does not exist inside the skill folder",
+                source=str(folder / SKILL_MANIFEST),
+                where="entry",
+                fix="add the file or correct 'entry'",
+            ) from None
+        if not entry.is_file():
+            raise ManifestError(
+                f"entry {manifest.entry!r} is not a file",
+                source=str(folder / SKILL_MANIFEST),
+                where="entry",
+            )
+    if manifest.runtime == "native":
+        raise ManifestError(
+            "runtime 'native' cannot come from a pack folder; native skills are registered by "
+            "trusted plugins",
+            source=str(folder / SKILL_MANIFEST),
+            where="runtime",
+            fix="use runtime 'python', 'wasm' or 'component'",
+        )
+    description = manifest.description
+    schema = manifest.input_schema
+    if manifest.runtime == "python" and schema is None:
+        schema, derived_desc = _derive_python(folder, manifest)
+        description = manifest.description or derived_desc
+    assert schema is not None
+    return Skill(
+        manifest=manifest,
+        pack=pack,
+        folder=folder,
+        distribution=distribution,
+        input_schema=schema,
+        description=description,
+        output_schema=manifest.output_schema,
+    )
+
+
+def load_pack_folder(
+    folder: Path, *, origin: str, distribution: str | None = None
+) -> tuple[PackReport, list[Skill]]:
+    """Read a pack folder (``bastion-pack.toml`` + skill folders) without importing anything."""
+    try:
+        pm = load_pack_manifest(folder)
+    except ConfigError as exc:
+        report = PackReport(
+            name=folder.name,
+            origin=origin,
+            kind="data",
+            folder=folder,
+            distribution=distribution,
+            loaded=False,
+        )
+        report.problems.append(Problem(folder.name, str(exc), exc.code))
+        return report, []
+    report = PackReport(
+        name=pm.name,
+        origin=origin,
+        kind="data",
+        version=pm.version,
+        distribution=distribution,
+        folder=folder,
+    )
+    skills: list[Skill] = []
+    seen: set[str] = set()
+    for rel in pm.skills:
+        sdir = folder / rel
+        try:
+            if not (sdir / SKILL_MANIFEST).is_file():
+                raise ManifestError(
+                    f"skill folder {rel!r} has no {SKILL_MANIFEST}",
+                    source=str(folder / PACK_MANIFEST),
+                    where="skills",
+                    fix=f"add {rel}/{SKILL_MANIFEST} or remove {rel!r} from skills",
+                )
+            skill = _load_skill(sdir, pm.name, distribution)
+        except ConfigError as exc:
+            report.problems.append(Problem(pm.name, str(exc), exc.code))
+            continue
+        except Exception as exc:  # a manifest must never take discovery down
+            report.problems.append(Problem(pm.name, f"{rel}: cannot load ({type(exc).__name__})"))
+            log.warning("skill_load_failed", pack=pm.name, folder=rel, error=repr(exc))
+            continue
+        if skill.name in seen:
+            report.problems.append(
+                Problem(
+                    pm.name,
+                    f"skill name {skill.name!r} appears twice in pack {pm.name!r} "
+                    f"(folder {rel!r}); the second is skipped",
+                )
+            )
+            continue
+        seen.add(skill.name)
+        skills.append(skill)
+    return report, skills
+
+
+def _wanted(names: Iterable[str | None]) -> bool:
+    allow = os.environ.get(LOAD_PLUGINS_ENV)
+    if allow is None:
+        return True
+    wanted = {n.strip().lower() for n in allow.split(",") if n.strip()}
+    return any(n is not None and n.lower() in wanted for n in names)
+
+
+def _entry_point_folder(value: str) -> Path | None:
+    """The folder of the top-level package ``value`` names, found without importing it."""
+    if not value.isidentifier():
+        return None
+    spec = importlib.util.find_spec(value)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        if (Path(loc) / PACK_MANIFEST).is_file():
+            return Path(loc)
+    return None
+
+
+def _register_plugin(
+    ep: importlib.metadata.EntryPoint, dist: str | None, pm: pluggy.PluginManager
+) -> list[NativeSkill]:
+    """Import a trusted plugin, register its hooks and collect the native skills it offers."""
+    obj = ep.load()
+    name = f"{dist or '?'}:{ep.name}"
+    if pm.get_plugin(name) is None:
+        pm.register(obj, name=name)
+    impl = getattr(obj, "bastion_skills", None)
+    return list(impl() or []) if callable(impl) else []
+
+
+def discover(
+    policy: Policy,
+    pm: pluggy.PluginManager,
+    *,
+    pack_paths: Sequence[Path] = (),
+    entry_points: bool = True,
+) -> Discovery:
+    """Find every pack (entry points, then ``pack_paths``) and return skills and problems."""
+    found = Discovery()
+
+    def add(report: PackReport, skills: list[Skill]) -> None:
+        for skill in skills:
+            other = found.skills.get(skill.name)
+            if other is not None:
+                report.problems.append(
+                    Problem(
+                        report.name,
+                        f"skill {skill.name!r} is already provided by pack "
+                        f"{other.pack!r}; this one is skipped (rename one of them)",
+                    )
+                )
+                continue
+            found.skills[skill.name] = skill
+            report.skills.append(skill.name)
+        found.packs.append(report)
+
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points else []
+    for ep in sorted(eps, key=lambda e: ((e.dist.name if e.dist else ""), e.name)):
+        dist = ep.dist.name if ep.dist else None
+        if not _wanted([dist, ep.name]):
+            continue
+        origin = f"entry point {ep.name!r} of {dist or 'unknown distribution'}"
+        try:
+            folder = _entry_point_folder(ep.value)
+        except Exception as exc:  # find_spec of a dotted name may import; any failure is reported
+            folder = None
+            log.warning("pack_locate_failed", entry_point=ep.name, error=repr(exc))
+        if folder is not None:
+            report, skills = load_pack_folder(folder, origin=origin, distribution=dist)
+            add(report, skills)
+            continue
+        report = PackReport(name=ep.name, origin=origin, kind="plugin", distribution=dist)
+        if not policy.trusts(dist):
+            report.loaded = False
+            report.problems.append(
+                Problem(
+                    ep.name,
+                    f"{origin} is a Python plugin ({ep.value!r}) and its distribution is "
+                    f'not trusted, so it was not imported: add "{dist}" to [plugins] trusted in '
+                    f"{policy.source} if you trust its code to run on this host",
+                )
+            )
+            found.packs.append(report)
+            continue
+        try:
+            natives = _register_plugin(ep, dist, pm)
+        except Exception as exc:
+            report.loaded = False
+            report.problems.append(
+                Problem(
+                    ep.name,
+                    f"{origin} failed to import: {type(exc).__name__}: {exc}",
+                )
+            )
+            found.packs.append(report)
+            continue
+        skills = []
+        for ns in natives:
+            if not isinstance(ns, NativeSkill):
+                report.problems.append(
+                    Problem(ep.name, f"bastion_skills returned {ns!r}, not a NativeSkill")
+                )
+                continue
+            skills.append(
+                Skill(
+                    manifest=ns.manifest,
+                    pack=ep.name,
+                    folder=None,
+                    distribution=dist,
+                    input_schema=ns.manifest.input_schema or {"type": "object"},
+                    description=ns.manifest.description,
+                    output_schema=ns.manifest.output_schema,
+                    native=ns.func,
+                )
+            )
+        add(report, skills)
+
+    for path in pack_paths:
+        folder = Path(path).expanduser().resolve()
+        if not (folder / PACK_MANIFEST).is_file():
+            report = PackReport(
+                name=folder.name,
+                origin=f"path {str(path)!r}",
+                kind="data",
+                folder=folder,
+                loaded=False,
+            )
+            report.problems.append(
+                Problem(
+                    folder.name,
+                    f"--pack {str(path)!r} has no {PACK_MANIFEST}: point --pack at a "
+                    "folder that holds one (see docs/authoring.md)",
+                )
+            )
+            found.packs.append(report)
+            continue
+        report, skills = load_pack_folder(folder, origin=f"path {str(path)!r}")
+        add(report, skills)
+    return found

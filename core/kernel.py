@@ -1,0 +1,620 @@
+"""The kernel: discovered skills, their grants, and the invocation pipeline.
+
+``discover -> review -> grant -> validate input -> guard -> execute -> sanitize -> audit``.
+``invoke`` never raises for anything a skill, its input or its output does: every outcome is a
+``ToolResult`` with a stable code; the full detail of failures goes to the audit and debug logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import difflib
+import functools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, final
+
+import structlog
+from jsonschema import Draft202012Validator
+
+from .audit import AuditLog, NullAudit
+from .discovery import Discovery, PackReport, Problem, discover
+from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
+from .executor import ExecutionRequest, Executor
+from .grant import Grant, review
+from .guard import (
+    ApprovalRequest,
+    Approver,
+    GuardAction,
+    approval_binding,
+    arguments_hash,
+    strongest,
+)
+from .jsonsafe import check_value, dumps_compact, loads_bounded
+from .logs import ensure_logging
+from .plugins import make_plugin_manager
+from .policy import Policy, load_policy
+from .result import InvocationContext, ToolResult
+from .sanitize import SanitizeConfig, Sanitizer
+from .scrub import scrub_message
+from .skill import Skill
+
+__all__ = ["Kernel", "SkillStatus", "ToolSpec"]
+
+MAX_INPUT_BYTES = 1024 * 1024
+MAX_INPUT_DEPTH = 64
+log = structlog.get_logger("bastion.kernel")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What a model is offered for one granted skill."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SkillStatus:
+    """A discovered skill with the policy's decision about it."""
+
+    skill: Skill
+    grant: Grant
+    available: bool
+    """False when no executor serves the skill's runtime."""
+
+    @property
+    def name(self) -> str:
+        return self.skill.name
+
+    @property
+    def usable(self) -> bool:
+        return self.grant.granted and self.available
+
+
+def _default_audit_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("bastion")) / "audit.jsonl"
+
+
+@final
+class Kernel:
+    """Loads packs under a policy and runs skills through the invocation pipeline."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        pack_paths: Sequence[Path | str] = (),
+        entry_points: bool = True,
+        plugins: Sequence[object] = (),
+        audit: AuditLog | NullAudit | None = None,
+        approver: Approver | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        ensure_logging()
+        self.policy = policy
+        self._approver = approver
+        self._approved: set[str] = set()
+        self._approved_lock = threading.Lock()
+        self._pm = make_plugin_manager(list(plugins))
+        self._discovery: Discovery = discover(
+            policy, self._pm, pack_paths=[Path(p) for p in pack_paths], entry_points=entry_points
+        )
+        for plugin in plugins:
+            self._add_embedded_skills(plugin)
+        self._executors: dict[str, Executor] = {}
+        for group in self._pm.hook.bastion_executors():
+            for ex in group or []:
+                self._executors.setdefault(ex.runtime, ex)
+        env = os.environ if environ is None else environ
+        self._status: dict[str, SkillStatus] = {}
+        for name, skill in sorted(self._discovery.skills.items()):
+            grant = review(skill.manifest, policy, environ=env)
+            self._status[name] = SkillStatus(skill, grant, skill.runtime in self._executors)
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._sanitizers: dict[str, Sanitizer] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            policy.doc.kernel.max_workers, thread_name_prefix="bastion-invoke"
+        )
+        if audit is None:
+            if policy.doc.audit.enabled:
+                path = (
+                    Path(policy.doc.audit.path).expanduser()
+                    if policy.doc.audit.path
+                    else _default_audit_path()
+                )
+                if not path.is_absolute():
+                    path = policy.base_dir / path
+                audit = AuditLog(path)
+            else:
+                audit = NullAudit()
+        self.audit = audit
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_policy(cls, policy: str | Path | Policy | None = None, **kwargs: Any) -> Kernel:
+        """Build a kernel from a policy object, a policy file, or the usual search order."""
+        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        return cls(loaded, **kwargs)
+
+    def _add_embedded_skills(self, plugin: object) -> None:
+        """Native skills offered by plugins an embedder passed directly (trusted by definition)."""
+        from .native import NativeSkill
+
+        impl = getattr(plugin, "bastion_skills", None)
+        if not callable(impl):
+            return
+        report = PackReport(name=type(plugin).__name__, origin="embedded plugin", kind="plugin")
+        for ns in impl() or []:
+            if not isinstance(ns, NativeSkill):
+                continue
+            if ns.manifest.name in self._discovery.skills:
+                report.problems.append(
+                    Problem(
+                        report.name,
+                        f"skill {ns.manifest.name!r} is "
+                        "already provided; the embedded one is skipped",
+                    )
+                )
+                continue
+            self._discovery.skills[ns.manifest.name] = Skill(
+                manifest=ns.manifest,
+                pack=report.name,
+                folder=None,
+                distribution=None,
+                input_schema=ns.manifest.input_schema or {"type": "object"},
+                description=ns.manifest.description,
+                output_schema=ns.manifest.output_schema,
+                native=ns.func,
+            )
+            report.skills.append(ns.manifest.name)
+        self._discovery.packs.append(report)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def skills(self) -> list[SkillStatus]:
+        """Every discovered skill with its grant decision, sorted by name."""
+        return list(self._status.values())
+
+    def skill(self, name: str) -> SkillStatus | None:
+        return self._status.get(name)
+
+    def tools(self) -> list[ToolSpec]:
+        """The skills a model may be offered: granted, enabled and with an executor."""
+        return [
+            ToolSpec(s.name, s.skill.description, s.skill.input_schema)
+            for s in self._status.values()
+            if s.usable
+        ]
+
+    @property
+    def packs(self) -> list[PackReport]:
+        return list(self._discovery.packs)
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Pack problems and policy lines that cannot take effect."""
+        out = list(self._discovery.problems)
+        for perr in self.policy.problems:
+            out.append(Problem("policy", str(perr), perr.code))
+        for name in self.policy.doc.skills:
+            if name not in self._status:
+                out.append(
+                    Problem(
+                        "policy",
+                        str(
+                            PolicyError(
+                                f"[skills.{name}] names a skill no loaded pack provides",
+                                source=self.policy.source,
+                                where=f"skills.{name}",
+                                fix="install the pack, correct the name, or remove the section",
+                            )
+                        ),
+                        PolicyError.code,
+                    )
+                )
+        return out
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        return dict(self._executors)
+
+    def prepare(
+        self, names: Sequence[str] | None = None, progress: Callable[[str], None] | None = None
+    ) -> list[Problem]:
+        """Compile and cache what the given (default: all usable) skills need ahead of time."""
+        problems: list[Problem] = []
+        for st in self._status.values():
+            if names is not None and st.name not in names:
+                continue
+            if not st.usable or st.skill.entry_path is None:
+                continue
+            if progress:
+                progress(f"preparing {st.name} ({st.skill.runtime})")
+            try:
+                self._executors[st.skill.runtime].prepare(st.skill.entry_path)
+            except (ExecutionError, ConfigError) as exc:
+                problems.append(Problem(st.skill.pack, f"{st.name}: {exc}"))
+        return problems
+
+    # -- invocation -----------------------------------------------------------------------
+
+    def invoke(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
+        approver: Approver | None = None,
+    ) -> ToolResult:
+        """Run one skill through the whole pipeline; never raises for skill-side failures."""
+        ctx = context or InvocationContext()
+        start = time.perf_counter()
+        fields: dict[str, Any] = {
+            "invocation_id": ctx.invocation_id,
+            "tenant": ctx.tenant,
+            "caller": ctx.caller,
+            "skill": name,
+        }
+        try:
+            result, extra = self._run(name, arguments, ctx, approver, start)
+            fields.update(extra)
+        except Exception as exc:  # the kernel survives anything
+            log.exception("invoke_internal_error", skill=name, invocation_id=ctx.invocation_id)
+            fields["detail"] = f"{type(exc).__name__}: {exc}"
+            result = ToolResult.failure(
+                ErrorCode.INTERNAL,
+                f"internal error in the kernel (invocation {ctx.invocation_id}); "
+                "the operator can find the detail in the audit log",
+                duration_ms=(time.perf_counter() - start) * 1000,
+                invocation_id=ctx.invocation_id,
+            )
+        fields["outcome"] = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
+        fields["duration_ms"] = round(result.duration_ms, 3)
+        self._audit("invoke", fields)
+        return result
+
+    async def ainvoke(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
+        approver: Approver | None = None,
+    ) -> ToolResult:
+        """``invoke`` on the kernel's bounded thread pool, without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.invoke, name, arguments, context=context, approver=approver)
+        return await loop.run_in_executor(self._pool, call)
+
+    def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
+        try:
+            self.audit.write(event, **fields)
+            self._pm.hook.bastion_audit_event(event=event, fields=fields)
+        except Exception:
+            log.exception("audit_failed", audit_event=event)
+
+    def _fail(
+        self,
+        code: ErrorCode,
+        message: str,
+        start: float,
+        ctx: InvocationContext,
+        **kw: Any,
+    ) -> ToolResult:
+        return ToolResult.failure(
+            code,
+            message,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            invocation_id=ctx.invocation_id,
+            **kw,
+        )
+
+    def _run(
+        self,
+        name: str,
+        arguments: Any,
+        ctx: InvocationContext,
+        approver: Approver | None,
+        start: float,
+    ) -> tuple[ToolResult, dict[str, Any]]:
+        extra: dict[str, Any] = {}
+        st = self._status.get(name) if isinstance(name, str) else None
+        if st is None:
+            close = difflib.get_close_matches(str(name), list(self._status), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            return self._fail(
+                ErrorCode.NOT_FOUND, f"no skill named {str(name)[:80]!r}{hint}", start, ctx
+            ), extra
+        skill, grant = st.skill, st.grant
+        extra.update(version=skill.version, pack=skill.pack, runtime=skill.runtime)
+        if not grant.granted:
+            extra["reasons"] = list(grant.reasons)
+            return self._fail(
+                ErrorCode.DENIED,
+                f"skill {name!r} is not permitted: " + "; ".join(grant.public_reasons),
+                start,
+                ctx,
+            ), extra
+        executor = self._executors.get(skill.runtime)
+        if executor is None:
+            return self._fail(
+                ErrorCode.INTERNAL,
+                f"no executor for runtime {skill.runtime!r} is installed",
+                start,
+                ctx,
+            ), extra
+
+        # Validate input.
+        try:
+            if isinstance(arguments, (bytes, str)):
+                arguments = loads_bounded(
+                    arguments,
+                    max_bytes=MAX_INPUT_BYTES,
+                    max_depth=MAX_INPUT_DEPTH,
+                    code=ErrorCode.INVALID_INPUT,
+                )
+            check_value(
+                arguments,
+                max_depth=MAX_INPUT_DEPTH,
+                max_items=100_000,
+                code=ErrorCode.INVALID_INPUT,
+            )
+            if not isinstance(arguments, dict):
+                raise ExecutionError(
+                    ErrorCode.INVALID_INPUT,
+                    f"input must be a JSON object, got {type(arguments).__name__}",
+                )
+            input_json = dumps_compact(arguments)
+            if len(input_json) > MAX_INPUT_BYTES:
+                raise ExecutionError(
+                    ErrorCode.INVALID_INPUT, f"input is over the {MAX_INPUT_BYTES}-byte limit"
+                )
+        except ExecutionError as exc:
+            return self._fail(exc.error_code, exc.message, start, ctx), extra
+        extra["args_sha256"] = arguments_hash(arguments)
+        problem = self._validate(skill, arguments)
+        if problem:
+            return self._fail(ErrorCode.INVALID_INPUT, problem, start, ctx), extra
+
+        # Guard.
+        decisions = self._pm.hook.bastion_guard(
+            skill=skill, arguments=arguments, grant=grant, context=ctx
+        )
+        decision = strongest(list(decisions))
+        if decision.action is not GuardAction.ALLOW:
+            extra["guard"] = {
+                "action": decision.action.value,
+                "rule": decision.rule,
+                "reason": decision.reason,
+            }
+        if decision.action is GuardAction.BLOCK:
+            self._audit(
+                "decision",
+                {
+                    "invocation_id": ctx.invocation_id,
+                    "skill": name,
+                    "action": "block",
+                    "rule": decision.rule,
+                },
+            )
+            return self._fail(
+                ErrorCode.DENIED, f"blocked by a guardrail: {decision.reason}", start, ctx
+            ), extra
+        if decision.action is GuardAction.APPROVE:
+            ok, who = self._ask_approval(
+                skill, arguments, grant, decision.reason, approver or self._approver
+            )
+            extra["approval"] = {"approved": ok, "approver": who}
+            self._audit(
+                "approval",
+                {
+                    "invocation_id": ctx.invocation_id,
+                    "skill": name,
+                    "approved": ok,
+                    "approver": who,
+                    "rule": decision.rule,
+                    "args_sha256": extra["args_sha256"],
+                },
+            )
+            if not ok:
+                return self._fail(
+                    ErrorCode.APPROVAL_REQUIRED,
+                    f"this call needs approval ({decision.reason}) and was not approved",
+                    start,
+                    ctx,
+                ), extra
+
+        # Execute.
+        logger = log.bind(
+            skill=name, pack=skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
+        )
+        request = ExecutionRequest(
+            skill=name,
+            version=skill.version,
+            runtime=skill.runtime,
+            entry=skill.entry_path or Path(),
+            folder=skill.folder or Path(),
+            input=arguments,
+            input_json=input_json,
+            caps=grant.caps,
+            limits=grant.limits,
+            deadline=time.monotonic() + grant.limits.timeout_ms / 1000,
+            invocation_id=ctx.invocation_id,
+            logger=logger,
+            audit=functools.partial(self._network_audit, ctx, name),
+            native=skill.native,
+        )
+        sanitizer = self._sanitizer(st)
+        try:
+            raw = executor.execute(request)
+            output = self._clean_output(raw, st, sanitizer)
+        except ExecutionError as exc:
+            if exc.detail:
+                extra["detail"] = sanitizer.clean_text(exc.detail).text[:4000]
+            message = scrub_message(
+                exc.message, secrets=dict(grant.caps.secrets), paths=self._host_paths(st)
+            )
+            return ToolResult.failure(
+                exc.error_code,
+                message,
+                duration_ms=(time.perf_counter() - start) * 1000,
+                invocation_id=ctx.invocation_id,
+                retryable=exc.retryable,
+                retry_after_s=exc.retry_after_s,
+            ), extra
+        return ToolResult.success(
+            output,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            invocation_id=ctx.invocation_id,
+        ), extra
+
+    def _network_audit(
+        self, ctx: InvocationContext, skill: str, event: str, fields: Mapping[str, Any]
+    ) -> None:
+        self._audit(
+            event,
+            {"invocation_id": ctx.invocation_id, "tenant": ctx.tenant, "skill": skill, **fields},
+        )
+
+    def _validate(self, skill: Skill, arguments: dict[str, Any]) -> str | None:
+        validator = self._validators.get(skill.name)
+        if validator is None:
+            validator = Draft202012Validator(skill.input_schema)
+            self._validators[skill.name] = validator
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: (len(e.path), e.path))
+        if not errors:
+            return None
+        err = errors[0]
+        where = "input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
+        msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        return f"{where}: {msg}{more}"
+
+    def _host_paths(self, st: SkillStatus) -> list[str]:
+        paths = [str(m.host) for m in st.grant.caps.mounts]
+        if st.skill.folder is not None:
+            paths.append(str(st.skill.folder))
+        paths += [str(self.policy.base_dir), str(Path.home()), sys.prefix, os.getcwd()]
+        return [p for p in paths if p and p != "/"]
+
+    def _sanitizer(self, st: SkillStatus) -> Sanitizer:
+        san = self._sanitizers.get(st.name)
+        if san is None:
+            san = Sanitizer(
+                SanitizeConfig(
+                    max_output_bytes=st.grant.limits.output_bytes,
+                    redact_secrets=dict(st.grant.caps.secrets),
+                    redact_paths=tuple(self._host_paths(st)),
+                )
+            )
+            self._sanitizers[st.name] = san
+        return san
+
+    def _clean_output(self, raw: Any, st: SkillStatus, sanitizer: Sanitizer) -> Any:
+        limits = st.grant.limits
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            value = loads_bounded(
+                bytes(raw),
+                max_bytes=limits.output_bytes,
+                max_depth=MAX_INPUT_DEPTH,
+                code=ErrorCode.INVALID_OUTPUT,
+            )
+        else:
+            check_value(
+                raw, max_depth=MAX_INPUT_DEPTH, max_items=1_000_000, code=ErrorCode.INVALID_OUTPUT
+            )
+            value = raw
+        cleaned = sanitizer.clean_value(value).value
+        schema = st.skill.output_schema
+        if schema is not None:
+            key = "out:" + st.name
+            validator = self._validators.get(key)
+            if validator is None:
+                validator = Draft202012Validator(schema)
+                self._validators[key] = validator
+            err = next(iter(validator.iter_errors(cleaned)), None)
+            if err is not None:
+                where = "output" + "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path
+                )
+                raise ExecutionError(
+                    ErrorCode.INVALID_OUTPUT,
+                    f"the skill's output does not match its output_schema: {where}: "
+                    f"{err.message[:200]}",
+                )
+        return cleaned
+
+    def _ask_approval(
+        self,
+        skill: Skill,
+        arguments: dict[str, Any],
+        grant: Grant,
+        reason: str,
+        approver: Approver | None,
+    ) -> tuple[bool, str | None]:
+        binding = approval_binding(skill.name, skill.version, arguments, grant)
+        with self._approved_lock:
+            if binding in self._approved:
+                return True, "remembered"
+        if approver is None:
+            return False, None
+        request = ApprovalRequest(
+            skill=skill.name,
+            version=skill.version,
+            arguments=arguments,
+            reason=reason,
+            binding=binding,
+            network=tuple(str(r) for r in grant.caps.network),
+            mounts=tuple(
+                f"{m.guest} ({'write' if m.writable else 'read'})" for m in grant.caps.mounts
+            ),
+            secrets=tuple(grant.caps.secrets),
+        )
+        try:
+            ok = bool(approver.approve(request))
+        except Exception:
+            log.exception("approver_failed", skill=skill.name)
+            ok = False
+        if ok:
+            with self._approved_lock:
+                self._approved.add(binding)
+        return ok, type(approver).__name__
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the thread pool, close executors and flush the audit log."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for ex in self._executors.values():
+            try:
+                ex.close()
+            except Exception:
+                log.exception("executor_close_failed", runtime=ex.runtime)
+        self.audit.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

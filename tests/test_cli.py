@@ -1,0 +1,170 @@
+"""The CLI contract: the --json envelope, exit statuses, tables and one-line fixes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sitebuilder import SiteBuilder
+
+PLUGIN = """
+    from bastion import hookimpl, native_skill
+
+    @native_skill(name="greet", version="1.0.0", description="Greets someone.",
+                  input_schema={"type": "object", "properties": {"who": {"type": "string"}},
+                                "required": ["who"]})
+    def greet(who):
+        if who == "crash":
+            raise RuntimeError("crashed at /srv/app/secret.py")
+        return {"greeting": "hello " + who}
+
+    @native_skill(name="needs_net", version="1.0.0", description="Wants the network.",
+                  input_schema={"type": "object"},
+                  permissions={"network": ["https://api.example.test"]})
+    def needs_net():
+        return 1
+
+    @hookimpl
+    def bastion_skills():
+        return [greet, needs_net]
+"""
+
+
+@pytest.fixture
+def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
+    site = SiteBuilder(tmp_path / "site")
+    site.plugin("cli-test-plugin", "cli_test_plugin", PLUGIN)
+    policy = tmp_path / "bastion.toml"
+    policy.write_text(
+        f'[plugins]\ntrusted = ["cli-test-plugin"]\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(site.root),
+        BASTION_LOAD_PLUGINS="cli-test-plugin",
+        BASTION_POLICY=str(policy),
+    )
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bastion.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            cwd=tmp_path,
+            timeout=120,
+        )
+
+    return run
+
+
+def test_run_json_envelope_ok(cli) -> None:  # type: ignore[no-untyped-def]
+    p = cli("run", "greet", "--input", '{"who": "ada"}', "--json")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1
+    env = json.loads(lines[0])
+    assert env["ok"] is True and env["output"] == {"greeting": "hello ada"}
+    assert env["error"] is None and isinstance(env["duration_ms"], (int, float))
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["run", "greet", "--input", '{"who": "crash"}'], "SKILL_ERROR"),
+        (["run", "greet", "--input", '{"who": 5}'], "INVALID_INPUT"),
+        (["run", "nobody", "--input", "{}"], "NOT_FOUND"),
+        (["run", "needs_net", "--input", "{}"], "DENIED"),
+    ],
+)
+def test_run_failures_exit_1_with_one_envelope(cli, args: list[str], code: str) -> None:  # type: ignore[no-untyped-def]
+    p = cli(*args, "--json")
+    assert p.returncode == 1, p.stderr
+    env = json.loads(p.stdout)
+    assert env["ok"] is False and env["output"] is None
+    assert env["error"]["code"] == code and isinstance(env["error"]["retryable"], bool)
+    assert "/srv/app" not in p.stdout
+
+
+def test_human_output(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = cli("run", "greet", "--input", '{"who": "ada"}')
+    assert p.returncode == 0 and '"greeting": "hello ada"' in p.stdout
+    p = cli("run", "greet", "--input", '{"who": 5}')
+    assert p.returncode == 1 and p.stderr.startswith("INVALID_INPUT: input.who")
+    (tmp_path / "in.json").write_text('{"who": "file"}')
+    p = cli("run", "greet", "--input", "@in.json")
+    assert "hello file" in p.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "greet", "--input", "{not json"], "--input is not valid JSON"),
+        (["run", "greet", "--input", "@missing.json"], "cannot read input file"),
+        (["run", "greet"], "--input"),
+        (["frobnicate"], "invalid choice"),
+        (["--policy", "nope.toml", "skills"], "does not exist"),
+    ],
+)
+def test_usage_and_config_errors_exit_2(cli, args: list[str], words: str) -> None:  # type: ignore[no-untyped-def]
+    p = cli(*args)
+    assert p.returncode == 2
+    assert words in p.stderr
+    assert "Fix:" in p.stderr or "usage:" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_policy_is_a_config_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[network]\nallow = ["https://x.test/path"]\n')
+    p = cli("--policy", str(bad), "skills")
+    assert p.returncode == 2 and "network.allow" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_skills_table_and_json(cli) -> None:  # type: ignore[no-untyped-def]
+    p = cli("skills")
+    assert p.returncode == 0
+    header = p.stdout.splitlines()[0].split()
+    assert header == ["SKILL", "VERSION", "PACK", "RUNTIME", "DECISION", "DESCRIPTION"]
+    rows = {line.split()[0]: line.split()[4] for line in p.stdout.splitlines()[2:]}
+    assert rows == {"greet": "granted", "needs_net": "DENIED"}
+    data = json.loads(cli("skills", "--json").stdout)
+    by = {s["name"]: s for s in data["skills"]}
+    assert by["needs_net"]["granted"] is False
+    assert "https://api.example.test" in by["needs_net"]["reasons"][0]
+
+
+def test_skills_show(cli) -> None:  # type: ignore[no-untyped-def]
+    p = cli("skills", "show", "needs_net")
+    assert p.returncode == 0 and "decision: DENIED" in p.stdout and "[network] allow" in p.stdout
+    p = cli("skills", "show", "ghost")
+    assert p.returncode == 1 and "no skill named 'ghost'" in p.stderr
+
+
+def test_policy_check(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = cli("policy", "check", "--json")
+    assert p.returncode == 0
+    data = json.loads(p.stdout)
+    decisions = {s["name"]: s["decision"] for s in data["skills"]}
+    assert decisions == {"greet": "granted", "needs_net": "DENIED"}
+    pol = tmp_path / "p2.toml"
+    pol.write_text(
+        '[plugins]\ntrusted = ["cli-test-plugin"]\n[skills.ghost]\nenabled = false\n'
+        f'[audit]\npath = "{tmp_path / "a.jsonl"}"\n'
+    )
+    p = cli("--policy", str(pol), "policy", "check")
+    assert p.returncode == 2 and "[skills.ghost] names a skill no loaded pack provides" in p.stdout
+
+
+def test_doctor(cli) -> None:  # type: ignore[no-untyped-def]
+    p = cli("doctor", "--json")
+    data = json.loads(p.stdout)
+    names = {c["name"]: c for c in data["checks"]}
+    assert names["wasmtime"]["ok"] is True
+    assert names["skills"]["detail"] == "2 found, 1 usable"

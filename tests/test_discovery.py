@@ -1,0 +1,200 @@
+"""Discovery of good, broken and malicious packs through real entry points on sys.path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.discovery import discover
+from bastion.plugins import make_plugin_manager
+from bastion.policy import load_policy
+from tests.sitebuilder import SiteBuilder, skill_toml
+
+PACK = 'name = "{name}"\nversion = "1.0.0"\nskills = [{skills}]\n'
+
+
+def pack_toml(name: str, *skills: str) -> str:
+    return PACK.format(name=name, skills=", ".join(f'"{s}"' for s in skills))
+
+
+def marker_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').write('imported')\n"
+
+
+@pytest.fixture
+def only(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Limit discovery to the named distributions (the first-party packs stay out)."""
+
+    def set_(*dists: str) -> None:
+        monkeypatch.setenv("BASTION_LOAD_PLUGINS", ",".join(dists))
+
+    return set_
+
+
+def run(policy_text: str = "", **kw):  # type: ignore[no-untyped-def]
+    return discover(load_policy(text=policy_text), make_plugin_manager(), **kw)
+
+
+def test_data_pack_is_read_but_never_imported(site: SiteBuilder, tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "IMPORTED"
+    site.data_pack(
+        "evil-pack",
+        "evil_pack",
+        pack_toml("evil", "a"),
+        {"a": {"skill.toml": skill_toml("alpha"), "skill.wasm": b"\0asm\1\0\0\0"}},
+        init_code=marker_code(marker),
+    )
+    only("evil-pack")
+    found = run()
+    assert list(found.skills) == ["alpha"]
+    assert found.skills["alpha"].distribution == "evil-pack"
+    assert not marker.exists(), "a data pack's Python was imported on the host"
+    import sys
+
+    assert "evil_pack" not in sys.modules
+
+
+def test_untrusted_plugin_is_not_imported_and_says_how_to_trust(
+    site: SiteBuilder,
+    tmp_path: Path,
+    only,  # type: ignore[no-untyped-def]
+) -> None:
+    marker = tmp_path / "IMPORTED"
+    site.plugin("sneaky-plugin", "sneaky_plugin", marker_code(marker))
+    only("sneaky-plugin")
+    found = run()
+    assert not marker.exists()
+    (problem,) = found.problems
+    assert "not trusted" in problem.message
+    assert '"sneaky-plugin" to [plugins] trusted' in problem.message
+
+
+def test_trusted_plugin_registers_native_skills(site: SiteBuilder, only) -> None:  # type: ignore[no-untyped-def]
+    site.plugin(
+        "good-plugin",
+        "good_plugin",
+        """
+        from bastion import hookimpl, native_skill
+
+        @native_skill(name="shout", version="1.0.0", description="Upper-case text.",
+                      input_schema={"type": "object", "properties": {"text": {"type": "string"}}})
+        def shout(text):
+            return text.upper()
+
+        @hookimpl
+        def bastion_skills():
+            return [shout]
+    """,
+    )
+    only("good-plugin")
+    found = run('[plugins]\ntrusted = ["good-plugin"]\n')
+    assert found.problems == []
+    skill = found.skills["shout"]
+    assert skill.native is not None and skill.native(text="hi") == "HI"
+
+
+def test_plugin_that_fails_to_import_is_reported(site: SiteBuilder, only) -> None:  # type: ignore[no-untyped-def]
+    site.plugin("broken-plugin", "broken_plugin", "raise RuntimeError('boom at import')\n")
+    only("broken-plugin")
+    found = run('[plugins]\ntrusted = ["broken-plugin"]\n')
+    (problem,) = found.problems
+    assert "failed to import" in problem.message and "boom at import" in problem.message
+
+
+def test_broken_packs_are_reported_and_the_rest_keeps_working(site: SiteBuilder, only) -> None:  # type: ignore[no-untyped-def]
+    site.data_pack(
+        "good",
+        "good_pack",
+        pack_toml("good", "a"),
+        {"a": {"skill.toml": skill_toml("alpha"), "skill.wasm": b"x"}},
+    )
+    site.data_pack("bad-manifest", "bad_manifest", 'name = "bad"\nversion = "nope"\n', {})
+    site.data_pack(
+        "bad-skill",
+        "bad_skill",
+        pack_toml("badskill", "x", "y", "z", "w"),
+        {
+            "x": {"skill.toml": skill_toml("Bad Name")},
+            "y": {"skill.toml": skill_toml("missing_entry")},
+            "z": {"skill.toml": skill_toml("fine"), "skill.wasm": b"x"},
+            "w": {"other.txt": "no manifest here"},
+        },
+    )
+    site.data_pack(
+        "dupe",
+        "dupe_pack",
+        pack_toml("dupe", "a", "b"),
+        {
+            "a": {"skill.toml": skill_toml("alpha"), "skill.wasm": b"x"},
+            "b": {"skill.toml": skill_toml("beta"), "skill.wasm": b"x"},
+        },
+    )
+    site.data_pack(
+        "escape",
+        "escape_pack",
+        pack_toml("escape", "a"),
+        {
+            "a": {"skill.toml": skill_toml("escapee", entry="link.wasm")},
+        },
+    )
+    (site.root / "escape_pack" / "a" / "link.wasm").symlink_to("/etc/passwd")
+    only("good", "bad-manifest", "bad-skill", "dupe", "escape")
+    found = run()
+    assert sorted(found.skills) == ["alpha", "beta", "fine"]
+    # Entry points load in distribution-name order, so "dupe" provides alpha before "good".
+    assert found.skills["alpha"].pack == "dupe"
+    msgs = "\n".join(p.message for p in found.problems)
+    assert "semantic version" in msgs
+    assert "'Bad Name'" in msgs
+    assert "'skill.wasm' does not exist" in msgs
+    assert "has no skill.toml" in msgs
+    assert "already provided by pack" in msgs
+    assert "'link.wasm' does not exist inside the skill folder" in msgs
+    reports = {p.name: p for p in found.packs}
+    assert reports["dupe"].skills == ["alpha", "beta"]
+    assert reports["good"].skills == [] and reports["good"].loaded
+    assert not reports["bad_manifest"].loaded
+
+
+def test_load_plugins_env_limits_what_loads(site: SiteBuilder, only) -> None:  # type: ignore[no-untyped-def]
+    site.data_pack(
+        "one",
+        "one_pack",
+        pack_toml("one", "a"),
+        {"a": {"skill.toml": skill_toml("one_skill"), "skill.wasm": b"x"}},
+    )
+    site.data_pack(
+        "two",
+        "two_pack",
+        pack_toml("two", "a"),
+        {"a": {"skill.toml": skill_toml("two_skill"), "skill.wasm": b"x"}},
+    )
+    only("two")
+    assert list(run().skills) == ["two_skill"]
+    only()
+    assert list(run().skills) == []
+
+
+def test_pack_folder_by_path(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    only()
+    folder = tmp_path / "mypack"
+    (folder / "s").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("mine", "s"))
+    (folder / "s" / "skill.toml").write_text(skill_toml("mine_skill"))
+    (folder / "s" / "skill.wasm").write_bytes(b"x")
+    found = run(pack_paths=[folder, tmp_path / "nothing-here"])
+    assert list(found.skills) == ["mine_skill"]
+    (problem,) = found.problems
+    assert "has no bastion-pack.toml" in problem.message
+
+
+def test_native_runtime_cannot_come_from_a_data_pack(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    only()
+    folder = tmp_path / "p"
+    (folder / "s").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("p", "s"))
+    (folder / "s" / "skill.toml").write_text(skill_toml("n", runtime="native", entry=None))
+    found = run(pack_paths=[folder])
+    assert found.skills == {}
+    assert "trusted plugins" in found.problems[0].message

@@ -30,6 +30,7 @@ from typing import Final
 
 import structlog
 import wasmtime.component
+
 from bastion.errors import BastionError
 
 from .cache import default_cache

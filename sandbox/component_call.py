@@ -1,0 +1,94 @@
+"""Instantiate a component in a fresh ``Sandbox`` and call one export, as data, never raising.
+
+A component call fails as a ``WasmtimeError`` whose text ends with the trap's description
+(wasmtime's C API gives components no trap code). ``fault_of`` turns it into the same ``Fault``
+the WASI-module path uses, so ``errors_map.fault_to_error`` maps both alike: ``interrupt`` (or
+our epoch callback's ``bastion:timeout``) -> TIMEOUT, ``call stack exhausted`` -> stack
+overflow, a refused instantiation for memory -> MEMORY_LIMIT, other traps -> SKILL_CRASHED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import wasmtime
+from wasmtime.component import Component, ExportIndex
+
+from .hostlink import close_invocation, component_linker
+from .rawcall import Fault
+from .store import Sandbox
+
+__all__ = ["CallOutcome", "call_export", "export_index", "fault_of"]
+
+_TRAPS: Final[tuple[tuple[str, wasmtime.TrapCode], ...]] = (
+    ("interrupt", wasmtime.TrapCode.INTERRUPT),
+    ("call stack exhausted", wasmtime.TrapCode.STACK_OVERFLOW),
+    ("out of bounds memory access", wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS),
+    ("unreachable", wasmtime.TrapCode.UNREACHABLE),
+    ("integer divide by zero", wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO),
+    ("integer overflow", wasmtime.TrapCode.INTEGER_OVERFLOW),
+    ("invalid conversion to integer", wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER),
+    ("indirect call type mismatch", wasmtime.TrapCode.BAD_SIGNATURE),
+    ("uninitialized element", wasmtime.TrapCode.INDIRECT_CALL_TO_NULL),
+    ("undefined element", wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS),
+    ("misaligned", wasmtime.TrapCode.HEAP_MISALIGNED),
+)
+_CAUSE: Final[str] = "wasm trap: "
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """The export's return value, or how the call failed (``instantiating`` if before it ran)."""
+
+    value: Any = None
+    fault: Fault | None = None
+    instantiating: bool = False
+
+
+def fault_of(exc: wasmtime.WasmtimeError) -> Fault:
+    """Classify a failed component call by the trap text wasmtime appends to the error."""
+    if isinstance(exc, wasmtime.ExitTrap):
+        return Fault(exit_code=exc.code, message=str(exc))
+    message = str(exc)
+    idx = message.rfind(_CAUSE)
+    if idx >= 0:
+        cause = message[idx + len(_CAUSE):].strip().lower()
+        for needle, code in _TRAPS:
+            if needle in cause:
+                return Fault(trap_code=code, message=message)
+    return Fault(message=message)
+
+
+def export_index(component: Component, name: str) -> ExportIndex | None:
+    """The index of a top-level export (look it up once, reuse it for every call)."""
+    return component.get_export_index(name)
+
+
+def call_export(
+    sandbox: Sandbox, component: Component, export: str | ExportIndex, *args: Any
+) -> CallOutcome:
+    """Instantiate ``component`` in ``sandbox``'s fresh store and call ``export(*args)``."""
+    store = sandbox.store
+    if store is None:
+        raise ValueError("the sandbox is closed")
+    try:
+        try:
+            instance = component_linker().instantiate(store, component)
+        except wasmtime.WasmtimeError as exc:
+            return CallOutcome(fault=fault_of(exc), instantiating=True)
+        func = instance.get_func(store, export)
+        if func is None:
+            name = export if isinstance(export, str) else "the requested export"
+            return CallOutcome(
+                fault=Fault(message=f"bastion:no-entry component has no {name!r} function"),
+                instantiating=True,
+            )
+        try:
+            value = func(store, *args)
+            func.post_return(store)
+        except wasmtime.WasmtimeError as exc:
+            return CallOutcome(fault=fault_of(exc))
+        return CallOutcome(value=value)
+    finally:
+        close_invocation(sandbox.state)

@@ -1,0 +1,168 @@
+"""The ``python`` executor: a skill's ``.py`` source run by the generic Python runner component.
+
+The host only *reads* the source (never imports, compiles or runs it); the runner compiles and
+runs it inside the guest, in a fresh store and instance per call, so nothing survives a call.
+The runner's JSON error becomes an ``ExecutionError``:
+
+- ``code`` from the runner (``SKILL_ERROR``, ``MEMORY_LIMIT``, ``INVALID_INPUT``,
+  ``INVALID_OUTPUT``; anything else is treated as ``SKILL_ERROR``), except that an uncaught
+  ``bastion_sdk.NetworkDenied`` reports the host's ``NETWORK_DENIED``, and a failure after the
+  skill's prints hit their cap reports ``OUTPUT_LIMIT``;
+- the message is ``"Type: message (file, line N, in fn)"``; ``detail`` holds the skill's own
+  traceback lines (its file only, no host paths);
+- traps: epoch/wall-clock deadline -> ``TIMEOUT``, stack overflow and other traps ->
+  ``SKILL_CRASHED``, instantiation refused for memory -> ``MEMORY_LIMIT``; an ``ok`` result over
+  ``output_kb`` -> ``OUTPUT_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any, Final, final
+
+from wasmtime.component import Component, ExportIndex
+
+from bastion.errors import ErrorCode, ExecutionError
+from bastion.executor import ExecutionRequest
+
+from .component_call import call_export
+from .component_exec import log_streams, outcome_text
+from .runner_build import Progress, load_runner
+from .store import Sandbox
+
+__all__ = ["MAX_SOURCE_BYTES", "RUNNER_CODES", "RUN_SKILL_EXPORT", "PythonExecutor",
+           "runner_error"]
+
+RUN_SKILL_EXPORT: Final[str] = "run-skill"
+MAX_SOURCE_BYTES: Final[int] = 1024 * 1024
+"""Largest skill source accepted (a skill is one file)."""
+RUNNER_CODES: Final[frozenset[str]] = frozenset(
+    {"SKILL_ERROR", "MEMORY_LIMIT", "INVALID_INPUT", "INVALID_OUTPUT"}
+)
+"""The codes the runner may report; anything else it says is treated as ``SKILL_ERROR``."""
+_MAX_MESSAGE: Final[int] = 2000
+_FRAME = re.compile(r'^\s*File "([^"]*)", line (\d+)(?:, in (.+))?$')
+
+
+def _where(lines: list[str]) -> str:
+    for line in reversed(lines):
+        m = _FRAME.match(line)
+        if m:
+            fn = f", in {m.group(3)}" if m.group(3) else ""
+            return f" ({m.group(1)}, line {m.group(2)}{fn})"
+    return ""
+
+
+def runner_error(text: str, *, last_denial: ExecutionError | None = None) -> ExecutionError:
+    """The ``ExecutionError`` for the runner's JSON error text."""
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return ExecutionError(ErrorCode.SKILL_ERROR, "the skill failed", detail=text[:4000])
+    code_s = str(data.get("code", "SKILL_ERROR"))
+    code = ErrorCode(code_s) if code_s in RUNNER_CODES else ErrorCode.SKILL_ERROR
+    exc_type = str(data.get("type") or "Error")[:100]
+    message = str(data.get("message") or "")[:_MAX_MESSAGE]
+    raw_tb = data.get("traceback")
+    tb = [str(x) for x in raw_tb][:200] if isinstance(raw_tb, list) else []
+    detail = "\n".join(tb) if tb else None
+    if exc_type == "NetworkDenied" and last_denial is not None:
+        return ExecutionError(last_denial.error_code, last_denial.message, detail=detail)
+    if code is ErrorCode.MEMORY_LIMIT:
+        return ExecutionError(code, message or "the skill ran out of memory", detail=detail)
+    head = f"{exc_type}: {message}" if message else exc_type
+    if code is ErrorCode.SKILL_ERROR and exc_type != "SyntaxError":
+        head += _where(tb)
+    return ExecutionError(code, head, detail=detail)
+
+
+@final
+class PythonExecutor:
+    """Runs ``runtime = "python"`` skills in the runner component; thread-safe."""
+
+    runtime = "python"
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._runner: Component | None = None
+        self._export: ExportIndex | None = None
+        self._closed = False
+
+    def _load(self) -> tuple[Component, ExportIndex]:
+        runner, export = self._runner, self._export
+        if runner is not None and export is not None:
+            return runner, export
+        with self._lock:
+            if self._runner is None or self._export is None:
+                runner = load_runner(self._progress)
+                export = runner.get_export_index(RUN_SKILL_EXPORT)
+                if export is None:
+                    raise ExecutionError(ErrorCode.INTERNAL,
+                                         "the Python runner exports no run-skill function")
+                self._runner, self._export = runner, export
+            return self._runner, self._export
+
+    @staticmethod
+    def _source(entry: Path) -> str:
+        try:
+            with entry.open("rb") as f:
+                raw = f.read(MAX_SOURCE_BYTES + 1)
+        except OSError as exc:
+            raise ExecutionError(
+                ErrorCode.NOT_FOUND, f"skill source {entry.name!r} cannot be read",
+                detail=f"{entry}: {exc}",
+            ) from None
+        if len(raw) > MAX_SOURCE_BYTES:
+            raise ExecutionError(
+                ErrorCode.SKILL_ERROR,
+                f"skill source {entry.name!r} is larger than {MAX_SOURCE_BYTES} bytes",
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ExecutionError(
+                ErrorCode.SKILL_ERROR,
+                f"skill source {entry.name!r} is not UTF-8 (byte {exc.start})",
+            ) from None
+
+    def prepare(self, entry: Path) -> None:
+        """Build/compile the runner (slow once, then cached) and check the source is readable."""
+        self._load()
+        self._source(entry)
+
+    def execute(self, request: ExecutionRequest) -> bytes:
+        """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes."""
+        if self._closed:
+            raise ExecutionError(ErrorCode.INTERNAL, "the Python executor is closed")
+        source = self._source(request.entry)
+        runner, export = self._load()
+        with Sandbox(
+            skill=request.skill, stdin=b"", limits=request.limits, deadline=request.deadline,
+            mounts=request.caps.mounts, request=request,
+        ) as sandbox:
+            outcome = call_export(sandbox, runner, export, source, request.entry.name,
+                                  request.input_json)
+            log_streams(sandbox, request)
+            ok, text = outcome_text(outcome, sandbox)
+            state = sandbox.state
+        if ok:
+            return text.encode("utf-8")
+        if state.stdout.capped or state.stderr.capped:
+            raise ExecutionError(
+                ErrorCode.OUTPUT_LIMIT,
+                f"skill printed more than its output limit of {request.limits.output_kb} KiB",
+            )
+        raise runner_error(text, last_denial=state.last_denial)
+
+    def close(self) -> None:
+        """Drop this executor's reference to the runner (the caches keep the compiled form)."""
+        with self._lock:
+            self._closed = True
+            self._runner = None
+            self._export = None

@@ -1,0 +1,570 @@
+"""The output sanitizer: what a skill returns is made safe to show a model or a person.
+
+One pipeline, in this order (the order matters; see ``Sanitizer``):
+
+1. **Unicode**: lone surrogates become U+FFFD (bytes are decoded as UTF-8 with U+FFFD).
+2. **Escapes and invisibles**: ANSI/VT sequences (CSI, OSC/DCS/SOS/PM/APC strings ended by
+   BEL or ST, other ESC sequences, their C1 forms) are removed; then C0/C1 control characters
+   except ``\\n`` and ``\\t`` (``\\r\\n`` and lone ``\\r`` become ``\\n``), bidi embeddings,
+   overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E/F, U+061C), and invisible
+   characters that only hide text: zero-width space U+200B, word joiner and invisible operators
+   U+2060-2064, U+FEFF, U+180E and the tag block U+E0000-E007F ("ASCII smuggling"). Zero-width
+   (non-)joiners U+200C/U+200D are *kept*: emoji sequences and several scripts need them.
+   This runs first so that invisibles cannot split a secret to slip past redaction.
+3. **Redaction**, repeated until nothing more matches (so the result is a fixed point):
+   granted secret values in raw, base64 (standard and URL-safe, at all three byte alignments,
+   so a secret inside longer base64 is caught), hex (lower/upper) and URL-encoded forms
+   -> ``[REDACTED:NAME]``; credential shapes (``sk-``, ``AKIA``/``ASIA``, ``ghp_`` and
+   ``github_pat_``, ``xox?-``, Bearer tokens, PEM private key blocks, JWTs); host path
+   prefixes -> ``[path]``; optionally PII (email, phone, card numbers passing Luhn, IBANs
+   passing mod-97, IPv4 and IPv6 addresses).
+4. **Size cap**: text over ``max_output_bytes`` (UTF-8) is cut and ends with a visible marker
+   ``…[truncated N bytes]``; the marker counts against the cap, so the output is never longer
+   than the cap and cleaning it again changes nothing (idempotence).
+
+Every regular expression here is linear on adversarial input: patterns start where the previous
+character cannot continue the token (a look-behind), so a long run is scanned from one start
+only; quantifiers that could overlap are bounded. PEM blocks are found with ``str.find``.
+
+Redaction is a guard against *accidental* leaks (an echoed token, a path in an error). A skill
+that holds a secret and wants to leak it can always disguise it; that is what grants are for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .executor import JSONValue
+
+__all__ = [
+    "CleanText",
+    "CleanValue",
+    "SanitizeConfig",
+    "SanitizeReport",
+    "Sanitizer",
+]
+
+_MAX_PASSES: Final = 6
+_MIN_CAP: Final = 64
+
+# -- step 2: escapes and invisibles -------------------------------------------------------
+
+_ANSI: Final = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"                       # CSI
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # strings
+    r"|\x1b[ -/]*[0-~]"                                         # other ESC sequences
+)
+_NEWLINES: Final = re.compile("\r\n?|[\u2028\u2029]")
+_INVISIBLE: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]+"
+)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+# -- step 3: credential shapes --------------------------------------------------------------
+
+_TOKEN_CHARS = r"A-Za-z0-9_\-"
+_CREDENTIALS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
+    ("API_KEY", re.compile(rf"(?<![{_TOKEN_CHARS}])sk-[{_TOKEN_CHARS}]{{20,}}")),
+    ("AWS_KEY", re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
+    ("GITHUB_TOKEN", re.compile(
+        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("SLACK_TOKEN", re.compile(r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("JWT", re.compile(
+        rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]{{8,}}\.eyJ[{_TOKEN_CHARS}]{{8,}}"
+        rf"\.[{_TOKEN_CHARS}]*")),
+)
+# The token of "Bearer <token>" is replaced, the word kept. Tokens are long: prose is spared.
+_BEARER: Final = re.compile(r"(?<![A-Za-z0-9])(Bearer[ \t]+)[A-Za-z0-9._~+/\-]{16,}=*", re.I)
+_PEM_BEGIN: Final = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+_PEM_END: Final = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+
+# -- step 3: PII ------------------------------------------------------------------------------
+
+_EMAIL: Final = re.compile(
+    r"(?<![\w.+\-])[\w.+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}"
+    r"\.[A-Za-z]{2,24}(?![\w\-])"
+)
+_PHONE: Final = re.compile(
+    r"(?<![\w+.\-])(?:\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)|\d{1,4})(?:[ .\-]?\d{2,4}){2,4}"
+    r"|\(\d{3}\)[ .\-]?\d{3}[ .\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4})(?![\w.\-]?\d)"
+)
+_CARD: Final = re.compile(r"(?<![\d\-])[2-6](?:[ \-]?\d){12,18}(?!\d)")
+_IBAN: Final = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_IPV6: Final = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9]{1,16})?"
+    r"(?![\w:])"
+)
+_IPV4: Final = re.compile(
+    r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?!\.?\d)"
+)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(s: str) -> bool:
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class SanitizeConfig:
+    """What the sanitizer does; one per skill grant (the kernel caches a ``Sanitizer``).
+
+    ``redact_secrets`` holds secret *values*, or a mapping name -> value (the name then appears
+    in the marker: ``[REDACTED:API_TOKEN]``). Secrets shorter than ``min_encoded_secret_len``
+    are redacted in raw form only: the encodings of very short strings match ordinary text.
+    ``redact_paths`` are absolute host path prefixes (mounts, home, cwd, site-packages).
+    ``marker`` is the truncation marker; ``{bytes}`` is replaced by the count of bytes cut.
+    """
+
+    max_output_bytes: int = 256 * 1024
+    redact_secrets: Sequence[str] | Mapping[str, str] = ()
+    redact_paths: Sequence[str] = ()
+    credential_shapes: bool = True
+    pii: bool = False
+    marker: str = "…[truncated {bytes} bytes]"
+    min_encoded_secret_len: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_output_bytes < _MIN_CAP:
+            raise ValueError(
+                f"max_output_bytes is {self.max_output_bytes}; it must be at least {_MIN_CAP} "
+                "so the truncation marker fits"
+            )
+        if "{bytes}" not in self.marker or len(self.marker) > 40:
+            raise ValueError(
+                f"marker {self.marker!r} must contain '{{bytes}}' and be at most 40 characters"
+            )
+        if _INVISIBLE.search(self.marker) or _ANSI.search(self.marker):
+            raise ValueError(f"marker {self.marker!r} holds control characters")
+
+
+@dataclass
+class SanitizeReport:
+    """What cleaning changed: redactions per kind, characters removed, bytes cut."""
+
+    redactions: Counter[str] = field(default_factory=Counter)
+    ansi_removed: int = 0
+    controls_removed: int = 0
+    invalid_replaced: int = 0
+    bytes_cut: int = 0
+    strings_truncated: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.redactions or self.ansi_removed or self.controls_removed
+            or self.invalid_replaced or self.bytes_cut
+        )
+
+    def merge(self, other: SanitizeReport) -> None:
+        self.redactions.update(other.redactions)
+        self.ansi_removed += other.ansi_removed
+        self.controls_removed += other.controls_removed
+        self.invalid_replaced += other.invalid_replaced
+        self.bytes_cut += other.bytes_cut
+        self.strings_truncated += other.strings_truncated
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary for the audit log (counts only, never content)."""
+        return {
+            "redactions": dict(sorted(self.redactions.items())),
+            "ansi_removed": self.ansi_removed, "controls_removed": self.controls_removed,
+            "invalid_replaced": self.invalid_replaced, "bytes_cut": self.bytes_cut,
+            "strings_truncated": self.strings_truncated,
+        }
+
+
+@dataclass(frozen=True)
+class CleanText:
+    """Cleaned text and what was changed."""
+
+    text: str
+    report: SanitizeReport
+
+
+@dataclass(frozen=True)
+class CleanValue:
+    """A cleaned JSON value and what was changed."""
+
+    value: JSONValue
+    report: SanitizeReport
+
+
+def _label(name: str) -> str:
+    cleaned = re.sub(r"[^A-Z0-9_]", "_", name.upper()).strip("_")
+    return cleaned[:40] or "SECRET"
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """Substrings that any base64 text containing ``raw`` must contain, at each alignment."""
+    cores: set[str] = set()
+    n = len(raw)
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw + b"\0\0").decode("ascii")
+        core = enc[(8 * k + 5) // 6:(8 * (k + n)) // 6]
+        if len(core) >= 4:
+            cores.add(core)
+            cores.add(core.translate(str.maketrans("+/", "-_")))
+    return cores
+
+
+def _url_pattern(secret: str) -> str:
+    """A pattern for ``secret`` with any character literal or percent-encoded (either case)."""
+    parts: list[str] = []
+    for ch in secret:
+        alts = [re.escape(ch)]
+        for b in ch.encode("utf-8"):
+            alts.append("%" + "".join(
+                f"[{c}{c.lower()}]" if c.isalpha() else c for c in f"{b:02X}"
+            ))
+        if ch == " ":
+            alts.append(r"\+")
+        enc = "".join(alts[1:]) if len(ch.encode("utf-8")) > 1 else None
+        if enc is not None:
+            alts = [alts[0], enc]
+        parts.append("(?:" + "|".join(alts) + ")")
+    return "".join(parts)
+
+
+def _secret_regex(secrets: list[tuple[str, str]], min_encoded: int) -> tuple[
+    re.Pattern[str] | None, dict[str, str]
+]:
+    """One alternation of every form of every secret, longest first, with named groups."""
+    forms: list[tuple[str, str]] = []  # (pattern, label)
+    for label, value in secrets:
+        if not value:
+            continue
+        forms.append((re.escape(value), label))
+        raw = value.encode("utf-8", errors="surrogatepass")
+        if len(raw) < min_encoded:
+            continue
+        for core in _base64_cores(raw):
+            forms.append((re.escape(core), label))
+        forms.append((re.escape(binascii.hexlify(raw).decode()), label))
+        forms.append((re.escape(binascii.hexlify(raw).decode().upper()), label))
+        if urllib.parse.quote(value, safe="") != value:
+            forms.append((_url_pattern(value), label))
+    if not forms:
+        return None, {}
+    # Longest pattern first: Python alternation is leftmost-first, not longest.
+    forms.sort(key=lambda f: -len(f[0]))
+    groups: dict[str, str] = {}
+    pattern: list[str] = []
+    for i, (pat, label) in enumerate(forms):
+        groups[f"s{i}"] = label
+        pattern.append(f"(?P<s{i}>{pat})")
+    return re.compile("|".join(pattern)), groups
+
+
+class Sanitizer:
+    """Cleans text and JSON values under one ``SanitizeConfig`` (thread-safe, reusable)."""
+
+    def __init__(self, config: SanitizeConfig | None = None) -> None:
+        self.config = config or SanitizeConfig()
+        secrets = self.config.redact_secrets
+        named: list[tuple[str, str]] = (
+            [(_label(k), v) for k, v in secrets.items()] if isinstance(secrets, Mapping)
+            else [("SECRET", v) for v in secrets]
+        )
+        self._secret_re, self._secret_groups = _secret_regex(
+            named, self.config.min_encoded_secret_len
+        )
+        paths = sorted(
+            {p.rstrip("/\\") for p in self.config.redact_paths if len(p.rstrip("/\\")) > 1},
+            key=len, reverse=True,
+        )
+        self._path_re = (
+            re.compile(r"(?<![\w.\-])(?:" + "|".join(re.escape(p) for p in paths)
+                       + r")(?![\w.\-])")
+            if paths else None
+        )
+
+    # -- text ---------------------------------------------------------------------------
+
+    def clean_text(self, text: str | bytes) -> CleanText:
+        """Clean one string (bytes are decoded as UTF-8) and cap it at ``max_output_bytes``."""
+        report = SanitizeReport()
+        out = self._clean(text, report)
+        size = len(out.encode("utf-8"))
+        if size > self.config.max_output_bytes:
+            out = _truncate_to(out, self.config.max_output_bytes, self, report, json_cost=False)
+        return CleanText(out, report)
+
+    def _clean(self, text: str | bytes, report: SanitizeReport) -> str:
+        """Steps 1-3 (no size cap)."""
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            raw = bytes(text)
+            text = raw.decode("utf-8", errors="replace")
+            if "\ufffd" in text:
+                report.invalid_replaced += text.count("\ufffd") - raw.count(
+                    "\ufffd".encode()
+                )
+        elif not text.isascii():
+            text, n = _SURROGATE.subn("\ufffd", text)
+            report.invalid_replaced += n
+        if not text.isprintable():
+            text = self._strip_controls(text, report)
+        for _ in range(_MAX_PASSES):
+            before = sum(report.redactions.values())
+            text = self._redact(text, report)
+            if sum(report.redactions.values()) == before:
+                return text
+        # A pathological secret that re-forms out of the markers themselves: drop the text.
+        report.redactions["UNSTABLE"] += 1
+        return ""
+
+    def _strip_controls(self, text: str, report: SanitizeReport) -> str:
+        text, n = _ANSI.subn("", text)
+        report.ansi_removed += n
+        text = _NEWLINES.sub("\n", text)
+        before = len(text)
+        text = _INVISIBLE.sub("", text)
+        report.controls_removed += before - len(text)
+        return text
+
+    def _redact(self, text: str, report: SanitizeReport) -> str:
+        counts = report.redactions
+        if self._secret_re is not None:
+            groups = self._secret_groups
+
+            def secret(m: re.Match[str]) -> str:
+                label = groups[m.lastgroup or ""]
+                counts[label] += 1
+                return f"[REDACTED:{label}]"
+
+            text = self._secret_re.sub(secret, text)
+        if self.config.credential_shapes:
+            text = _redact_pem(text, counts)
+            for name, rx in _CREDENTIALS:
+                text = _sub_count(rx, f"[REDACTED:{name}]", text, counts, name)
+            text = _sub_count(_BEARER, r"\1[REDACTED:BEARER]", text, counts, "BEARER")
+        if self._path_re is not None:
+            text = _sub_count(self._path_re, "[path]", text, counts, "PATH")
+        if self.config.pii:
+            text = _redact_pii(text, counts)
+        return text
+
+    # -- values -----------------------------------------------------------------------------
+
+    def clean_value(self, value: JSONValue) -> CleanValue:
+        """Clean every string (keys too) of a JSON value, then cap its serialized size.
+
+        Over the cap, the longest strings are cut (each ends with the marker) down to a common
+        length; if even that cannot fit, the value becomes one string: its JSON text, cut.
+        The walk is iterative; callers bound depth with ``jsonsafe.check_value`` first.
+        """
+        report = SanitizeReport()
+        cleaned, strings = self._walk(value, report)
+        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
+                   .encode("utf-8"))
+        cap = self.config.max_output_bytes
+        if size > cap:
+            cleaned = self._fit(cleaned, strings, size, cap, report)
+        return CleanValue(cleaned, report)
+
+    def _walk(self, value: Any, report: SanitizeReport) -> tuple[Any, list[_Slot]]:
+        """Copy ``value`` with every string cleaned; return the slots holding string values."""
+        strings: list[_Slot] = []
+        root: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+        while stack:
+            node, parent, key = stack.pop()
+            if isinstance(node, str):
+                parent[key] = self._clean(node, report)
+                strings.append(_Slot(parent, key))
+            elif isinstance(node, dict):
+                new: dict[str, Any] = {}
+                for k, v in node.items():
+                    ck = self._clean(str(k), report)
+                    if ck in new:
+                        n = 2
+                        while f"{ck}#{n}" in new:
+                            n += 1
+                        ck = f"{ck}#{n}"
+                    new[ck] = None
+                    stack.append((v, new, ck))
+                parent[key] = new
+            elif isinstance(node, (list, tuple)):
+                lst: list[Any] = [None] * len(node)
+                stack.extend((v, lst, i) for i, v in enumerate(node))
+                parent[key] = lst
+            else:
+                parent[key] = node
+        return root[0], strings
+
+    def _fit(
+        self, value: Any, strings: list[_Slot], size: int, cap: int, report: SanitizeReport,
+    ) -> Any:
+        costs = [_json_len(s.get()) for s in strings]
+        fixed = size - sum(costs)
+        worst_marker = _json_len(self.config.marker.format(bytes=10 ** 12))
+        # Largest per-string content budget L such that the total fits (binary search).
+        lo, hi, best = 0, max(costs, default=0), -1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            total = fixed + sum(c if c <= mid + worst_marker else mid + worst_marker
+                                for c in costs)
+            if total <= cap:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best >= 0:
+            for slot, cost in zip(strings, costs, strict=True):
+                if cost > best + worst_marker:
+                    slot.set(_truncate_to(slot.get(), best + worst_marker, self, report,
+                                          json_cost=True))
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            if len(text.encode("utf-8")) <= cap:
+                return value
+        # Structure alone is over the cap: hand back the JSON text, cut, as one string.
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _truncate_to(text, cap, self, report, json_cost=True)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Where a string value lives in the cleaned copy (container and key or index)."""
+
+    parent: Any
+    key: Any
+
+    def get(self) -> str:
+        return str(self.parent[self.key])
+
+    def set(self, value: str) -> None:
+        self.parent[self.key] = value
+
+
+def _json_len(s: str) -> int:
+    """Bytes of ``s`` as a compact JSON string (quotes and escapes included)."""
+    return (len(s.encode("utf-8")) + 2 + s.count('"') + s.count("\\") + s.count("\n")
+            + s.count("\t"))
+
+
+def _truncate_to(
+    text: str, budget: int, san: Sanitizer, report: SanitizeReport, *, json_cost: bool,
+) -> str:
+    """``text`` cut to fit ``budget`` bytes together with the marker (as a JSON string if
+    ``json_cost``). The kept prefix is cleaned again: a cut can make a token end where it did
+    not (``a@b.cd`` of ``a@b.cde``), and the result must be a fixed point of cleaning."""
+    measure: Callable[[str], int] = _json_len if json_cost else (lambda s: len(s.encode()))
+    original = measure(text)
+    marker_room = measure(san.config.marker.format(bytes=10 ** 12)) - (2 if json_cost else 0)
+    keep = max(0, budget - marker_room - (2 if json_cost else 0))
+    prefix = text
+    for _ in range(8):
+        if measure(prefix) - (2 if json_cost else 0) <= keep:
+            break
+        raw = prefix.encode("utf-8")[:keep]
+        prefix = raw.decode("utf-8", errors="ignore")
+        while measure(prefix) - (2 if json_cost else 0) > keep:
+            over = measure(prefix) - (2 if json_cost else 0) - keep
+            prefix = prefix[: max(0, len(prefix) - max(1, over))]
+        sub = SanitizeReport()
+        prefix = san._clean(prefix, sub)
+        report.redactions.update(sub.redactions)
+    else:
+        prefix = ""
+    cut = original - measure(prefix)
+    report.bytes_cut += cut
+    report.strings_truncated += 1
+    return prefix + san.config.marker.format(bytes=cut)
+
+
+def _sub_count(
+    rx: re.Pattern[str], repl: str, text: str, counts: Counter[str], name: str,
+) -> str:
+    text, n = rx.subn(repl, text)
+    if n:
+        counts[name] += n
+    return text
+
+
+def _redact_pem(text: str, counts: Counter[str]) -> str:
+    """Redact PEM private key blocks; an unterminated one is redacted to the end."""
+    if "-----BEGIN " not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    while True:
+        begin = _PEM_BEGIN.search(text, pos)
+        if begin is None:
+            break
+        end = _PEM_END.search(text, begin.end())
+        out.append(text[pos:begin.start()])
+        out.append("[REDACTED:PRIVATE_KEY]")
+        counts["PRIVATE_KEY"] += 1
+        if end is None:
+            return "".join(out)
+        pos = end.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _redact_pii(text: str, counts: Counter[str]) -> str:
+    text = _sub_count(_EMAIL, "[REDACTED:EMAIL]", text, counts, "EMAIL")
+
+    def card(m: re.Match[str]) -> str:
+        s = m.group()
+        pos = [i for i, c in enumerate(s) if c.isdigit()]
+        for start in range(len(pos) - 12):
+            if s[pos[start]] not in "23456":
+                continue
+            for end in range(len(pos), start + 12, -1):
+                if _luhn("".join(s[i] for i in pos[start:end])):
+                    counts["CARD"] += 1
+                    return s[:pos[start]] + "[REDACTED:CARD]" + s[pos[end - 1] + 1:]
+        return s
+
+    text = _CARD.sub(card, text)
+
+    def iban(m: re.Match[str]) -> str:
+        s = m.group()
+        for end in range(len(s), 14, -1):
+            if s[end - 1] != " " and _iban_ok(s[:end].replace(" ", "")):
+                counts["IBAN"] += 1
+                return "[REDACTED:IBAN]" + s[end:]
+        return s
+
+    text = _IBAN.sub(iban, text)
+
+    def ipv6(m: re.Match[str]) -> str:
+        s = m.group()
+        core = s.rstrip(".")
+        if sum(c in "0123456789abcdefABCDEF" for c in core) < 4:
+            return s
+        try:
+            ipaddress.IPv6Address(core.split("%")[0])
+        except ValueError:
+            return s
+        counts["IP"] += 1
+        return "[REDACTED:IP]" + s[len(core):]
+
+    text = _IPV6.sub(ipv6, text)
+    text = _sub_count(_IPV4, "[REDACTED:IP]", text, counts, "IP")
+    return _sub_count(_PHONE, "[REDACTED:PHONE]", text, counts, "PHONE")

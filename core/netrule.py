@@ -91,9 +91,7 @@ def _ipv4_part(part: str) -> int:
     if part == "":
         raise _HostError("an empty part in a numeric IPv4 address")
     if part[:2] in ("0x", "0X"):
-        digits, base = part[2:], 16
-        if digits == "":
-            return 0
+        digits, base = part[2:], 16  # a bare "0x" is 0 to WHATWG but junk to libc: refused
     elif len(part) > 1 and part[0] == "0":
         digits, base = part[1:], 8
     else:

@@ -26,20 +26,23 @@ def read_toml(path: Path, error: type[ConfigError]) -> dict[str, Any]:
         size = path.stat().st_size
     except OSError as exc:
         raise error(
-            f"cannot read the file ({exc.strerror or exc})", source=str(path),
+            f"cannot read the file ({exc.strerror or exc})",
+            source=str(path),
             fix="check that the file exists and is readable",
         ) from None
     if size > MAX_CONFIG_BYTES:
         raise error(
             f"the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
-            source=str(path), fix="a manifest or policy is a few kilobytes: check the file",
+            source=str(path),
+            fix="a manifest or policy is a few kilobytes: check the file",
         )
     try:
         raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
-            f"the file is not valid UTF-8 (byte {exc.start})", source=str(path),
+            f"the file is not valid UTF-8 (byte {exc.start})",
+            source=str(path),
             fix="save the file as UTF-8",
         ) from None
     except OSError as exc:
@@ -60,7 +63,9 @@ def read_toml_text(text: str, error: type[ConfigError], *, source: str) -> dict[
             msg, _, pos = msg.partition(" (at ")
             where = pos.rstrip(")")
         raise error(
-            f"TOML syntax error: {msg}", source=source, where=where,
+            f"TOML syntax error: {msg}",
+            source=source,
+            where=where,
             fix="correct the TOML syntax at that position",
         ) from None
 
@@ -110,7 +115,7 @@ def config_error_from_validation(
             shown = shown[:77] + "..."
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         kind = err["type"]
         if kind == "missing":
             parts.append(f"{where}: required key is missing")

@@ -150,6 +150,12 @@ def review(
         secrets=secrets if granted else {},
     )
     return Grant(
-        skill=name, granted=granted, caps=caps, limits=limits, reasons=tuple(reasons),
-        notes=tuple(notes), enabled=sp.enabled if sp else True, public_reasons=tuple(public),
+        skill=name,
+        granted=granted,
+        caps=caps,
+        limits=limits,
+        reasons=tuple(reasons),
+        notes=tuple(notes),
+        enabled=sp.enabled if sp else True,
+        public_reasons=tuple(public),
     )

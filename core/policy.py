@@ -251,31 +251,42 @@ def _resolve(doc: PolicyDocument, source: str, base: Path) -> Policy:
     for entry in doc.mounts:
         if entry.guest in seen:
             raise PolicyError(
-                f"guest path {entry.guest!r} is mounted twice", source=source, where="mounts",
+                f"guest path {entry.guest!r} is mounted twice",
+                source=source,
+                where="mounts",
                 fix="keep one [[mounts]] entry per guest path",
             )
         seen.add(entry.guest)
         m = _resolve_mount(entry, base, f'[[mounts]] guest = "{entry.guest}"', source)
         mounts.append(m)
         if m.problem:
-            problems.append(PolicyError(
-                m.problem, source=source, where="mounts",
-                fix="create the folder or correct 'host'",
-            ))
+            problems.append(
+                PolicyError(
+                    m.problem,
+                    source=source,
+                    where="mounts",
+                    fix="create the folder or correct 'host'",
+                )
+            )
     skill_rules: dict[str, tuple[NetRule, ...]] = {}
     skill_mounts: dict[str, tuple[ResolvedMount, ...]] = {}
     for name, sp in doc.skills.items():
         skill_rules[name] = tuple(NetRule.parse(t) for t in sp.network)
         sm = []
         for entry in sp.mounts:
-            m = _resolve_mount(entry, base, f'[skills.{name}] mounts guest = "{entry.guest}"',
-                               source)
+            m = _resolve_mount(
+                entry, base, f'[skills.{name}] mounts guest = "{entry.guest}"', source
+            )
             sm.append(m)
             if m.problem:
-                problems.append(PolicyError(
-                    m.problem, source=source, where=f"skills.{name}.mounts",
-                    fix="create the folder or correct 'host'",
-                ))
+                problems.append(
+                    PolicyError(
+                        m.problem,
+                        source=source,
+                        where=f"skills.{name}.mounts",
+                        fix="create the folder or correct 'host'",
+                    )
+                )
         skill_mounts[name] = tuple(sm)
     return Policy(
         doc=doc,
@@ -318,7 +329,8 @@ def find_policy_path(path: str | Path | None = None) -> Path | None:
         p = Path(path).expanduser()
         if not p.is_file():
             raise PolicyError(
-                f"policy file {str(path)!r} does not exist", fix="pass an existing --policy PATH",
+                f"policy file {str(path)!r} does not exist",
+                fix="pass an existing --policy PATH",
             )
         return p.resolve()
     env = os.environ.get(POLICY_ENV)
@@ -326,7 +338,8 @@ def find_policy_path(path: str | Path | None = None) -> Path | None:
         p = Path(env).expanduser()
         if not p.is_file():
             raise PolicyError(
-                f"{POLICY_ENV}={env!r} names no file", fix=f"unset {POLICY_ENV} or correct it",
+                f"{POLICY_ENV}={env!r} names no file",
+                fix=f"unset {POLICY_ENV} or correct it",
             )
         return p.resolve()
     local = Path.cwd() / "bastion.toml"

@@ -12,10 +12,20 @@ from pathlib import Path
 __all__ = ["SiteBuilder", "skill_toml"]
 
 
-def skill_toml(name: str, *, runtime: str = "wasm", entry: str | None = "skill.wasm",
-               extra: str = "", schema: bool = True) -> str:
-    lines = [f'name = "{name}"', 'version = "1.0.0"', f'description = "The {name} skill."',
-             f'runtime = "{runtime}"']
+def skill_toml(
+    name: str,
+    *,
+    runtime: str = "wasm",
+    entry: str | None = "skill.wasm",
+    extra: str = "",
+    schema: bool = True,
+) -> str:
+    lines = [
+        f'name = "{name}"',
+        'version = "1.0.0"',
+        f'description = "The {name} skill."',
+        f'runtime = "{runtime}"',
+    ]
     if entry:
         lines.append(f'entry = "{entry}"')
     if schema:
@@ -34,14 +44,19 @@ class SiteBuilder:
         norm = dist.replace("-", "_")
         info = self.root / f"{norm}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         eps = "[bastion]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
         (info / "entry_points.txt").write_text(eps)
 
     def data_pack(
-        self, dist: str, package: str, pack_toml: str, skills: dict[str, dict[str, str | bytes]],
-        *, init_code: str = "", ep_name: str | None = None,
+        self,
+        dist: str,
+        package: str,
+        pack_toml: str,
+        skills: dict[str, dict[str, str | bytes]],
+        *,
+        init_code: str = "",
+        ep_name: str | None = None,
     ) -> Path:
         """A pack whose package folder holds bastion-pack.toml; ``init_code`` must never run."""
         folder = self.root / package

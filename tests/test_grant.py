@@ -16,8 +16,12 @@ from bastion.policy import load_policy
 
 def manifest(**perms: Any) -> SkillManifest:
     data: dict[str, Any] = {
-        "name": "s", "version": "1.0.0", "description": "d", "runtime": "python",
-        "entry": "s.py", "permissions": perms,
+        "name": "s",
+        "version": "1.0.0",
+        "description": "d",
+        "runtime": "python",
+        "entry": "s.py",
+        "permissions": perms,
     }
     return SkillManifest.model_validate(data)
 
@@ -51,9 +55,16 @@ def test_per_skill_rules_apply_only_to_that_skill_and_extend_its_grant() -> None
     pol = load_policy(text='[skills.s]\nnetwork = ["https://only-s.test"]\n')
     g = review(manifest(network=["https://only-s.test"]), pol)
     assert g.granted and [str(r) for r in g.caps.network] == ["https://only-s.test"]
-    other = SkillManifest.model_validate({
-        "name": "t", "version": "1.0.0", "description": "d", "runtime": "python", "entry": "t.py",
-        "permissions": {"network": ["https://only-s.test"]}})
+    other = SkillManifest.model_validate(
+        {
+            "name": "t",
+            "version": "1.0.0",
+            "description": "d",
+            "runtime": "python",
+            "entry": "t.py",
+            "permissions": {"network": ["https://only-s.test"]},
+        }
+    )
     assert not review(other, pol).granted
     # A generic fetcher declares nothing; the operator grants it hosts by name.
     assert [str(r) for r in review(manifest(), pol).caps.network] == ["https://only-s.test"]
@@ -62,18 +73,20 @@ def test_per_skill_rules_apply_only_to_that_skill_and_extend_its_grant() -> None
 def test_filesystem(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir()
     (tmp_path / "rw").mkdir()
-    pol = load_policy(text=f'''
+    pol = load_policy(
+        text=f'''
 [[mounts]]
 guest = "/ro"
-host = "{tmp_path / 'ro'}"
+host = "{tmp_path / "ro"}"
 [[mounts]]
 guest = "/rw"
-host = "{tmp_path / 'rw'}"
+host = "{tmp_path / "rw"}"
 access = "write"
 [[mounts]]
 guest = "/gone"
-host = "{tmp_path / 'gone'}"
-''')
+host = "{tmp_path / "gone"}"
+'''
+    )
     g = review(manifest(filesystem=[{"path": "/ro"}, {"path": "/rw", "access": "read"}]), pol)
     assert g.granted
     assert [(m.guest, m.writable) for m in g.caps.mounts] == [("/ro", False), ("/rw", False)]
@@ -103,10 +116,19 @@ def test_disabled_skill_is_denied() -> None:
 
 
 def test_limits_are_capped_and_noted() -> None:
-    m = SkillManifest.model_validate({
-        "name": "s", "version": "1.0.0", "description": "d", "runtime": "python", "entry": "s.py",
-        "limits": {"timeout_ms": 90_000, "memory_mb": 64}})
-    g = review(m, load_policy(text="[limits]\ntimeout_ms = 5000\n[skills.s.limits]\nmemory_mb = 32\n"))
+    m = SkillManifest.model_validate(
+        {
+            "name": "s",
+            "version": "1.0.0",
+            "description": "d",
+            "runtime": "python",
+            "entry": "s.py",
+            "limits": {"timeout_ms": 90_000, "memory_mb": 64},
+        }
+    )
+    g = review(
+        m, load_policy(text="[limits]\ntimeout_ms = 5000\n[skills.s.limits]\nmemory_mb = 32\n")
+    )
     assert g.granted
     assert (g.limits.timeout_ms, g.limits.memory_mb) == (5000, 32)
     assert any("timeout_ms 90000 lowered to 5000" in n for n in g.notes)
@@ -118,14 +140,19 @@ def test_limits_are_capped_and_noted() -> None:
 labels = st.sampled_from(["a", "b", "api", "cdn"])
 hosts = st.lists(labels, min_size=1, max_size=3).map(lambda ls: ".".join([*ls, "test"]))
 rules = st.builds(
-    lambda scheme, wild, host, port: f"{scheme}://{'*.' if wild else ''}{host}"
-    + (f":{port}" if port else ""),
-    st.sampled_from(["http", "https"]), st.booleans(), hosts, st.sampled_from([None, 8080])
+    lambda scheme, wild, host, port: (
+        f"{scheme}://{'*.' if wild else ''}{host}" + (f":{port}" if port else "")
+    ),
+    st.sampled_from(["http", "https"]),
+    st.booleans(),
+    hosts,
+    st.sampled_from([None, 8080]),
 )
 
 
 def _covers(p: str, r: str) -> bool:
     """Oracle, from the grammar's definition, independent of NetRule.covers."""
+
     def split(rule: str) -> tuple[str, bool, str, int]:
         scheme, rest = rule.split("://")
         port = int(rest.rsplit(":", 1)[1]) if ":" in rest else (80 if scheme == "http" else 443)
@@ -144,15 +171,18 @@ def _covers(p: str, r: str) -> bool:
 
 @given(st.lists(rules, max_size=4), st.lists(rules, max_size=3))
 @settings(max_examples=300)
-def test_granted_iff_every_requested_rule_is_covered(policy_rules: list[str],
-                                                     requested: list[str]) -> None:
-    pol = load_policy(text="[network]\nallow = [" + ", ".join(f'"{r}"' for r in policy_rules)
-                      + "]\n")
+def test_granted_iff_every_requested_rule_is_covered(
+    policy_rules: list[str], requested: list[str]
+) -> None:
+    pol = load_policy(
+        text="[network]\nallow = [" + ", ".join(f'"{r}"' for r in policy_rules) + "]\n"
+    )
     g = review(manifest(network=requested), pol)
     expected = all(any(_covers(p, r) for p in policy_rules) for r in requested)
     assert g.granted == expected
-    assert len(g.reasons) == sum(1 for r in requested
-                                 if not any(_covers(p, r) for p in policy_rules))
+    assert len(g.reasons) == sum(
+        1 for r in requested if not any(_covers(p, r) for p in policy_rules)
+    )
 
 
 @pytest.mark.parametrize("text", ["", "[network]\nallow = []\n"])

@@ -56,7 +56,9 @@ def test_good_manifest_loads_every_field(tmp_path: Path) -> None:
     m = load_skill_manifest(write(tmp_path, GOOD))
     assert m.name == "weather"
     assert [str(r) for r in m.permissions.rules] == [
-        "https://api.weather.test", "https://*.cdn.test:8443"]
+        "https://api.weather.test",
+        "https://*.cdn.test:8443",
+    ]
     assert m.permissions.filesystem[0].path == "/data"
     assert m.permissions.filesystem[0].access == "write"
     assert m.limits.timeout_ms == 2000
@@ -75,22 +77,38 @@ def test_good_manifest_loads_every_field(tmp_path: Path) -> None:
         ('runtime = "wasm"', 'runtime = "docker"', "runtime", "'wasm'"),
         ('entry = "weather.wasm"', 'entry = "../x.wasm"', "entry", "relative path"),
         ('entry = "weather.wasm"', 'entry = "/etc/x.wasm"', "entry", "relative path"),
-        ('"https://api.weather.test",', '"https://api.weather.test/path",', "permissions.network",
-         "api.weather.test/path"),
+        (
+            '"https://api.weather.test",',
+            '"https://api.weather.test/path",',
+            "permissions.network",
+            "api.weather.test/path",
+        ),
         ('"https://api.weather.test",', '"ftp://x.test",', "permissions.network", "ftp"),
         ('"https://api.weather.test",', '"https://*",', "permissions.network", "*"),
-        ('secrets = ["WEATHER_KEY"]', 'secrets = ["weather-key"]', "permissions.secrets",
-         "weather-key"),
+        (
+            'secrets = ["WEATHER_KEY"]',
+            'secrets = ["weather-key"]',
+            "permissions.secrets",
+            "weather-key",
+        ),
         ('path = "/data"', 'path = "data"', "permissions.filesystem[0].path", "absolute"),
         ('path = "/data"', 'path = "/data/../etc"', "permissions.filesystem[0].path", ".."),
         ('access = "write"', 'access = "exec"', "permissions.filesystem[0].access", "'read'"),
         ("timeout_ms = 2000", "timeout_ms = -1", "limits.timeout_ms", "greater"),
         ("timeout_ms = 2000", 'timeout_ms = "2s"', "limits.timeout_ms", "integer"),
         ("deterministic = false", "deterministic = false\ncolour = 1", "colour", "Extra"),
-        ("type = \"object\", properties", "type = \"array\", properties", "input_schema",
-         "type 'object'"),
-        ("city = { type = \"string\" }", "city = { type = \"strung\" }", "input_schema",
-         "not a valid JSON Schema"),
+        (
+            'type = "object", properties',
+            'type = "array", properties',
+            "input_schema",
+            "type 'object'",
+        ),
+        (
+            'city = { type = "string" }',
+            'city = { type = "strung" }',
+            "input_schema",
+            "not a valid JSON Schema",
+        ),
     ],
 )
 def test_bad_manifests_name_the_field_and_value(
@@ -149,12 +167,14 @@ def test_python_skill_may_omit_input_schema_but_others_may_not() -> None:
 
 
 def test_pack_manifest(tmp_path: Path) -> None:
-    write(tmp_path, 'name = "my-pack"\nversion = "0.1.0"\nskills = ["a", "b/c"]\n',
-          "bastion-pack.toml")
+    write(
+        tmp_path,
+        'name = "my-pack"\nversion = "0.1.0"\nskills = ["a", "b/c"]\n',
+        "bastion-pack.toml",
+    )
     pm = load_pack_manifest(tmp_path)
     assert pm.skills == ("a", "b/c")
-    write(tmp_path, 'name = "my-pack"\nversion = "0.1.0"\nskills = ["../a"]\n',
-          "bastion-pack.toml")
+    write(tmp_path, 'name = "my-pack"\nversion = "0.1.0"\nskills = ["../a"]\n', "bastion-pack.toml")
     with pytest.raises(ManifestError, match="relative path inside the pack"):
         load_pack_manifest(tmp_path)
 
@@ -166,8 +186,13 @@ _name_re = re.compile(NAME_PATTERN)
 
 @given(st.text(alphabet=string.ascii_letters + string.digits + "_-. ", max_size=70))
 def test_name_rule_is_exactly_the_documented_pattern(name: str) -> None:
-    data = {"name": name, "version": "1.0.0", "description": "d", "runtime": "python",
-            "entry": "a.py"}
+    data = {
+        "name": name,
+        "version": "1.0.0",
+        "description": "d",
+        "runtime": "python",
+        "entry": "a.py",
+    }
     ok = bool(_name_re.match(name)) and not name.endswith("\n")
     if ok:
         assert SkillManifest.model_validate(data).name == name
@@ -188,7 +213,9 @@ def test_semver_accepts_valid_versions(a: str, b: str, c: str, tail: str) -> Non
 @given(st.text(max_size=20))
 def test_semver_rejects_anything_without_three_numbers(v: str) -> None:
     parts = v.split("-")[0].split("+")[0].split(".")
-    looks_valid = len(parts) == 3 and all(p.isdigit() and p.isascii() and (p == "0" or not p.startswith("0")) for p in parts)
+    looks_valid = len(parts) == 3 and all(
+        p.isdigit() and p.isascii() and (p == "0" or not p.startswith("0")) for p in parts
+    )
     if not looks_valid:
         with pytest.raises(ValueError):
             check_semver(v)

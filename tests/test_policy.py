@@ -32,8 +32,9 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(load_policy(tmp_path / "bastion.toml").rules[0]) == "https://a.test"
 
 
-def test_missing_policy_files_are_config_errors(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_policy_files_are_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(PolicyError, match="does not exist"):
         load_policy(tmp_path / "nope.toml")
     monkeypatch.setenv("BASTION_POLICY", str(tmp_path / "gone.toml"))
@@ -50,10 +51,10 @@ def test_missing_policy_files_are_config_errors(tmp_path: Path,
         ('[[mounts]]\nguest = "data"\nhost = "."\n', "mounts[0].guest", "absolute"),
         ('[[mounts]]\nguest = "/d"\nhost = "."\naccess = "rw"\n', "mounts[0].access", "'rw'"),
         ("[limits]\ntimeout_ms = 0\n", "limits.timeout_ms", "greater"),
-        ('[skills.Bad-Name]\nenabled = true\n', "skills", "Bad-Name"),
+        ("[skills.Bad-Name]\nenabled = true\n", "skills", "Bad-Name"),
         ("[skills.x]\nenabld = false\n", "skills.x.enabld", "Extra"),
         ("[netwrk]\nallow = []\n", "netwrk", "Extra"),
-        ("[plugins]\ntrusted = \"one\"\n", "plugins.trusted", "tuple"),
+        ('[plugins]\ntrusted = "one"\n', "plugins.trusted", "tuple"),
     ],
 )
 def test_bad_policies(write_policy, text: str, where: str, words: str) -> None:  # type: ignore[no-untyped-def]
@@ -67,8 +68,10 @@ def test_bad_policies(write_policy, text: str, where: str, words: str) -> None: 
 
 def test_mounts_resolve_relative_to_the_policy_file(tmp_path: Path, write_policy) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "data").mkdir()
-    path = write_policy('[[mounts]]\nguest = "/data"\nhost = "data"\naccess = "write"\n'
-                        '[[mounts]]\nguest = "/gone"\nhost = "missing"\n')
+    path = write_policy(
+        '[[mounts]]\nguest = "/data"\nhost = "data"\naccess = "write"\n'
+        '[[mounts]]\nguest = "/gone"\nhost = "missing"\n'
+    )
     p = load_policy(path)
     good, bad = p.mounts
     assert good.host == (tmp_path / "data").resolve() and good.writable and good.problem is None
@@ -77,7 +80,9 @@ def test_mounts_resolve_relative_to_the_policy_file(tmp_path: Path, write_policy
 
 
 def test_same_guest_path_twice_is_an_error(write_policy) -> None:  # type: ignore[no-untyped-def]
-    path = write_policy('[[mounts]]\nguest = "/d"\nhost = "."\n[[mounts]]\nguest = "/d/"\nhost = "."\n')
+    path = write_policy(
+        '[[mounts]]\nguest = "/d"\nhost = "."\n[[mounts]]\nguest = "/d/"\nhost = "."\n'
+    )
     with pytest.raises(PolicyError, match="mounted twice"):
         load_policy(path)
 
@@ -88,10 +93,18 @@ def test_trusted_distribution_names_are_normalised() -> None:
     assert not p.trusts("my-plugin") and not p.trusts(None)
 
 
-@given(st.dictionaries(st.sampled_from(["network", "secrets", "limits", "mounts", "weird", "skills"]),
-                       st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
-                                 st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)),
-                       max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["network", "secrets", "limits", "mounts", "weird", "skills"]),
+        st.one_of(
+            st.integers(),
+            st.text(max_size=5),
+            st.lists(st.integers(), max_size=2),
+            st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+        ),
+        max_size=4,
+    )
+)
 def test_any_document_either_loads_or_raises_policy_error(doc: dict) -> None:  # type: ignore[type-arg]
     import tomli_w
 

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Set-up and the two project commands, needing nothing but python3.
+
+    python3 dev.py demo    create .venv, install Bastion and the first-party packs, run the demo
+    python3 dev.py test    the same set-up, then ruff, mypy and the whole test suite
+
+The virtual environment is re-installed only when a pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".bastion-install-stamp"
+
+
+def _packs() -> list[Path]:
+    return sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256()
+    for f in [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in _packs())]:
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _run(cmd: list[str], **kw: object) -> None:
+    print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def setup() -> None:
+    """Create the venv and install the project (with dev tools) and every pack, editable."""
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be run by an older python3)
+        sys.exit(f"Bastion needs Python 3.11 or later; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    want = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == want:
+        return
+    _run(
+        [str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools>=69", "wheel"]
+    )
+    cmd = [str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev,metrics]"]
+    for pack in _packs():
+        cmd += ["-e", str(pack)]
+    _run(cmd)
+    STAMP.write_text(want)
+
+
+def typecheck_tree() -> Path:
+    """A symlink tree laying core/ and sandbox/ out as the package ``bastion`` for mypy.
+
+    setuptools maps core/ -> bastion and sandbox/ -> bastion.sandbox; mypy cannot follow the
+    editable-install finder, so it checks this tree instead (it only holds links).
+    """
+    tree = ROOT / "build" / "typecheck"
+    pkg = tree / "bastion"
+    if pkg.exists():
+        for item in pkg.iterdir():
+            item.unlink()
+    pkg.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "core").glob("*.py"):
+        (pkg / src.name).symlink_to(src)
+    (pkg / "py.typed").touch()
+    (pkg / "sandbox").symlink_to(ROOT / "sandbox", target_is_directory=True)
+    return tree
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "setup"):
+        print(__doc__)
+        return 2
+    setup()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    if argv[0] == "demo":
+        return subprocess.call([str(BIN / "bastion"), "demo", *argv[1:]], env=env)
+    if argv[0] == "test":
+        steps = [
+            [str(PY), "-m", "ruff", "check", "core", "sandbox", "tests", "bench", "plugins"],
+            [str(PY), "-m", "mypy", str(typecheck_tree() / "bastion")],
+            [str(PY), "-m", "pytest", "-p", "no:cacheprovider", *argv[1:]],
+        ]
+        for step in steps:
+            print("+ " + " ".join(step[2:]), flush=True)
+            rc = subprocess.call(step, cwd=ROOT, env=env)
+            if rc != 0:
+                # pytest's 5 ("no tests collected") is a failure here, like any other non-zero.
+                return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

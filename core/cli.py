@@ -27,13 +27,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with status 2 and a one-line fix on usage errors."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
-        sys.stderr.write(
-            f"bastion: error: {message}\nFix: see 'bastion {self.prog.split()[-1]} --help'\n"
-            if " " in self.prog
-            else f"bastion: error: {message}\nFix: see 'bastion --help'\n"
-        )
+        sys.stderr.write(f"bastion: error: {message}\nFix: see '{self.prog} --help'\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -363,6 +359,96 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ok for _, ok, _ in checks) and not problems else EXIT_FAILED
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from .scaffold import create_pack
+
+    folder = create_pack(args.name, Path(args.dir) if args.dir else None)
+    sys.stdout.write(
+        f"Created {folder}\n\nNext steps:\n"
+        f"  cd {folder}\n"
+        "  pip install -e .                 # install the pack (entry point group 'bastion')\n"
+        "  pytest                           # its own tests, with the conformance kit\n"
+        "  bastion test .                   # the conformance report\n"
+        f"  bastion --pack . run {args.name} --input '{{...}}'\n"
+    )
+    return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .testing import run_conformance
+
+    report = Path(args.json_report) if args.json_report else None
+    return run_conformance(Path(args.path), json_report=report, stream=sys.stdout)
+
+
+def _audit_path(args: argparse.Namespace) -> Path | None:
+    if args.file:
+        return Path(args.file)
+    from .kernel import default_audit_path
+    from .policy import load_policy
+
+    policy = load_policy(args.policy)
+    if not policy.doc.audit.enabled:
+        return None
+    if policy.doc.audit.path is None:
+        return default_audit_path()
+    path = Path(policy.doc.audit.path).expanduser()
+    return path if path.is_absolute() else policy.base_dir / path
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import read_audit
+
+    path = _audit_path(args)
+    if path is None:
+        sys.stderr.write("bastion: the audit log is disabled ([audit] enabled = false)\n")
+        return EXIT_USAGE
+    if not path.exists():
+        sys.stdout.write(f"No audit records yet ({path}).\n")
+        return EXIT_OK
+    try:
+        reader = read_audit(path, skill=args.skill, since=args.since, event=args.event)
+    except ValueError as exc:
+        raise ConfigError(str(exc), fix="write --since as e.g. 2026-11-22T10:00:00Z") from None
+    records = list(reader)
+    if args.tail:
+        records = records[-args.tail :]
+    if args.json:
+        for rec in records:
+            _emit_json(rec)
+    else:
+        rows = []
+        for rec in records:
+            what = rec.get("outcome") or rec.get("status") or rec.get("denied") or ""
+            if rec.get("event") == "approval":
+                what = "approved" if rec.get("approved") else "refused"
+            rows.append(
+                [
+                    str(rec.get("ts", ""))[:23],
+                    str(rec.get("event", "")),
+                    str(rec.get("skill", "")),
+                    str(rec.get("tenant", "")),
+                    str(what),
+                    f"{rec['duration_ms']:.1f}"
+                    if isinstance(rec.get("duration_ms"), (int, float))
+                    else "",
+                    str(rec.get("url", rec.get("invocation_id", ""))),
+                ]
+            )
+        sys.stdout.write(
+            render_table(
+                ["TIME", "EVENT", "SKILL", "TENANT", "OUTCOME", "MS", "DETAIL"],
+                rows,
+                max_width=60,
+            )
+            + "\n"
+        )
+    skipped = reader.torn + reader.corrupt
+    if skipped:
+        sys.stderr.write(f"({skipped} torn or corrupt line(s) skipped in {path})\n")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .logs import configure_logging
@@ -414,6 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check the installation, policy and packs")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_doctor)
+
+    n = sub.add_parser("new", help="create a skill pack from the template")
+    n.add_argument("name", help="the skill's name (also names the pack)")
+    n.add_argument("--dir", metavar="D", help="folder to create (default ./bastion-pack-NAME)")
+    n.set_defaults(func=cmd_new)
+
+    t = sub.add_parser("test", help="run the conformance kit on a pack folder or installed pack")
+    t.add_argument("path", help="a pack folder, or the name of an installed pack")
+    t.add_argument("--json-report", metavar="FILE", help="also write a JSON report for CI")
+    t.set_defaults(func=cmd_test)
+
+    a = sub.add_parser("audit", help="read the audit log")
+    a.add_argument("--tail", type=int, metavar="N", help="only the last N records")
+    a.add_argument("--skill", help="only this skill")
+    a.add_argument("--event", help="only this event kind (invoke, http, approval, decision)")
+    a.add_argument("--since", metavar="T", help="RFC 3339 time, e.g. 2026-11-22T10:00:00Z")
+    a.add_argument("--file", help="read this log file instead of the policy's")
+    a.add_argument("--json", action="store_true", help="one JSON record per line")
+    a.set_defaults(func=cmd_audit)
 
     demo = sub.add_parser("demo", help="a tour on an embedded policy and a local web server")
     demo.set_defaults(func=cmd_demo)

@@ -38,7 +38,7 @@ def bastion_skills() -> list[NativeSkill]:  # type: ignore[empty-body]
 
 
 @hookspec
-def bastion_guard(  # type: ignore[empty-body]
+def bastion_guard(
     skill: Skill, arguments: Mapping[str, Any], grant: Grant, context: InvocationContext
 ) -> GuardDecision | None:
     """Decide whether a call may go ahead: return a GuardDecision (block, approve, warn) or None."""

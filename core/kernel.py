@@ -46,7 +46,7 @@ from .sanitize import SanitizeConfig, Sanitizer
 from .scrub import scrub_message
 from .skill import Skill
 
-__all__ = ["Kernel", "SkillStatus", "ToolSpec"]
+__all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
 
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_INPUT_DEPTH = 64
@@ -80,7 +80,8 @@ class SkillStatus:
         return self.grant.granted and self.available
 
 
-def _default_audit_path() -> Path:
+def default_audit_path() -> Path:
+    """Where the audit log goes when the policy does not say: the user data folder."""
     import platformdirs
 
     return Path(platformdirs.user_data_dir("bastion")) / "audit.jsonl"
@@ -131,7 +132,7 @@ class Kernel:
                 path = (
                     Path(policy.doc.audit.path).expanduser()
                     if policy.doc.audit.path
-                    else _default_audit_path()
+                    else default_audit_path()
                 )
                 if not path.is_absolute():
                     path = policy.base_dir / path

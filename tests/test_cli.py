@@ -168,3 +168,30 @@ def test_doctor(cli) -> None:  # type: ignore[no-untyped-def]
     names = {c["name"]: c for c in data["checks"]}
     assert names["wasmtime"]["ok"] is True
     assert names["skills"]["detail"] == "2 found, 1 usable"
+
+
+def test_audit_reads_what_run_wrote(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli("run", "greet", "--input", '{"who": "a"}')
+    cli("run", "greet", "--input", '{"who": "crash"}')
+    cli("run", "needs_net", "--input", "{}")
+    p = cli("audit", "--json", "--event", "invoke")
+    assert p.returncode == 0, p.stderr
+    recs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [(r["skill"], r["outcome"]) for r in recs] == [
+        ("greet", "ok"),
+        ("greet", "SKILL_ERROR"),
+        ("needs_net", "DENIED"),
+    ]
+    p = cli("audit", "--json", "--skill", "greet", "--tail", "1")
+    (only,) = [json.loads(line) for line in p.stdout.splitlines()]
+    assert only["outcome"] == "SKILL_ERROR"
+    p = cli("audit")
+    assert p.stdout.splitlines()[0].split()[:3] == ["TIME", "EVENT", "SKILL"]
+    # A torn last line (a crash mid-write) is skipped and counted, never fatal.
+    with (tmp_path / "audit.jsonl").open("a") as f:
+        f.write('{"event": "invoke", "skill": "gr')
+    p = cli("audit", "--json")
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 3
+    assert "1 torn or corrupt line(s) skipped" in p.stderr
+    p = cli("audit", "--since", "yesterday")
+    assert p.returncode == 2 and "RFC 3339" in p.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_save_load_list(tmp_path: Path) -> None:
     with ConversationStore.open(tmp_path / "c.db") as store:
-        msgs = [{"role": "user", "content": "hi"},
+        msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"},
                 {"role": "assistant", "content": [{"type": "text", "text": "héllo"}]}]
         assert store.save("a", msgs, model="m1", input_tokens=5, output_tokens=2,
                           cost_usd=0.5) == 2

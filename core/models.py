@@ -44,6 +44,7 @@ __all__ = [
     "Usage",
     "classify_anthropic_error",
     "complete",
+    "register_provider",
     "resolve_model",
 ]
 
@@ -627,6 +628,13 @@ _REGISTRY = _Registry({
     "anthropic": lambda name: AnthropicModel(name),
     "test": lambda name: TestModel(),
 })
+
+
+def register_provider(prefix: str, factory: Callable[[str], Model]) -> None:
+    """Make ``resolve_model("PREFIX:NAME")`` call ``factory("NAME")`` (for provider plugins)."""
+    if not prefix or ":" in prefix:
+        raise ValueError(f"a provider prefix must be non-empty without ':', got {prefix!r}")
+    _REGISTRY.factories[prefix] = factory
 
 
 def resolve_model(name_or_model: str | Model) -> Model:

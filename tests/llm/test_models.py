@@ -22,6 +22,7 @@ from bastion.models import (
     TestModel,
     TextChunk,
     complete,
+    register_provider,
     resolve_model,
 )
 from tests.llm.fake_anthropic import ErrorReply, FakeAnthropic, Reply, StreamError, text, tool_use
@@ -253,6 +254,15 @@ def test_resolve_model() -> None:
         resolve_model("gpt-9")
     with pytest.raises(ConfigError, match="'nope:x'"):
         resolve_model("nope:x")
+
+
+def test_register_provider() -> None:
+    register_provider("canned", lambda name: ScriptedModel([name], name=f"canned-{name}"))
+    model = resolve_model("canned:hello")
+    assert model.name == "canned-hello"
+    assert asyncio.run(complete(model, REQ)).content == [{"type": "text", "text": "hello"}]
+    with pytest.raises(ValueError, match="'a:b'"):
+        register_provider("a:b", lambda name: model)
 
 
 def test_model_error_codes_are_stable() -> None:

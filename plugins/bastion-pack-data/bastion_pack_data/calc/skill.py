@@ -16,6 +16,9 @@ MAX_NODES = 400
 MAX_INT_BITS = 4096
 """Integer results (and operands of ``**``) larger than this many bits are refused."""
 MAX_FACTORIAL = 1000
+MAX_NESTING = 40
+"""Parentheses nested deeper, or longer runs of signs or powers, are refused before parsing:
+the parser recurses on them and the sandbox's stack is small."""
 
 class CalcError(ValueError):
     """A problem with the expression that the caller can fix (reported as SKILL_ERROR)."""
@@ -152,8 +155,13 @@ class _Evaluator:
 
     def _call(self, node: Any) -> float | int:
         func = node.func
-        if type(func).__name__ != "Name" or func.id not in FUNCTIONS:
-            name = func.id if type(func).__name__ == "Name" else "this call"
+        if type(func).__name__ != "Name":
+            raise CalcError(
+                f"calling {type(func).__name__} is not allowed; call a math function by "
+                "name, e.g. sqrt(2)"
+            )
+        if func.id not in FUNCTIONS:
+            name = func.id
             raise CalcError(
                 f"function {name!r} is not available; available: {', '.join(sorted(FUNCTIONS))}"
             )
@@ -168,6 +176,27 @@ class _Evaluator:
             return _check_int(FUNCTIONS[node.func.id](*args))
         except TypeError:
             raise CalcError(f"wrong number of arguments for {node.func.id}()") from None
+
+
+def _check_nesting(text: str) -> None:
+    depth = deepest = signs = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+        if ch in "+-":
+            signs += 1
+            if signs > MAX_NESTING:
+                raise CalcError(f"more than {MAX_NESTING} signs in a row; simplify the expression")
+        elif not ch.isspace():
+            signs = 0
+    if deepest > MAX_NESTING:
+        raise CalcError(f"parentheses are nested more than {MAX_NESTING} deep; simplify the "
+                        "expression")
+    if text.count("**") > MAX_NESTING:
+        raise CalcError(f"more than {MAX_NESTING} powers (**); simplify the expression")
 
 
 def _round_significant(value: float, digits: int) -> float:
@@ -201,6 +230,7 @@ def run(expression: str, precision: int = 12) -> CalcResult:
     text = expression.strip()
     if not text:
         raise CalcError("the expression is empty; write e.g. '1 + 2'")
+    _check_nesting(text)
     try:
         tree = compile(text, "<expression>", "eval", PYCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:

@@ -16,7 +16,7 @@ One pipeline, in this order (the order matters; see ``Sanitizer``):
    so a secret inside longer base64 is caught), hex (lower/upper) and URL-encoded forms
    -> ``[REDACTED:NAME]``; credential shapes (``sk-``, ``AKIA``/``ASIA``, ``ghp_`` and
    ``github_pat_``, ``xox?-``, Bearer tokens, PEM private key blocks, JWTs); host path
-   prefixes -> ``[path]``; optionally PII (email, phone, card numbers passing Luhn, IBANs
+   prefixes -> ``[path]`` wherever they occur; optionally PII (email, phone, card numbers passing Luhn, IBANs
    passing mod-97, IPv4 and IPv6 addresses).
 4. **Size cap**: text over ``max_output_bytes`` (UTF-8) is cut and ends with a visible marker
    ``…[truncated N bytes]``; the marker counts against the cap, so the output is never longer
@@ -60,7 +60,10 @@ _MIN_CAP: Final = 64
 
 _ANSI: Final = re.compile(
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"                       # CSI
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # strings
+    # OSC/DCS/SOS/PM/APC strings, only when terminated (else the introducer alone goes and the
+    # body stays visible as text); the body excludes every introducer, so scans never overlap.
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\x90\x98\x9d\x9e\x9f\n]*"
+    r"(?:\x07|\x1b\\|\x9c)"
     r"|\x1b[ -/]*[0-~]"                                         # other ESC sequences
 )
 _NEWLINES: Final = re.compile("\r\n?|[\u2028\u2029]")
@@ -73,13 +76,15 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # -- step 3: credential shapes --------------------------------------------------------------
 
 _TOKEN_CHARS = r"A-Za-z0-9_\-"
-_CREDENTIALS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
-    ("API_KEY", re.compile(rf"(?<![{_TOKEN_CHARS}])sk-[{_TOKEN_CHARS}]{{20,}}")),
-    ("AWS_KEY", re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
-    ("GITHUB_TOKEN", re.compile(
+# (marker name, substrings one of which must be present, pattern)
+_CREDENTIALS: Final[tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...]] = (
+    ("API_KEY", ("sk-",), re.compile(rf"(?<![{_TOKEN_CHARS}])sk-[{_TOKEN_CHARS}]{{20,}}")),
+    ("AWS_KEY", ("AKIA", "ASIA"), re.compile(
+        r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
+    ("GITHUB_TOKEN", ("gh", "github_pat_"), re.compile(
         r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
-    ("SLACK_TOKEN", re.compile(r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("JWT", re.compile(
+    ("SLACK_TOKEN", ("xox",), re.compile(r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("JWT", ("eyJ",), re.compile(
         rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]{{8,}}\.eyJ[{_TOKEN_CHARS}]{{8,}}"
         rf"\.[{_TOKEN_CHARS}]*")),
 )
@@ -251,34 +256,56 @@ def _url_pattern(secret: str) -> str:
     return "".join(parts)
 
 
-def _secret_regex(secrets: list[tuple[str, str]], min_encoded: int) -> tuple[
-    re.Pattern[str] | None, dict[str, str]
-]:
-    """One alternation of every form of every secret, longest first, with named groups."""
-    forms: list[tuple[str, str]] = []  # (pattern, label)
-    for label, value in secrets:
-        if not value:
-            continue
-        forms.append((re.escape(value), label))
-        raw = value.encode("utf-8", errors="surrogatepass")
-        if len(raw) < min_encoded:
-            continue
-        for core in _base64_cores(raw):
-            forms.append((re.escape(core), label))
-        forms.append((re.escape(binascii.hexlify(raw).decode()), label))
-        forms.append((re.escape(binascii.hexlify(raw).decode().upper()), label))
-        if urllib.parse.quote(value, safe="") != value:
-            forms.append((_url_pattern(value), label))
-    if not forms:
-        return None, {}
-    # Longest pattern first: Python alternation is leftmost-first, not longest.
-    forms.sort(key=lambda f: -len(f[0]))
-    groups: dict[str, str] = {}
-    pattern: list[str] = []
-    for i, (pat, label) in enumerate(forms):
-        groups[f"s{i}"] = label
-        pattern.append(f"(?P<s{i}>{pat})")
-    return re.compile("|".join(pattern)), groups
+class _SecretMatcher:
+    """Finds every form of every secret. Literal forms (raw, base64 cores, hex) are looked for
+    with ``str.__contains__`` first, and only those present go into a regex: an alternation of
+    dozens of literals tried at every position would be the slowest step of the pipeline."""
+
+    def __init__(self, secrets: list[tuple[str, str]], min_encoded: int) -> None:
+        literals: dict[str, str] = {}  # form -> label
+        self.url_forms: list[tuple[str, str]] = []  # (pattern, label)
+        for label, value in secrets:
+            if not value:
+                continue
+            literals.setdefault(value, label)
+            raw = value.encode("utf-8", errors="surrogatepass")
+            if len(raw) < min_encoded:
+                continue
+            for core in _base64_cores(raw):
+                literals.setdefault(core, label)
+            literals.setdefault(binascii.hexlify(raw).decode(), label)
+            literals.setdefault(binascii.hexlify(raw).decode().upper(), label)
+            if urllib.parse.quote(value, safe="") != value:
+                self.url_forms.append((_url_pattern(value), label))
+        self.literals = sorted(literals.items(), key=lambda f: -len(f[0]))
+        self._cache: dict[tuple[int, ...], tuple[re.Pattern[str], list[str]]] = {}
+
+    def sub(self, text: str, counts: Counter[str]) -> str:
+        present = [i for i, (form, _) in enumerate(self.literals) if form in text]
+        use_url = bool(self.url_forms) and ("%" in text or "+" in text)
+        if not present and not use_url:
+            return text
+        key = (*present, -1) if use_url else tuple(present)
+        compiled = self._cache.get(key)
+        if compiled is None:
+            forms = [(re.escape(self.literals[i][0]), self.literals[i][1]) for i in present]
+            if use_url:
+                forms += self.url_forms
+            # Longest first: Python alternation is leftmost-first, not longest.
+            forms.sort(key=lambda f: -len(f[0]))
+            labels = [label for _, label in forms]
+            rx = re.compile("|".join(f"(?P<s{i}>{pat})" for i, (pat, _) in enumerate(forms)))
+            compiled = (rx, labels)
+            if len(self._cache) < 256:
+                self._cache[key] = compiled
+        rx, labels = compiled
+
+        def repl(m: re.Match[str]) -> str:
+            label = labels[int((m.lastgroup or "s0")[1:])]
+            counts[label] += 1
+            return f"[REDACTED:{label}]"
+
+        return rx.sub(repl, text)
 
 
 class Sanitizer:
@@ -291,17 +318,16 @@ class Sanitizer:
             [(_label(k), v) for k, v in secrets.items()] if isinstance(secrets, Mapping)
             else [("SECRET", v) for v in secrets]
         )
-        self._secret_re, self._secret_groups = _secret_regex(
-            named, self.config.min_encoded_secret_len
-        )
+        self._secrets = _SecretMatcher(named, self.config.min_encoded_secret_len)
         paths = sorted(
             {p.rstrip("/\\") for p in self.config.redact_paths if len(p.rstrip("/\\")) > 1},
             key=len, reverse=True,
         )
+        # Every occurrence is hidden, even inside a longer name (``/home/alice.bak``): the
+        # prefix itself is the host fact (a user name, a mount's location).
+        self._paths = tuple(paths)
         self._path_re = (
-            re.compile(r"(?<![\w.\-])(?:" + "|".join(re.escape(p) for p in paths)
-                       + r")(?![\w.\-])")
-            if paths else None
+            re.compile("|".join(re.escape(p) for p in paths)) if paths else None
         )
 
     # -- text ---------------------------------------------------------------------------
@@ -349,21 +375,15 @@ class Sanitizer:
 
     def _redact(self, text: str, report: SanitizeReport) -> str:
         counts = report.redactions
-        if self._secret_re is not None:
-            groups = self._secret_groups
-
-            def secret(m: re.Match[str]) -> str:
-                label = groups[m.lastgroup or ""]
-                counts[label] += 1
-                return f"[REDACTED:{label}]"
-
-            text = self._secret_re.sub(secret, text)
+        text = self._secrets.sub(text, counts)
         if self.config.credential_shapes:
             text = _redact_pem(text, counts)
-            for name, rx in _CREDENTIALS:
-                text = _sub_count(rx, f"[REDACTED:{name}]", text, counts, name)
-            text = _sub_count(_BEARER, r"\1[REDACTED:BEARER]", text, counts, "BEARER")
-        if self._path_re is not None:
+            for name, anchors, rx in _CREDENTIALS:
+                if any(a in text for a in anchors):
+                    text = _sub_count(rx, f"[REDACTED:{name}]", text, counts, name)
+            if "earer" in text or "EARER" in text:
+                text = _sub_count(_BEARER, r"\1[REDACTED:BEARER]", text, counts, "BEARER")
+        if self._path_re is not None and any(p in text for p in self._paths):
             text = _sub_count(self._path_re, "[path]", text, counts, "PATH")
         if self.config.pii:
             text = _redact_pii(text, counts)
@@ -527,26 +547,37 @@ def _redact_pem(text: str, counts: Counter[str]) -> str:
 
 
 def _redact_pii(text: str, counts: Counter[str]) -> str:
-    text = _sub_count(_EMAIL, "[REDACTED:EMAIL]", text, counts, "EMAIL")
+    if "@" in text:
+        text = _sub_count(_EMAIL, "[REDACTED:EMAIL]", text, counts, "EMAIL")
 
     def card(m: re.Match[str]) -> str:
+        # Windows of whole digit groups only ("4111 1111 1111 1111 123" holds a card; a run of
+        # 16 digits is one number, not a 13-digit card and some digits).
         s = m.group()
-        pos = [i for i, c in enumerate(s) if c.isdigit()]
-        for start in range(len(pos) - 12):
-            if s[pos[start]] not in "23456":
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", s)]
+        best: tuple[int, int] | None = None
+        for i in range(len(groups)):
+            if s[groups[i][0]] not in "23456":
                 continue
-            for end in range(len(pos), start + 12, -1):
-                if _luhn("".join(s[i] for i in pos[start:end])):
-                    counts["CARD"] += 1
-                    return s[:pos[start]] + "[REDACTED:CARD]" + s[pos[end - 1] + 1:]
-        return s
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += s[groups[j][0]:groups[j][1]]
+                if 13 <= len(digits) <= 19 and _luhn(digits) and (
+                        best is None or groups[j][1] - groups[i][0] > best[1] - best[0]):
+                    best = (groups[i][0], groups[j][1])
+        if best is None:
+            return s
+        counts["CARD"] += 1
+        return s[:best[0]] + "[REDACTED:CARD]" + s[best[1]:]
 
     text = _CARD.sub(card, text)
 
     def iban(m: re.Match[str]) -> str:
         s = m.group()
-        for end in range(len(s), 14, -1):
-            if s[end - 1] != " " and _iban_ok(s[:end].replace(" ", "")):
+        # Whole space-separated groups only ("DE89 3704 0044 0532 0130 00 EUR").
+        ends = [len(s)] + [i for i in range(len(s) - 1, 14, -1) if s[i] == " "]
+        for end in ends:
+            if _iban_ok(s[:end].replace(" ", "")):
                 counts["IBAN"] += 1
                 return "[REDACTED:IBAN]" + s[end:]
         return s
@@ -565,6 +596,8 @@ def _redact_pii(text: str, counts: Counter[str]) -> str:
         counts["IP"] += 1
         return "[REDACTED:IP]" + s[len(core):]
 
-    text = _IPV6.sub(ipv6, text)
-    text = _sub_count(_IPV4, "[REDACTED:IP]", text, counts, "IP")
+    if text.count(":") >= 2:
+        text = _IPV6.sub(ipv6, text)
+    if "." in text:
+        text = _sub_count(_IPV4, "[REDACTED:IP]", text, counts, "IP")
     return _sub_count(_PHONE, "[REDACTED:PHONE]", text, counts, "PHONE")

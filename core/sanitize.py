@@ -16,8 +16,8 @@ One pipeline, in this order (the order matters; see ``Sanitizer``):
    so a secret inside longer base64 is caught), hex (lower/upper) and URL-encoded forms
    -> ``[REDACTED:NAME]``; credential shapes (``sk-``, ``AKIA``/``ASIA``, ``ghp_`` and
    ``github_pat_``, ``xox?-``, Bearer tokens, PEM private key blocks, JWTs); host path
-   prefixes -> ``[path]`` wherever they occur; optionally PII (email, phone, card numbers passing Luhn, IBANs
-   passing mod-97, IPv4 and IPv6 addresses).
+   prefixes -> ``[path]`` wherever they occur; optionally PII (email, phone, card numbers
+   passing Luhn, IBANs passing mod-97, IPv4 and IPv6 addresses).
 4. **Size cap**: text over ``max_output_bytes`` (UTF-8) is cut and ends with a visible marker
    ``…[truncated N bytes]``; the marker counts against the cap, so the output is never longer
    than the cap and cleaning it again changes nothing (idempotence).

@@ -389,7 +389,8 @@ def _alarm(_sig: int, _frame: Any) -> None:
 MIB = 1 << 20
 ADVERSARIAL = {
     "jwt": "eyJ-" * (MIB // 4), "jwt-parts": "eyJaaaaaaaaa.eyJ" * (MIB // 16),
-    "pem-headers": "-----BEGIN PRIVATE KEY-----" * (MIB // 27), "pem-long": "-----BEGIN " + "A" * MIB,
+    "pem-headers": "-----BEGIN PRIVATE KEY-----" * (MIB // 27),
+    "pem-long": "-----BEGIN " + "A" * MIB,
     "email-domain": "a@" + "a." * (MIB // 2), "email-locals": ("a" * 63 + "@") * (MIB // 64),
     "csi": "\x1b[" + "0" * MIB, "osc": "\x1b]" * (MIB // 2), "cards": "4 " * (MIB // 2),
     "phones": "+1 " * (MIB // 3), "ibans": "DE89 " * (MIB // 5), "colons": ":" * MIB,

@@ -96,7 +96,11 @@ class ToolHost(Protocol):
     def tools(self) -> Sequence[ToolSpecLike]: ...
 
     async def ainvoke(
-        self, name: str, arguments: Any, *, context: InvocationContext | None = None,
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
         approver: Approver | None = None,
     ) -> ToolResult: ...
 
@@ -376,8 +380,10 @@ class Agent:
 
     def _tool_params(self) -> tuple[list[dict[str, Any]], set[str]]:
         specs = list(self.host.tools())
-        tools = [{"name": t.name, "description": t.description,
-                  "input_schema": t.input_schema} for t in specs]
+        tools = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in specs
+        ]
         return tools, {t.name for t in specs}
 
     def _fixed_tokens(self, tools: list[dict[str, Any]]) -> int:
@@ -391,8 +397,10 @@ class Agent:
     def _over_budget(self, st: _RunState) -> str | None:
         if self.max_input_tokens is not None and st.usage.input_tokens >= self.max_input_tokens:
             return StopReason.TOKEN_BUDGET
-        if (self.max_output_tokens_total is not None
-                and st.usage.output_tokens >= self.max_output_tokens_total):
+        if (
+            self.max_output_tokens_total is not None
+            and st.usage.output_tokens >= self.max_output_tokens_total
+        ):
             return StopReason.TOKEN_BUDGET
         if self.max_cost_usd is not None and st.cost.usd >= self.max_cost_usd:
             return StopReason.COST_BUDGET
@@ -421,8 +429,10 @@ class Agent:
                         else:
                             response = ev
                     if response is None:
-                        raise ModelError("MODEL_INVALID_RESPONSE",
-                                         f"model {self.model.name!r} ended without a message")
+                        raise ModelError(
+                            "MODEL_INVALID_RESPONSE",
+                            f"model {self.model.name!r} ended without a message",
+                        )
                 except ModelError as err:
                     st.stop, st.error = StopReason.MODEL_ERROR, err
                     log.warning("agent_model_error", code=err.code, step=step)
@@ -444,16 +454,19 @@ class Agent:
     ) -> ModelRequest | None:
         """The next request, or None (with ``st.stop`` set) when a budget forbids the call."""
         reserve = fixed + self.max_tokens
-        view = compact_history(st.history, self.context_budget_tokens, self._sizes,
-                               reserve_tokens=reserve)
+        view = compact_history(
+            st.history, self.context_budget_tokens, self._sizes, reserve_tokens=reserve
+        )
         if not view.fits:
             st.stop = StopReason.CONTEXT_BUDGET
             return None
         # the next call's input is at least the last one's (the history only grows)
         last_input = st.steps[-1].usage.input_tokens if st.steps else 0
         estimate = max(view.tokens + fixed, last_input)
-        if (self.max_input_tokens is not None
-                and st.usage.input_tokens + estimate > self.max_input_tokens):
+        if (
+            self.max_input_tokens is not None
+            and st.usage.input_tokens + estimate > self.max_input_tokens
+        ):
             st.stop = StopReason.TOKEN_BUDGET
             return None
         max_tokens = self.max_tokens
@@ -464,8 +477,7 @@ class Agent:
                 return None
         if self.max_cost_usd is not None:
             price = self.prices.lookup(self.model.name)
-            if price is not None and st.cost.usd + estimate * price.input / 1e6 \
-                    > self.max_cost_usd:
+            if price is not None and st.cost.usd + estimate * price.input / 1e6 > self.max_cost_usd:
                 st.stop = StopReason.COST_BUDGET
                 return None
         return ModelRequest(view.messages, self.system, tools, max_tokens)
@@ -484,17 +496,21 @@ class Agent:
             remaining = max(0, self.max_tool_calls - st.tool_calls)
             cut = response.stop_reason == StopReason.MAX_TOKENS
             todo = [] if cut else uses[:remaining]
-            why = ("the answer was cut off at max_tokens, so the call was not made" if cut
-                   else f"the run's tool-call budget ({self.max_tool_calls}) is used up")
+            why = (
+                "the answer was cut off at max_tokens, so the call was not made"
+                if cut
+                else f"the run's tool-call budget ({self.max_tool_calls}) is used up"
+            )
             blocks: list[dict[str, Any]] = []
             async for item in self._run_tools(st, todo, step, names):
                 if isinstance(item, list):
                     blocks = item
                 else:
                     yield item
-            for block in uses[len(todo):]:
-                yield ToolCallStarted(step, str(block["id"]), str(block["name"]),
-                                      block.get("input"))
+            for block in uses[len(todo) :]:
+                yield ToolCallStarted(
+                    step, str(block["id"]), str(block["name"]), block.get("input")
+                )
                 skipped = _not_run(why)
                 yield ToolCallFinished(step, str(block["id"]), str(block["name"]), skipped)
                 blocks.append(self._result_block(block, skipped)[0])
@@ -503,16 +519,26 @@ class Agent:
             st.history.append({"role": "user", "content": blocks})
             if len(todo) < len(uses):
                 st.stop = StopReason.MAX_TOKENS if cut else StopReason.MAX_TOOL_CALLS
-        record = StepRecord(step, response.model or self.model.name, response.stop_reason,
-                            response.usage, cost.usd, ran)
+        record = StepRecord(
+            step,
+            response.model or self.model.name,
+            response.stop_reason,
+            response.usage,
+            cost.usd,
+            ran,
+        )
         st.steps.append(record)
         yield StepFinished(record)
         if st.stop is not None:
             return
         if uses or response.stop_reason == "pause_turn":
             st.stop = self._over_budget(st)
-        elif response.stop_reason in (StopReason.END_TURN, StopReason.STOP_SEQUENCE,
-                                      StopReason.MAX_TOKENS, StopReason.REFUSAL):
+        elif response.stop_reason in (
+            StopReason.END_TURN,
+            StopReason.STOP_SEQUENCE,
+            StopReason.MAX_TOKENS,
+            StopReason.REFUSAL,
+        ):
             st.stop = response.stop_reason
         else:
             st.stop = response.stop_reason or StopReason.END_TURN
@@ -532,12 +558,18 @@ class Agent:
             async with sem:
                 result = await self._invoke(block, names)
             out, truncated = self._result_block(block, result)
-            st.records.append(ToolCallRecord(
-                str(block["id"]), str(block["name"]), args_hash(block.get("input")),
-                "ok" if result.ok else (result.error.code if result.error else "INTERNAL"),
-                round(result.duration_ms, 3)))
-            queue.put_nowait(ToolCallFinished(step, str(block["id"]), str(block["name"]),
-                                              result, truncated))
+            st.records.append(
+                ToolCallRecord(
+                    str(block["id"]),
+                    str(block["name"]),
+                    args_hash(block.get("input")),
+                    "ok" if result.ok else (result.error.code if result.error else "INTERNAL"),
+                    round(result.duration_ms, 3),
+                )
+            )
+            queue.put_nowait(
+                ToolCallFinished(step, str(block["id"]), str(block["name"]), result, truncated)
+            )
             return out
 
         for block in blocks:
@@ -556,18 +588,24 @@ class Agent:
         name = str(block.get("name", ""))
         args = block.get("input")
         if name not in names:
-            return ToolResult.failure(ErrorCode.NOT_FOUND,
-                                      f"no tool named {name[:64]!r} is offered")
-        ctx = dataclasses.replace(self.context, invocation_id=uuid.uuid4().hex[:16],
-                                  session=self.session or self.context.session)
+            return ToolResult.failure(
+                ErrorCode.NOT_FOUND, f"no tool named {name[:64]!r} is offered"
+            )
+        ctx = dataclasses.replace(
+            self.context,
+            invocation_id=uuid.uuid4().hex[:16],
+            session=self.session or self.context.session,
+        )
         start = time.perf_counter()
         try:
-            result = await self.host.ainvoke(name, args if isinstance(args, dict) else {},
-                                             context=ctx, approver=self.approver)
+            result = await self.host.ainvoke(
+                name, args if isinstance(args, dict) else {}, context=ctx, approver=self.approver
+            )
         except Exception:
             log.exception("tool_host_failed", tool=name, invocation_id=ctx.invocation_id)
             result = ToolResult.failure(
-                ErrorCode.INTERNAL, f"the tool host failed while running {name!r}",
+                ErrorCode.INTERNAL,
+                f"the tool host failed while running {name!r}",
                 duration_ms=(time.perf_counter() - start) * 1000,
                 invocation_id=ctx.invocation_id,
             )
@@ -585,30 +623,55 @@ class Agent:
         err = result.error
         code = err.code if err else ErrorCode.INTERNAL.value
         message = _scrub(err.message) if err else "the tool failed"
-        return {"type": "tool_result", "tool_use_id": block["id"],
-                "content": f"{code}: {message}", "is_error": True}, False
+        return {
+            "type": "tool_result",
+            "tool_use_id": block["id"],
+            "content": f"{code}: {message}",
+            "is_error": True,
+        }, False
 
     def _finish(self, st: _RunState) -> AgentRun:
-        new = st.history[st.start:]
+        new = st.history[st.start :]
         last_assistant = next((m for m in reversed(new) if m.get("role") == "assistant"), None)
-        usage = RunUsage(st.usage.input_tokens, st.usage.output_tokens,
-                         st.usage.cache_read_tokens, st.usage.cache_write_tokens,
-                         round(st.cost.usd, 10), st.cost.known)
+        usage = RunUsage(
+            st.usage.input_tokens,
+            st.usage.output_tokens,
+            st.usage.cache_read_tokens,
+            st.usage.cache_write_tokens,
+            round(st.cost.usd, 10),
+            st.cost.known,
+        )
         run = AgentRun(
             stop_reason=st.stop or StopReason.MODEL_ERROR,
             text=_text_of(last_assistant) if last_assistant else "",
-            messages=list(st.history), usage=usage, steps=list(st.steps),
-            tool_calls=st.tool_calls, error=st.error, session=self.session,
+            messages=list(st.history),
+            usage=usage,
+            steps=list(st.steps),
+            tool_calls=st.tool_calls,
+            error=st.error,
+            session=self.session,
             new_messages=len(new),
         )
         if self.store is not None and self.session:
             try:
-                self.store.save(self.session, new, model=self.model.name,
-                                tool_calls=st.records, input_tokens=usage.input_tokens,
-                                output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)
+                self.store.save(
+                    self.session,
+                    new,
+                    model=self.model.name,
+                    tool_calls=st.records,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=usage.cost_usd,
+                )
             except Exception:
                 log.exception("conversation_save_failed", session=self.session)
-        log.info("agent_run", stop_reason=run.stop_reason, steps=len(run.steps),
-                 tool_calls=run.tool_calls, input_tokens=usage.input_tokens,
-                 output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)
+        log.info(
+            "agent_run",
+            stop_reason=run.stop_reason,
+            steps=len(run.steps),
+            tool_calls=run.tool_calls,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+        )
         return run

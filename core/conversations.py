@@ -91,8 +91,9 @@ def default_path() -> Path:
 
 def args_hash(arguments: Any) -> str:
     """sha256 of the canonical JSON of tool arguments (stored instead of the arguments)."""
-    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=repr)
+    text = json.dumps(
+        arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+    )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -160,8 +161,12 @@ class ConversationStore:
     def __enter__(self) -> ConversationStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     @property
@@ -173,8 +178,9 @@ class ConversationStore:
         row = self._conn.execute("SELECT id FROM sessions WHERE name = ?", (name,)).fetchone()
         if row is not None:
             if model:
-                self._conn.execute("UPDATE sessions SET updated = ?, model = ? WHERE id = ?",
-                                   (now, model, row[0]))
+                self._conn.execute(
+                    "UPDATE sessions SET updated = ?, model = ? WHERE id = ?", (now, model, row[0])
+                )
             return int(row[0])
         cur = self._conn.execute(
             "INSERT INTO sessions (name, created, updated, model) VALUES (?, ?, ?, ?)",
@@ -183,9 +189,15 @@ class ConversationStore:
         return int(cur.lastrowid or 0)
 
     def save(
-        self, session: str, messages: Sequence[Mapping[str, Any]], *, model: str | None = None,
-        tool_calls: Sequence[ToolCallRecord] = (), input_tokens: int = 0,
-        output_tokens: int = 0, cost_usd: float = 0.0,
+        self,
+        session: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        tool_calls: Sequence[ToolCallRecord] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
     ) -> int:
         """Append ``messages`` (and tool calls, usage) to ``session``, creating it if new.
 
@@ -199,20 +211,29 @@ class ConversationStore:
                 self._conn.execute("BEGIN IMMEDIATE")
                 sid = self._session_id(session, model, now)
                 (seq,) = self._conn.execute(
-                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE session_id = ?",
-                    (sid,)).fetchone()
+                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE session_id = ?", (sid,)
+                ).fetchone()
                 self._conn.executemany(
                     "INSERT INTO messages (session_id, seq, role, content, created) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(sid, seq + i, str(m.get("role", "")),
-                      json.dumps(m.get("content"), ensure_ascii=False), now)
-                     for i, m in enumerate(messages)],
+                    [
+                        (
+                            sid,
+                            seq + i,
+                            str(m.get("role", "")),
+                            json.dumps(m.get("content"), ensure_ascii=False),
+                            now,
+                        )
+                        for i, m in enumerate(messages)
+                    ],
                 )
                 self._conn.executemany(
                     "INSERT INTO tool_calls (session_id, tool_use_id, skill, args_hash, outcome, "
                     "duration_ms, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(sid, t.tool_use_id, t.skill, t.args_hash, t.outcome, t.duration_ms, now)
-                     for t in tool_calls],
+                    [
+                        (sid, t.tool_use_id, t.skill, t.args_hash, t.outcome, t.duration_ms, now)
+                        for t in tool_calls
+                    ],
                 )
                 self._conn.execute(
                     "UPDATE sessions SET updated = ?, input_tokens = input_tokens + ?, "
@@ -230,10 +251,22 @@ class ConversationStore:
             "SELECT s.name, s.model, s.created, s.updated, "
             "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id), "
             "s.input_tokens, s.output_tokens, s.cost_usd FROM sessions s "
-            f"{where} ORDER BY s.updated DESC, s.id DESC", params,
+            f"{where} ORDER BY s.updated DESC, s.id DESC",
+            params,
         ).fetchall()
-        return [SessionInfo(str(r[0]), str(r[1]), float(r[2]), float(r[3]), int(r[4]),
-                            int(r[5]), int(r[6]), float(r[7])) for r in rows]
+        return [
+            SessionInfo(
+                str(r[0]),
+                str(r[1]),
+                float(r[2]),
+                float(r[3]),
+                int(r[4]),
+                int(r[5]),
+                int(r[6]),
+                float(r[7]),
+            )
+            for r in rows
+        ]
 
     def list_sessions(self) -> list[SessionInfo]:
         """All sessions, most recently updated first."""
@@ -253,10 +286,10 @@ class ConversationStore:
                 raise StoreError(f"no conversation named {session!r} (known: {known!r})")
             rows = self._conn.execute(
                 "SELECT m.role, m.content FROM messages m JOIN sessions s ON s.id = m.session_id "
-                "WHERE s.name = ? ORDER BY m.seq", (session,),
+                "WHERE s.name = ? ORDER BY m.seq",
+                (session,),
             ).fetchall()
-        return SessionRecord(infos[0], [{"role": r[0], "content": json.loads(r[1])}
-                                        for r in rows])
+        return SessionRecord(infos[0], [{"role": r[0], "content": json.loads(r[1])} for r in rows])
 
     def tool_calls(self, session: str) -> list[ToolCallRecord]:
         """The tool calls recorded for ``session``, oldest first."""
@@ -264,10 +297,12 @@ class ConversationStore:
             rows = self._conn.execute(
                 "SELECT t.tool_use_id, t.skill, t.args_hash, t.outcome, t.duration_ms "
                 "FROM tool_calls t JOIN sessions s ON s.id = t.session_id WHERE s.name = ? "
-                "ORDER BY t.id", (session,),
+                "ORDER BY t.id",
+                (session,),
             ).fetchall()
-        return [ToolCallRecord(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]))
-                for r in rows]
+        return [
+            ToolCallRecord(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows
+        ]
 
     def delete(self, session: str) -> bool:
         """Remove a session and everything recorded for it; True if it existed."""

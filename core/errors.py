@@ -57,7 +57,6 @@ class ErrorCode(StrEnum):
         return RETRYABLE[self]
 
 
-
 RETRYABLE: Final[dict[ErrorCode, bool]] = {
     ErrorCode.NOT_FOUND: False,
     ErrorCode.DENIED: False,

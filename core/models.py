@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 
 import structlog
 
+from .breaker import BreakerState, CircuitBreaker
 from .errors import BastionError, ConfigError
 
 __all__ = [
@@ -72,7 +73,8 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         return {
-            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
         }
@@ -127,8 +129,13 @@ class ModelError(BastionError):
     }
 
     def __init__(
-        self, code: str, message: str, *, retryable: bool | None = None,
-        status: int | None = None, model: str | None = None,
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        status: int | None = None,
+        model: str | None = None,
     ) -> None:
         if code not in self.CODES:
             raise ValueError(f"unknown model error code {code!r}")
@@ -161,94 +168,27 @@ async def complete(model: Model, request: ModelRequest) -> ModelResponse:
     return final_response
 
 
-# -- circuit breaker ----------------------------------------------------------------------
-
-
-class BreakerState:
-    """The three states of a ``CircuitBreaker`` (plain strings, stable)."""
-
-    CLOSED: Final = "closed"
-    OPEN: Final = "open"
-    HALF_OPEN: Final = "half_open"
-
-
-@final
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures; after ``cooldown_s`` lets one call through.
-
-    A success closes it again; a failure while half-open re-opens it for another cool-down.
-    ``clock`` is injectable (default ``time.monotonic``) so tests never sleep.
-    """
-
-    def __init__(
-        self, threshold: int = 5, cooldown_s: float = 30.0, *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if threshold < 1:
-            raise ValueError(f"threshold must be at least 1, got {threshold!r}")
-        self.threshold = threshold
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probe_out = False
-
-    @property
-    def state(self) -> str:
-        with self._lock:
-            return self._state_locked()
-
-    def _state_locked(self) -> str:
-        if self._opened_at is None:
-            return BreakerState.CLOSED
-        if self._clock() - self._opened_at >= self.cooldown_s:
-            return BreakerState.HALF_OPEN
-        return BreakerState.OPEN
-
-    def allow(self) -> bool:
-        """Whether a call may go out now (half-open admits a single probe)."""
-        with self._lock:
-            state = self._state_locked()
-            if state == BreakerState.CLOSED:
-                return True
-            if state == BreakerState.HALF_OPEN and not self._probe_out:
-                self._probe_out = True
-                return True
-            return False
-
-    def retry_after_s(self) -> float:
-        with self._lock:
-            if self._opened_at is None:
-                return 0.0
-            return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
-
-    def record_success(self) -> None:
-        with self._lock:
-            self._failures = 0
-            self._opened_at = None
-            self._probe_out = False
-
-    def record_failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._probe_out or self._failures >= self.threshold:
-                self._opened_at = self._clock()
-            self._probe_out = False
-
-
 # -- Anthropic ----------------------------------------------------------------------------
 
 _STATUS_CODES: Final[dict[int, str]] = {
-    400: "MODEL_BAD_REQUEST", 401: "MODEL_AUTH", 403: "MODEL_AUTH", 404: "MODEL_NOT_FOUND",
-    408: "MODEL_TIMEOUT", 413: "MODEL_BAD_REQUEST", 429: "MODEL_RATE_LIMITED",
+    400: "MODEL_BAD_REQUEST",
+    401: "MODEL_AUTH",
+    403: "MODEL_AUTH",
+    404: "MODEL_NOT_FOUND",
+    408: "MODEL_TIMEOUT",
+    413: "MODEL_BAD_REQUEST",
+    429: "MODEL_RATE_LIMITED",
     529: "MODEL_OVERLOADED",
 }
 _TYPE_CODES: Final[dict[str, str]] = {
-    "rate_limit_error": "MODEL_RATE_LIMITED", "overloaded_error": "MODEL_OVERLOADED",
-    "api_error": "MODEL_UNAVAILABLE", "timeout_error": "MODEL_TIMEOUT",
-    "authentication_error": "MODEL_AUTH", "permission_error": "MODEL_AUTH",
-    "invalid_request_error": "MODEL_BAD_REQUEST", "not_found_error": "MODEL_NOT_FOUND",
+    "rate_limit_error": "MODEL_RATE_LIMITED",
+    "overloaded_error": "MODEL_OVERLOADED",
+    "api_error": "MODEL_UNAVAILABLE",
+    "timeout_error": "MODEL_TIMEOUT",
+    "authentication_error": "MODEL_AUTH",
+    "permission_error": "MODEL_AUTH",
+    "invalid_request_error": "MODEL_BAD_REQUEST",
+    "not_found_error": "MODEL_NOT_FOUND",
     "request_too_large": "MODEL_BAD_REQUEST",
 }
 
@@ -258,8 +198,7 @@ def classify_anthropic_error(exc: BaseException, model: str | None = None) -> Mo
     import anthropic
 
     if isinstance(exc, anthropic.APITimeoutError):
-        return ModelError("MODEL_TIMEOUT", "the model provider did not answer in time",
-                          model=model)
+        return ModelError("MODEL_TIMEOUT", "the model provider did not answer in time", model=model)
     if isinstance(exc, anthropic.APIConnectionError):
         return ModelError("MODEL_CONNECTION", "cannot reach the model provider", model=model)
     if isinstance(exc, anthropic.APIStatusError):
@@ -272,8 +211,7 @@ def classify_anthropic_error(exc: BaseException, model: str | None = None) -> Mo
             fallback = "MODEL_UNAVAILABLE" if status >= 500 else "MODEL_ERROR"
             code = _STATUS_CODES.get(status, fallback)
         detail = exc.api_message or str(exc)
-        return ModelError(code, f"{err_type or status}: {detail}"[:500], status=status,
-                          model=model)
+        return ModelError(code, f"{err_type or status}: {detail}"[:500], status=status, model=model)
     if isinstance(exc, anthropic.AnthropicError):
         return ModelError("MODEL_ERROR", f"{type(exc).__name__}: {exc}"[:500], model=model)
     return ModelError("MODEL_ERROR", f"{type(exc).__name__}: {exc}"[:500], model=model)
@@ -285,8 +223,12 @@ def _block_to_dict(block: Any) -> dict[str, Any]:
     if kind == "text":
         return {"type": "text", "text": block.text}
     if kind == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name,
-                "input": block.input if isinstance(block.input, dict) else {}}
+        return {
+            "type": "tool_use",
+            "id": block.id,
+            "name": block.name,
+            "input": block.input if isinstance(block.input, dict) else {},
+        }
     if kind == "thinking":
         return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
     dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
@@ -303,8 +245,14 @@ class AnthropicModel:
     """
 
     def __init__(
-        self, model: str, *, api_key: str | None = None, base_url: str | None = None,
-        max_retries: int = 2, timeout: float = 120.0, breaker: CircuitBreaker | None = None,
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        timeout: float = 120.0,
+        breaker: CircuitBreaker | None = None,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._model = model
@@ -334,7 +282,8 @@ class AnthropicModel:
             import anthropic
 
             kwargs: dict[str, Any] = {
-                "max_retries": self.max_retries, "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "timeout": self.timeout,
                 "default_headers": self._headers or None,
             }
             if self._api_key is not None:
@@ -357,10 +306,12 @@ class AnthropicModel:
             raise ModelError(
                 "MODEL_CIRCUIT_OPEN",
                 f"model {self._model!r} is paused after repeated failures; retry in "
-                f"{self.breaker.retry_after_s():.1f} s", model=self._model,
+                f"{self.breaker.retry_after_s():.1f} s",
+                model=self._model,
             )
         kwargs: dict[str, Any] = {
-            "model": self._model, "max_tokens": request.max_tokens,
+            "model": self._model,
+            "max_tokens": request.max_tokens,
             "messages": list(request.messages),
         }
         if request.system:
@@ -385,13 +336,16 @@ class AnthropicModel:
         self.breaker.record_success()
         u = message.usage
         usage = Usage(
-            int(u.input_tokens or 0), int(u.output_tokens or 0),
+            int(u.input_tokens or 0),
+            int(u.output_tokens or 0),
             int(getattr(u, "cache_read_input_tokens", 0) or 0),
             int(getattr(u, "cache_creation_input_tokens", 0) or 0),
         )
         yield ModelResponse(
             [_block_to_dict(b) for b in message.content],
-            str(message.stop_reason or "end_turn"), usage, str(message.model or self._model),
+            str(message.stop_reason or "end_turn"),
+            usage,
+            str(message.model or self._model),
         )
 
 
@@ -411,7 +365,9 @@ class FallbackModel:
     """
 
     def __init__(
-        self, models: Sequence[Model], *,
+        self,
+        models: Sequence[Model],
+        *,
         fallback_on: Callable[[ModelError], bool] = _fallback_default,
     ) -> None:
         if not models:
@@ -471,8 +427,7 @@ class ScriptedTurn:
         if self.text:
             blocks.append({"type": "text", "text": self.text})
         for name, args in self.tool_calls:
-            blocks.append({"type": "tool_use", "id": _tool_id(), "name": name,
-                           "input": dict(args)})
+            blocks.append({"type": "tool_use", "id": _tool_id(), "name": name, "input": dict(args)})
         return blocks
 
 
@@ -489,8 +444,12 @@ class ScriptedModel:
     """
 
     def __init__(
-        self, script: Iterable[ScriptStep], *, name: str = "scripted",
-        repeat_last: bool = False, chunk_size: int = 16,
+        self,
+        script: Iterable[ScriptStep],
+        *,
+        name: str = "scripted",
+        repeat_last: bool = False,
+        chunk_size: int = 16,
     ) -> None:
         self._script = list(script)
         self._name = name
@@ -506,8 +465,10 @@ class ScriptedModel:
     def _next(self, request: ModelRequest) -> ScriptedTurn:
         if self._pos >= len(self._script):
             if not (self._repeat_last and self._script):
-                raise ModelError("MODEL_SCRIPT_EXHAUSTED",
-                                 f"scripted model {self._name!r} has no step {self._pos + 1}")
+                raise ModelError(
+                    "MODEL_SCRIPT_EXHAUSTED",
+                    f"scripted model {self._name!r} has no step {self._pos + 1}",
+                )
             step = self._script[-1]
         else:
             step = self._script[self._pos]
@@ -523,7 +484,7 @@ class ScriptedModel:
             raise turn.error
         content = turn.content()
         for i in range(0, len(turn.text), self._chunk):
-            yield TextChunk(turn.text[i:i + self._chunk])
+            yield TextChunk(turn.text[i : i + self._chunk])
         stop = turn.stop_reason or ("tool_use" if turn.tool_calls else "end_turn")
         usage = turn.usage or Usage(_estimate(list(request.messages)), _estimate(content))
         yield ModelResponse(content, stop, usage, self._name)
@@ -569,7 +530,10 @@ class TestModel:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, *, call_tools: Sequence[str] | None = None, custom_text: str | None = None,
+        self,
+        *,
+        call_tools: Sequence[str] | None = None,
+        custom_text: str | None = None,
         name: str = "test",
     ) -> None:
         self._call_tools = call_tools
@@ -585,19 +549,27 @@ class TestModel:
         self.requests.append(request)
         last = request.messages[-1] if request.messages else {}
         content = last.get("content")
-        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"] \
-            if isinstance(content, list) else []
+        results = (
+            [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if isinstance(content, list)
+            else []
+        )
         if not results:
-            tools = [t for t in request.tools
-                     if self._call_tools is None or t["name"] in self._call_tools]
+            tools = [
+                t
+                for t in request.tools
+                if self._call_tools is None or t["name"] in self._call_tools
+            ]
             if tools:
-                calls = [(str(t["name"]), _example_value(t.get("input_schema", {})))
-                         for t in tools]
+                calls = [(str(t["name"]), _example_value(t.get("input_schema", {}))) for t in tools]
                 turn = ScriptedTurn(tool_calls=calls)
                 blocks = turn.content()
-                yield ModelResponse(blocks, "tool_use",
-                                    Usage(_estimate(list(request.messages)), _estimate(blocks)),
-                                    self._name)
+                yield ModelResponse(
+                    blocks,
+                    "tool_use",
+                    Usage(_estimate(list(request.messages)), _estimate(blocks)),
+                    self._name,
+                )
                 return
         if self._custom_text is not None:
             text = self._custom_text
@@ -607,13 +579,25 @@ class TestModel:
             for b in prev if isinstance(prev, list) else []:
                 if isinstance(b, dict) and b.get("type") == "tool_use":
                     names[b["id"]] = b["name"]
-            text = json.dumps({names.get(r["tool_use_id"], r["tool_use_id"]): r.get("content")
-                               for r in results}, sort_keys=True) if results else "success"
+            text = (
+                json.dumps(
+                    {
+                        names.get(r["tool_use_id"], r["tool_use_id"]): r.get("content")
+                        for r in results
+                    },
+                    sort_keys=True,
+                )
+                if results
+                else "success"
+            )
         yield TextChunk(text)
         blocks = [{"type": "text", "text": text}]
-        yield ModelResponse(blocks, "end_turn",
-                            Usage(_estimate(list(request.messages)), _estimate(blocks)),
-                            self._name)
+        yield ModelResponse(
+            blocks,
+            "end_turn",
+            Usage(_estimate(list(request.messages)), _estimate(blocks)),
+            self._name,
+        )
 
 
 # -- resolution ---------------------------------------------------------------------------
@@ -624,10 +608,12 @@ class _Registry:
     factories: dict[str, Callable[[str], Model]] = field(default_factory=dict)
 
 
-_REGISTRY = _Registry({
-    "anthropic": lambda name: AnthropicModel(name),
-    "test": lambda name: TestModel(),
-})
+_REGISTRY = _Registry(
+    {
+        "anthropic": lambda name: AnthropicModel(name),
+        "test": lambda name: TestModel(),
+    }
+)
 
 
 def register_provider(prefix: str, factory: Callable[[str], Model]) -> None:
@@ -643,8 +629,10 @@ def resolve_model(name_or_model: str | Model) -> Model:
     if not isinstance(name_or_model, str):
         if isinstance(name_or_model, Model):
             return name_or_model
-        raise ConfigError(f"{name_or_model!r} is not a model name or Model object",
-                          fix="pass a name such as 'claude-sonnet-5-5' or a Model")
+        raise ConfigError(
+            f"{name_or_model!r} is not a model name or Model object",
+            fix="pass a name such as 'claude-sonnet-5-5' or a Model",
+        )
     name = name_or_model.strip()
     if name == "test":
         return TestModel()
@@ -653,11 +641,15 @@ def resolve_model(name_or_model: str | Model) -> Model:
         factory = _REGISTRY.factories.get(provider)
         if factory is None or not rest:
             raise ConfigError(
-                f"unknown model {name!r}", where="model",
+                f"unknown model {name!r}",
+                where="model",
                 fix=f"use one of the providers {sorted(_REGISTRY.factories)} as 'provider:model'",
             )
         return factory(rest)
     if name.startswith("claude"):
         return AnthropicModel(name)
-    raise ConfigError(f"unknown model {name!r}", where="model",
-                      fix="use 'claude-...', 'anthropic:MODEL' or 'test'")
+    raise ConfigError(
+        f"unknown model {name!r}",
+        where="model",
+        fix="use 'claude-...', 'anthropic:MODEL' or 'test'",
+    )

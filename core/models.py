@@ -17,8 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, final, runtime_checkable

@@ -55,10 +55,19 @@ def _request(entry: Path, inp: dict[str, Any]) -> Any:
 
     limits = Limits(timeout_ms=10_000)
     return ExecutionRequest(
-        skill="hello", version="0.1.0", runtime="python", entry=entry, folder=entry.parent,
-        input=inp, input_json=json.dumps(inp), caps=Capabilities(), limits=limits,
-        deadline=time.monotonic() + 10, invocation_id="bench",
-        logger=structlog.get_logger("bench"), audit=lambda kind, fields: None,
+        skill="hello",
+        version="0.1.0",
+        runtime="python",
+        entry=entry,
+        folder=entry.parent,
+        input=inp,
+        input_json=json.dumps(inp),
+        caps=Capabilities(),
+        limits=limits,
+        deadline=time.monotonic() + 10,
+        invocation_id="bench",
+        logger=structlog.get_logger("bench"),
+        audit=lambda kind, fields: None,
     )
 
 
@@ -86,8 +95,10 @@ def warm(calls: int) -> None:
 
     t0 = time.perf_counter()
     runner_build.load_runner()
-    print(f"runner load in a new process (built + compiled cache hit): "
-          f"{(time.perf_counter() - t0) * 1e3:.0f} ms (disk loads: {default_cache().disk_loads})")
+    print(
+        f"runner load in a new process (built + compiled cache hit): "
+        f"{(time.perf_counter() - t0) * 1e3:.0f} ms (disk loads: {default_cache().disk_loads})"
+    )
     ex = PythonExecutor()
     with tempfile.TemporaryDirectory() as tmp:
         entry = Path(tmp) / "skill.py"
@@ -106,8 +117,9 @@ def warm(calls: int) -> None:
         sub = []
         for _ in range(max(20, calls // 10)):
             t = time.perf_counter()
-            subprocess.run([sys.executable, str(script), json.dumps(inp)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, str(script), json.dumps(inp)], check=True, capture_output=True
+            )
             sub.append(time.perf_counter() - t)
         ns: dict[str, Any] = {}
         exec(compile(HELLO, "skill.py", "exec"), ns)  # our own benchmark code, not a skill
@@ -128,8 +140,10 @@ def warm(calls: int) -> None:
             if i % 10 == 9:
                 rss.append(_rss_mib())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"RSS over 100 sequential calls (MiB, every 10): {[round(r) for r in rss]}; "
-              f"peak {peak:.0f} MiB")
+        print(
+            f"RSS over 100 sequential calls (MiB, every 10): {[round(r) for r in rss]}; "
+            f"peak {peak:.0f} MiB"
+        )
     ex.close()
 
 

@@ -81,8 +81,7 @@ class Response:
 
     __slots__ = ("body", "headers", "status", "url")
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes,
-                 url: str) -> None:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, url: str) -> None:
         self.status = status
         self.headers = list(headers)
         self.body = body
@@ -117,9 +116,16 @@ class Response:
 class _Http:
     """``sdk.http``: requests made by the host on the skill's behalf (sandbox only)."""
 
-    def request(self, method: str, url: str, *, headers: Any = None,
-                body: bytes | str | None = None, json: Any = None,
-                timeout_ms: int | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Any = None,
+        body: bytes | str | None = None,
+        json: Any = None,
+        timeout_ms: int | None = None,
+    ) -> Response:
         _outside("http.request()")
 
     def get(self, url: str, **kwargs: Any) -> Response:

@@ -53,7 +53,7 @@ def fault_of(exc: wasmtime.WasmtimeError) -> Fault:
     message = str(exc)
     idx = message.rfind(_CAUSE)
     if idx >= 0:
-        cause = message[idx + len(_CAUSE):].strip().lower()
+        cause = message[idx + len(_CAUSE) :].strip().lower()
         for needle, code in _TRAPS:
             if needle in cause:
                 return Fault(trap_code=code, message=message)

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Final, final
 
+import wasmtime
 from wasmtime.component import Component, Variant
 
 from bastion.errors import ErrorCode, ExecutionError
@@ -40,8 +41,9 @@ def outcome_text(outcome: CallOutcome, sandbox: Sandbox) -> tuple[bool, str]:
                 f"the skill exited (status {fault.exit_code}) instead of returning a result",
             )
         err = fault_to_error(fault, state, instantiating=outcome.instantiating)
-        raise err or ExecutionError(ErrorCode.SKILL_CRASHED, "the skill crashed",
-                                    detail=fault.message)
+        raise err or ExecutionError(
+            ErrorCode.SKILL_CRASHED, "the skill crashed", detail=fault.message
+        )
     if state.host_error is not None:
         raise state.host_error
     value = outcome.value
@@ -62,8 +64,10 @@ def log_streams(sandbox: Sandbox, request: ExecutionRequest) -> None:
     for name, sink in (("stdout", st.stdout), ("stderr", st.stderr)):
         if sink.total:
             request.logger.debug(
-                f"skill.{name}", text=bytes(sink.buf[:1000]).decode("utf-8", "replace"),
-                bytes=sink.total, capped=sink.capped,
+                f"skill.{name}",
+                text=bytes(sink.buf[:1000]).decode("utf-8", "replace"),
+                bytes=sink.total,
+                capped=sink.capped,
             )
 
 
@@ -84,12 +88,14 @@ class ComponentExecutor:
             component = cache.component_from_file(entry)
         except OSError as exc:
             raise ExecutionError(
-                ErrorCode.NOT_FOUND, f"component file {entry.name!r} cannot be read",
+                ErrorCode.NOT_FOUND,
+                f"component file {entry.name!r} cannot be read",
                 detail=f"{entry}: {exc}",
             ) from None
-        except Exception as exc:  # wasmtime rejects the bytes
+        except wasmtime.WasmtimeError as exc:  # wasmtime rejects the bytes
             raise ExecutionError(
-                ErrorCode.SKILL_CRASHED, f"{entry.name!r} is not a valid WASM component",
+                ErrorCode.SKILL_CRASHED,
+                f"{entry.name!r} is not a valid WASM component",
                 detail=str(exc)[:2000],
             ) from None
         if component.get_export_index(RUN_EXPORT) is None:
@@ -109,8 +115,12 @@ class ComponentExecutor:
             raise ExecutionError(ErrorCode.INTERNAL, "the component executor is closed")
         component = self._component(request.entry)
         with Sandbox(
-            skill=request.skill, stdin=b"", limits=request.limits, deadline=request.deadline,
-            mounts=request.caps.mounts, request=request,
+            skill=request.skill,
+            stdin=b"",
+            limits=request.limits,
+            deadline=request.deadline,
+            mounts=request.caps.mounts,
+            request=request,
         ) as sandbox:
             outcome = call_export(sandbox, component, RUN_EXPORT, request.input_json)
             log_streams(sandbox, request)

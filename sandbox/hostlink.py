@@ -143,8 +143,11 @@ def _host_http(store: Any, request: Any) -> Record | Variant:
     timeout = int(left) if timeout_ms is None else min(int(left), max(int(timeout_ms), 1))
     try:
         resp = _client(st).request(
-            str(request.method), str(request.url), list(request.headers),
-            body, timeout,
+            str(request.method),
+            str(request.url),
+            list(request.headers),
+            body,
+            timeout,
         )
     except ExecutionError as exc:
         if exc.error_code is ErrorCode.TIMEOUT and remaining_ms(st.deadline) <= 0:
@@ -181,7 +184,9 @@ def _host_log(store: Any, level: str, message: str) -> None:
         return None
     name = level if level in _LEVELS else "info"
     getattr(_logger(st), name)(
-        "skill.log", skill=st.skill, text=message[:MAX_LOG_BYTES],
+        "skill.log",
+        skill=st.skill,
+        text=message[:MAX_LOG_BYTES],
         truncated=len(message) > MAX_LOG_BYTES,
     )
     return None
@@ -236,4 +241,3 @@ def close_invocation(st: InvocationState) -> None:
             client.close()
         except Exception as exc:  # closing must not mask the call's outcome
             _log.warning("hostlink.close_failed", error=repr(exc)[:200])
-

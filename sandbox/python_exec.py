@@ -33,8 +33,7 @@ from .component_exec import log_streams, outcome_text
 from .runner_build import Progress, load_runner
 from .store import Sandbox
 
-__all__ = ["MAX_SOURCE_BYTES", "RUNNER_CODES", "RUN_SKILL_EXPORT", "PythonExecutor",
-           "runner_error"]
+__all__ = ["MAX_SOURCE_BYTES", "RUNNER_CODES", "RUN_SKILL_EXPORT", "PythonExecutor", "runner_error"]
 
 RUN_SKILL_EXPORT: Final[str] = "run-skill"
 MAX_SOURCE_BYTES: Final[int] = 1024 * 1024
@@ -103,8 +102,9 @@ class PythonExecutor:
                 runner = load_runner(self._progress)
                 export = runner.get_export_index(RUN_SKILL_EXPORT)
                 if export is None:
-                    raise ExecutionError(ErrorCode.INTERNAL,
-                                         "the Python runner exports no run-skill function")
+                    raise ExecutionError(
+                        ErrorCode.INTERNAL, "the Python runner exports no run-skill function"
+                    )
                 self._runner, self._export = runner, export
             return self._runner, self._export
 
@@ -115,7 +115,8 @@ class PythonExecutor:
                 raw = f.read(MAX_SOURCE_BYTES + 1)
         except OSError as exc:
             raise ExecutionError(
-                ErrorCode.NOT_FOUND, f"skill source {entry.name!r} cannot be read",
+                ErrorCode.NOT_FOUND,
+                f"skill source {entry.name!r} cannot be read",
                 detail=f"{entry}: {exc}",
             ) from None
         if len(raw) > MAX_SOURCE_BYTES:
@@ -143,11 +144,16 @@ class PythonExecutor:
         source = self._source(request.entry)
         runner, export = self._load()
         with Sandbox(
-            skill=request.skill, stdin=b"", limits=request.limits, deadline=request.deadline,
-            mounts=request.caps.mounts, request=request,
+            skill=request.skill,
+            stdin=b"",
+            limits=request.limits,
+            deadline=request.deadline,
+            mounts=request.caps.mounts,
+            request=request,
         ) as sandbox:
-            outcome = call_export(sandbox, runner, export, source, request.entry.name,
-                                  request.input_json)
+            outcome = call_export(
+                sandbox, runner, export, source, request.entry.name, request.input_json
+            )
             log_streams(sandbox, request)
             ok, text = outcome_text(outcome, sandbox)
             state = sandbox.state

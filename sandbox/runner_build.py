@@ -118,9 +118,20 @@ def _componentize_cmd(src: Path, out: Path) -> list[str]:
         "sys.argv[0] = 'componentize-py'; sys.exit(script())"
     )
     return [
-        sys.executable, "-c", launcher, "-q",
-        "-d", str(src / "wit"), "-w", RUNNER_WORLD,
-        "componentize", "-p", str(src / "runner"), RUNNER_APP, "-o", str(out),
+        sys.executable,
+        "-c",
+        launcher,
+        "-q",
+        "-d",
+        str(src / "wit"),
+        "-w",
+        RUNNER_WORLD,
+        "componentize",
+        "-p",
+        str(src / "runner"),
+        RUNNER_APP,
+        "-o",
+        str(out),
     ]
 
 
@@ -137,8 +148,12 @@ def _build(dest: Path, progress: Progress | None) -> None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         try:
             proc = subprocess.run(
-                _componentize_cmd(src, out), cwd=work, env=env, capture_output=True,
-                timeout=BUILD_TIMEOUT_S, check=False,
+                _componentize_cmd(src, out),
+                cwd=work,
+                env=env,
+                capture_output=True,
+                timeout=BUILD_TIMEOUT_S,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RunnerBuildError(f"componentize-py could not run: {exc}") from exc
@@ -150,8 +165,12 @@ def _build(dest: Path, progress: Progress | None) -> None:
             )
         os.chmod(out, 0o600)
         os.replace(out, dest)
-    _log.info("runner.built", path=str(dest), seconds=round(time.monotonic() - started, 2),
-              size=dest.stat().st_size)
+    _log.info(
+        "runner.built",
+        path=str(dest),
+        seconds=round(time.monotonic() - started, 2),
+        size=dest.stat().st_size,
+    )
 
 
 def _prune(folder: Path, keep: Path) -> None:

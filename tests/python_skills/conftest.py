@@ -41,13 +41,23 @@ def python_executor() -> Iterator[PythonExecutor]:
     ex.close()
 
 
-def _request(entry: Path, inp: Any, *, runtime: str, caps: Capabilities, limits: Limits,
-             audit: Any) -> ExecutionRequest:
+def _request(
+    entry: Path, inp: Any, *, runtime: str, caps: Capabilities, limits: Limits, audit: Any
+) -> ExecutionRequest:
     return ExecutionRequest(
-        skill="t", version="0.1.0", runtime=runtime, entry=entry, folder=entry.parent,
-        input=inp, input_json=json.dumps(inp), caps=caps, limits=limits,
-        deadline=time.monotonic() + limits.timeout_ms / 1000, invocation_id="inv-1",
-        logger=structlog.get_logger("test"), audit=audit,
+        skill="t",
+        version="0.1.0",
+        runtime=runtime,
+        entry=entry,
+        folder=entry.parent,
+        input=inp,
+        input_json=json.dumps(inp),
+        caps=caps,
+        limits=limits,
+        deadline=time.monotonic() + limits.timeout_ms / 1000,
+        invocation_id="inv-1",
+        logger=structlog.get_logger("test"),
+        audit=audit,
     )
 
 
@@ -55,21 +65,32 @@ def _request(entry: Path, inp: Any, *, runtime: str, caps: Capabilities, limits:
 def skill(tmp_path: Path) -> MakeSkill:
     """``skill(source, input, caps=..., limits=...)``: write ``skill.py``, build the request."""
 
-    def make(source: str, inp: Any = None, *, caps: Capabilities | None = None,
-             limits: Limits | None = None, audit: Any = None,
-             name: str = "skill.py") -> ExecutionRequest:
+    def make(
+        source: str,
+        inp: Any = None,
+        *,
+        caps: Capabilities | None = None,
+        limits: Limits | None = None,
+        audit: Any = None,
+        name: str = "skill.py",
+    ) -> ExecutionRequest:
         entry = tmp_path / name
         entry.write_text(source)
-        return _request(entry, {} if inp is None else inp, runtime="python",
-                        caps=caps or Capabilities(), limits=limits or Limits(timeout_ms=5000),
-                        audit=audit or AuditLog())
+        return _request(
+            entry,
+            {} if inp is None else inp,
+            runtime="python",
+            caps=caps or Capabilities(),
+            limits=limits or Limits(timeout_ms=5000),
+            audit=audit or AuditLog(),
+        )
 
     return make
 
 
 # -- a tiny component of the `skill` world, built from Python with componentize-py ------------
 
-ECHO_APP = '''
+ECHO_APP = """
 import json
 import wit_world
 from componentize_py_types import Err
@@ -90,7 +111,7 @@ class WitWorld(wit_world.WitWorld):
             return json.dumps("x" * args["n"])
         host.log(host.Level.INFO, "echo called")
         return json.dumps({"echo": args})
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -107,13 +128,33 @@ def echo_component() -> Path:
         src.mkdir(exist_ok=True)
         (src / "echo_app.py").write_text(ECHO_APP)
         env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-        launcher = ("import sys; from componentize_py import script; "
-                    "sys.argv[0] = 'componentize-py'; sys.exit(script())")
+        launcher = (
+            "import sys; from componentize_py import script; "
+            "sys.argv[0] = 'componentize-py'; sys.exit(script())"
+        )
         tmp = out.with_suffix(".tmp")
         subprocess.run(
-            [sys.executable, "-c", launcher, "-q", "-d", str(GUEST_DIR / "wit"), "-w", "skill",
-             "componentize", "-p", str(src), "echo_app", "-o", str(tmp)],
-            check=True, cwd=src, env=env, capture_output=True, timeout=600,
+            [
+                sys.executable,
+                "-c",
+                launcher,
+                "-q",
+                "-d",
+                str(GUEST_DIR / "wit"),
+                "-w",
+                "skill",
+                "componentize",
+                "-p",
+                str(src),
+                "echo_app",
+                "-o",
+                str(tmp),
+            ],
+            check=True,
+            cwd=src,
+            env=env,
+            capture_output=True,
+            timeout=600,
         )
         tmp.replace(out)
     return out
@@ -128,9 +169,16 @@ def component_executor() -> Iterator[ComponentExecutor]:
 
 @pytest.fixture
 def component_request(echo_component: Path) -> Callable[..., ExecutionRequest]:
-    def make(inp: Any, *, caps: Capabilities | None = None,
-             limits: Limits | None = None) -> ExecutionRequest:
-        return _request(echo_component, inp, runtime="component", caps=caps or Capabilities(),
-                        limits=limits or Limits(timeout_ms=5000), audit=AuditLog())
+    def make(
+        inp: Any, *, caps: Capabilities | None = None, limits: Limits | None = None
+    ) -> ExecutionRequest:
+        return _request(
+            echo_component,
+            inp,
+            runtime="component",
+            caps=caps or Capabilities(),
+            limits=limits or Limits(timeout_ms=5000),
+            audit=AuditLog(),
+        )
 
     return make

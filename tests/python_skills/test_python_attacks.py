@@ -53,8 +53,9 @@ def test_host_files_are_invisible(python_executor: PythonExecutor, skill: MakeSk
     assert isinstance(out, dict) and "READ" not in out.values(), out
 
 
-def test_environment_is_empty(python_executor: PythonExecutor, skill: MakeSkill,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_is_empty(
+    python_executor: PythonExecutor, skill: MakeSkill, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BASTION_TEST_SECRET_ENV", "leak")
     src = "import os\ndef run():\n    return dict(os.environ)\n"
     assert _run(python_executor, skill(src)) == {}
@@ -63,10 +64,23 @@ def test_environment_is_empty(python_executor: PythonExecutor, skill: MakeSkill,
 # -- imports -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["socket", "subprocess", "ctypes", "_thread", "threading",
-                                    "importlib", "sys", "multiprocessing", "signal"])
-def test_dangerous_imports_fail_clearly(python_executor: PythonExecutor, skill: MakeSkill,
-                                        module: str) -> None:
+@pytest.mark.parametrize(
+    "module",
+    [
+        "socket",
+        "subprocess",
+        "ctypes",
+        "_thread",
+        "threading",
+        "importlib",
+        "sys",
+        "multiprocessing",
+        "signal",
+    ],
+)
+def test_dangerous_imports_fail_clearly(
+    python_executor: PythonExecutor, skill: MakeSkill, module: str
+) -> None:
     err = _fail(python_executor, skill(f"import {module}\ndef run():\n    return 1\n"))
     assert err.error_code is ErrorCode.SKILL_ERROR
     assert f"module {module!r} is not available in the Bastion sandbox" in err.message
@@ -134,8 +148,9 @@ def test_wasi_sockets_cannot_connect(python_executor: PythonExecutor, skill: Mak
 # -- mounts --------------------------------------------------------------------------------------
 
 
-def test_read_only_mount_refuses_writes(python_executor: PythonExecutor, skill: MakeSkill,
-                                        tmp_path: Path) -> None:
+def test_read_only_mount_refuses_writes(
+    python_executor: PythonExecutor, skill: MakeSkill, tmp_path: Path
+) -> None:
     data = tmp_path / "ro"
     data.mkdir()
     (data / "in.txt").write_text("hello")
@@ -154,25 +169,31 @@ def test_read_only_mount_refuses_writes(python_executor: PythonExecutor, skill: 
     assert not (data / "out.txt").exists()
 
 
-def test_writable_mount_accepts_writes(python_executor: PythonExecutor, skill: MakeSkill,
-                                       tmp_path: Path) -> None:
+def test_writable_mount_accepts_writes(
+    python_executor: PythonExecutor, skill: MakeSkill, tmp_path: Path
+) -> None:
     data = tmp_path / "rw"
     data.mkdir()
-    src = ("import pathlib\ndef run():\n"
-           "    pathlib.Path('/out/result.txt').write_text('done')\n"
-           "    return sorted(p.name for p in pathlib.Path('/out').iterdir())\n")
+    src = (
+        "import pathlib\ndef run():\n"
+        "    pathlib.Path('/out/result.txt').write_text('done')\n"
+        "    return sorted(p.name for p in pathlib.Path('/out').iterdir())\n"
+    )
     caps = Capabilities(mounts=(Mount("/out", data, writable=True),))
     assert _run(python_executor, skill(src, caps=caps)) == ["result.txt"]
     assert (data / "result.txt").read_text() == "done"
 
 
-def test_mount_cannot_be_escaped(python_executor: PythonExecutor, skill: MakeSkill,
-                                 tmp_path: Path) -> None:
+def test_mount_cannot_be_escaped(
+    python_executor: PythonExecutor, skill: MakeSkill, tmp_path: Path
+) -> None:
     data = tmp_path / "box"
     data.mkdir()
     (tmp_path / "outside.txt").write_text("secret")
-    src = ("def run():\n    try:\n        return open('/data/../outside.txt').read()\n"
-           "    except OSError as e:\n        return type(e).__name__\n")
+    src = (
+        "def run():\n    try:\n        return open('/data/../outside.txt').read()\n"
+        "    except OSError as e:\n        return type(e).__name__\n"
+    )
     caps = Capabilities(mounts=(Mount("/data", data, writable=True),))
     assert _run(python_executor, skill(src, caps=caps)) != "secret"
 
@@ -180,17 +201,22 @@ def test_mount_cannot_be_escaped(python_executor: PythonExecutor, skill: MakeSki
 # -- secrets, network ----------------------------------------------------------------------------
 
 
-def test_secrets_only_when_granted(python_executor: PythonExecutor, skill: MakeSkill,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_only_when_granted(
+    python_executor: PythonExecutor, skill: MakeSkill, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OTHER_TOKEN", "host-value")
-    src = ("from bastion_sdk import secret, SecretNotGranted\n"
-           "def run():\n"
-           "    try:\n        other = secret('OTHER_TOKEN')\n"
-           "    except SecretNotGranted as e:\n        other = str(e)\n"
-           "    return {'key': secret('API_KEY'), 'other': other}\n")
+    src = (
+        "from bastion_sdk import secret, SecretNotGranted\n"
+        "def run():\n"
+        "    try:\n        other = secret('OTHER_TOKEN')\n"
+        "    except SecretNotGranted as e:\n        other = str(e)\n"
+        "    return {'key': secret('API_KEY'), 'other': other}\n"
+    )
     caps = Capabilities(secrets={"API_KEY": "k-123"})
     assert _run(python_executor, skill(src, caps=caps)) == {
-        "key": "k-123", "other": "secret 'OTHER_TOKEN' is not granted to this skill"}
+        "key": "k-123",
+        "other": "secret 'OTHER_TOKEN' is not granted to this skill",
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -229,32 +255,40 @@ def http_server() -> Iterator[str]:
 def _net_caps(url: str) -> Capabilities:
     netrule = pytest.importorskip("bastion.netrule")
     pytest.importorskip("bastion.sandbox.hostnet")
-    return Capabilities(network=(netrule.NetRule.parse(url),),
-                        private_allow=(ipaddress.ip_network("127.0.0.1/32"),))
+    return Capabilities(
+        network=(netrule.NetRule.parse(url),), private_allow=(ipaddress.ip_network("127.0.0.1/32"),)
+    )
 
 
-def test_http_to_granted_host(python_executor: PythonExecutor, skill: MakeSkill,
-                              http_server: str) -> None:
-    src = ("from bastion_sdk import http\n"
-           f"def run():\n    r = http.get('{http_server}/hello')\n"
-           f"    p = http.post('{http_server}/echo', body=bytes(range(256)) * 4096)\n"
-           "    return {'status': r.status, 'json': r.json(), 'post': p.status,\n"
-           "            'same': p.body == bytes(range(256)) * 4096}\n")
+def test_http_to_granted_host(
+    python_executor: PythonExecutor, skill: MakeSkill, http_server: str
+) -> None:
+    src = (
+        "from bastion_sdk import http\n"
+        f"def run():\n    r = http.get('{http_server}/hello')\n"
+        f"    p = http.post('{http_server}/echo', body=bytes(range(256)) * 4096)\n"
+        "    return {'status': r.status, 'json': r.json(), 'post': p.status,\n"
+        "            'same': p.body == bytes(range(256)) * 4096}\n"
+    )
     audit = AuditLog()
     out = _run(python_executor, skill(src, caps=_net_caps(http_server), audit=audit))
     assert out == {"status": 200, "json": {"path": "/hello"}, "post": 201, "same": True}
 
 
-def test_http_to_non_granted_host_is_denied(python_executor: PythonExecutor, skill: MakeSkill,
-                                            http_server: str) -> None:
+def test_http_to_non_granted_host_is_denied(
+    python_executor: PythonExecutor, skill: MakeSkill, http_server: str
+) -> None:
     before = _Handler.hits
-    src = ("from bastion_sdk import http, NetworkDenied\n"
-           f"def run():\n    try:\n        http.get('{http_server}/x')\n"
-           "    except NetworkDenied as e:\n        return 'denied'\n    return 'reached'\n")
+    src = (
+        "from bastion_sdk import http, NetworkDenied\n"
+        f"def run():\n    try:\n        http.get('{http_server}/x')\n"
+        "    except NetworkDenied as e:\n        return 'denied'\n    return 'reached'\n"
+    )
     assert _run(python_executor, skill(src)) == "denied"
     # An uncaught denial is reported with the host's code.
-    src2 = ("from bastion_sdk import http\n"
-            f"def run():\n    return http.get('{http_server}/x').status\n")
+    src2 = (
+        f"from bastion_sdk import http\ndef run():\n    return http.get('{http_server}/x').status\n"
+    )
     err = _fail(python_executor, skill(src2))
     assert err.error_code is ErrorCode.NETWORK_DENIED
     assert _Handler.hits == before
@@ -264,32 +298,43 @@ def test_http_to_non_granted_host_is_denied(python_executor: PythonExecutor, ski
 
 
 def test_infinite_loop_times_out(python_executor: PythonExecutor, skill: MakeSkill) -> None:
-    err = _fail(python_executor, skill("def run():\n    while True:\n        pass\n",
-                                       limits=Limits(timeout_ms=300)))
+    err = _fail(
+        python_executor,
+        skill("def run():\n    while True:\n        pass\n", limits=Limits(timeout_ms=300)),
+    )
     assert err.error_code is ErrorCode.TIMEOUT
 
 
-@pytest.mark.parametrize("expr", ["'x' * 10**10", "'x' * 10**9", "[0] * 10**9",
-                                  "[bytearray(2**20) for _ in range(10**4)]"])
-def test_memory_bombs_hit_memory_limit(python_executor: PythonExecutor, skill: MakeSkill,
-                                       expr: str) -> None:
-    err = _fail(python_executor, skill(f"def run():\n    x = {expr}\n    return 1\n",
-                                       limits=Limits(memory_mb=128)))
+@pytest.mark.parametrize(
+    "expr",
+    ["'x' * 10**10", "'x' * 10**9", "[0] * 10**9", "[bytearray(2**20) for _ in range(10**4)]"],
+)
+def test_memory_bombs_hit_memory_limit(
+    python_executor: PythonExecutor, skill: MakeSkill, expr: str
+) -> None:
+    err = _fail(
+        python_executor,
+        skill(f"def run():\n    x = {expr}\n    return 1\n", limits=Limits(memory_mb=128)),
+    )
     assert err.error_code is ErrorCode.MEMORY_LIMIT, err
 
 
-def test_recursion_bomb_is_an_error_not_a_crash(python_executor: PythonExecutor,
-                                                skill: MakeSkill) -> None:
+def test_recursion_bomb_is_an_error_not_a_crash(
+    python_executor: PythonExecutor, skill: MakeSkill
+) -> None:
     src = "def f(n):\n    return f(n + 1) + 1\ndef run():\n    return f(0)\n"
     err = _fail(python_executor, skill(src))
     assert err.error_code is ErrorCode.SKILL_ERROR
     assert err.message.startswith("RecursionError")
 
 
-def test_deep_native_recursion_traps_cleanly(python_executor: PythonExecutor,
-                                             skill: MakeSkill) -> None:
-    src = ("import os\ndef f(n):\n    return f(n + 1) + 1\n"
-           "def run():\n    os.sys.setrecursionlimit(10**7)\n    return f(0)\n")
+def test_deep_native_recursion_traps_cleanly(
+    python_executor: PythonExecutor, skill: MakeSkill
+) -> None:
+    src = (
+        "import os\ndef f(n):\n    return f(n + 1) + 1\n"
+        "def run():\n    os.sys.setrecursionlimit(10**7)\n    return f(0)\n"
+    )
     err = _fail(python_executor, skill(src))
     assert err.error_code in (ErrorCode.SKILL_CRASHED, ErrorCode.SKILL_ERROR)
     # and the host is fine: the next call works
@@ -303,8 +348,10 @@ def test_printing_100_mb_is_bounded(python_executor: PythonExecutor, skill: Make
 
 
 def test_large_result_is_output_limit(python_executor: PythonExecutor, skill: MakeSkill) -> None:
-    err = _fail(python_executor, skill("def run():\n    return 'x' * 200_000\n",
-                                       limits=Limits(output_kb=64)))
+    err = _fail(
+        python_executor,
+        skill("def run():\n    return 'x' * 200_000\n", limits=Limits(output_kb=64)),
+    )
     assert err.error_code is ErrorCode.OUTPUT_LIMIT
 
 
@@ -314,21 +361,23 @@ def test_exit_is_reported(python_executor: PythonExecutor, skill: MakeSkill) -> 
     assert "exit(3)" in err.message
 
 
-def test_state_does_not_survive_between_calls(python_executor: PythonExecutor,
-                                              skill: MakeSkill) -> None:
-    src = ("import json, os\nbuiltins = os.sys.modules['builtins']\nSEEN = []\n"
-           "def run():\n"
-           "    json.MARK = getattr(json, 'MARK', 0) + 1\n"
-           "    builtins.LEAK = getattr(builtins, 'LEAK', 0) + 1\n"
-           "    SEEN.append(1)\n"
-           "    return [json.MARK, builtins.LEAK, len(SEEN)]\n")
+def test_state_does_not_survive_between_calls(
+    python_executor: PythonExecutor, skill: MakeSkill
+) -> None:
+    src = (
+        "import json, os\nbuiltins = os.sys.modules['builtins']\nSEEN = []\n"
+        "def run():\n"
+        "    json.MARK = getattr(json, 'MARK', 0) + 1\n"
+        "    builtins.LEAK = getattr(builtins, 'LEAK', 0) + 1\n"
+        "    SEEN.append(1)\n"
+        "    return [json.MARK, builtins.LEAK, len(SEEN)]\n"
+    )
     req = skill(src)
     assert _run(python_executor, req) == [1, 1, 1]
     assert _run(python_executor, skill(src)) == [1, 1, 1]
 
 
-def test_concurrent_calls_are_isolated(python_executor: PythonExecutor,
-                                       skill: MakeSkill) -> None:
+def test_concurrent_calls_are_isolated(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     src = "def run(i: int):\n    return i * i\n"
     results: dict[int, bytes] = {}
 

@@ -26,8 +26,7 @@ def test_hello_world(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     assert json.loads(out) == {"greeting": "hello Ada"}
 
 
-def test_typed_inputs_and_allowed_stdlib(python_executor: PythonExecutor,
-                                         skill: MakeSkill) -> None:
+def test_typed_inputs_and_allowed_stdlib(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     src = (
         "import datetime, decimal, hashlib, re, statistics, urllib.parse\n"
         "from collections import Counter\n"
@@ -40,25 +39,42 @@ def test_typed_inputs_and_allowed_stdlib(python_executor: PythonExecutor,
         "            'q': urllib.parse.quote('a b'), 'c': Counter('aab').most_common(1),\n"
         "            'utf16': 'é'.encode('utf-16').hex()}\n"
     )
-    inp = {"n": 21, "xs": [1.0, 2.0, 3.0], "flag": False, "tags": {"b": 1, "a": 2},
-           "when": "2024-01-01"}
+    inp = {
+        "n": 21,
+        "xs": [1.0, 2.0, 3.0],
+        "flag": False,
+        "tags": {"b": 1, "a": 2},
+        "when": "2024-01-01",
+    }
     assert json.loads(python_executor.execute(skill(src, inp))) == {
-        "n": 42, "mean": 2.0, "flag": True, "tags": ["a", "b"], "weekday": 0, "sum": "0.3",
-        "sha": "2d711642", "q": "a%20b", "c": [["a", 2]], "utf16": "fffee900",
+        "n": 42,
+        "mean": 2.0,
+        "flag": True,
+        "tags": ["a", "b"],
+        "weekday": 0,
+        "sum": "0.3",
+        "sha": "2d711642",
+        "q": "a%20b",
+        "c": [["a", 2]],
+        "utf16": "fffee900",
     }
 
 
 def test_sdk_importable_both_ways(python_executor: PythonExecutor, skill: MakeSkill) -> None:
-    src = ("import bastion_sdk\nfrom bastion import sdk\n"
-           "def run():\n    return sdk.http is bastion_sdk.http\n")
+    src = (
+        "import bastion_sdk\nfrom bastion import sdk\n"
+        "def run():\n    return sdk.http is bastion_sdk.http\n"
+    )
     assert json.loads(python_executor.execute(skill(src))) is True
 
 
 def test_exception_is_skill_error_with_own_traceback_only(
     python_executor: PythonExecutor, skill: MakeSkill
 ) -> None:
-    src = ("import json\n\ndef helper(x):\n    return json.loads(x)\n\n"
-           "def run():\n    return helper('{')\n")
+    src = (
+        "import json\n\ndef helper(x):\n    return json.loads(x)\n\n"
+        "def run():\n    return helper('{')\n"
+    )
     err = _fail(python_executor, skill(src))
     assert err.error_code is ErrorCode.SKILL_ERROR
     assert err.message.startswith("JSONDecodeError: ")
@@ -70,8 +86,7 @@ def test_exception_is_skill_error_with_own_traceback_only(
     assert "/tmp" not in err.message + err.detail
 
 
-def test_syntax_error_points_to_the_line(python_executor: PythonExecutor,
-                                         skill: MakeSkill) -> None:
+def test_syntax_error_points_to_the_line(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     err = _fail(python_executor, skill("x = 1\n\ndef run(:\n    return 1\n"))
     assert err.error_code is ErrorCode.SKILL_ERROR
     assert err.message.startswith("SyntaxError:")
@@ -79,16 +94,16 @@ def test_syntax_error_points_to_the_line(python_executor: PythonExecutor,
     assert err.detail is not None and "def run(:" in err.detail
 
 
-def test_missing_module_names_what_is_offered(python_executor: PythonExecutor,
-                                              skill: MakeSkill) -> None:
+def test_missing_module_names_what_is_offered(
+    python_executor: PythonExecutor, skill: MakeSkill
+) -> None:
     err = _fail(python_executor, skill("import requests\ndef run():\n    return 1\n"))
     assert err.error_code is ErrorCode.SKILL_ERROR
     assert "module 'requests' is not available in the Bastion sandbox" in err.message
     assert "json" in err.message and "urllib.parse" in err.message
 
 
-def test_every_allowed_module_imports(python_executor: PythonExecutor,
-                                      skill: MakeSkill) -> None:
+def test_every_allowed_module_imports(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     mods = [m for m in allowed_modules() if m != "bastion"]
     src = "".join(f"import {m}\n" for m in mods) + "def run():\n    return 'ok'\n"
     assert json.loads(python_executor.execute(skill(src))) == "ok"
@@ -100,8 +115,9 @@ def test_bad_input_names_the_argument(python_executor: PythonExecutor, skill: Ma
     assert "'b'" in err.message or "'a'" in err.message
 
 
-def test_unserializable_result_is_invalid_output(python_executor: PythonExecutor,
-                                                 skill: MakeSkill) -> None:
+def test_unserializable_result_is_invalid_output(
+    python_executor: PythonExecutor, skill: MakeSkill
+) -> None:
     err = _fail(python_executor, skill("def run():\n    return {1, 2}\n"))
     assert err.error_code is ErrorCode.INVALID_OUTPUT
 

@@ -10,12 +10,15 @@ from bastion import sdk
 from bastion.sandbox import runner_build
 
 
-@pytest.mark.parametrize("call", [
-    lambda: sdk.http.get("https://example.com"),
-    lambda: sdk.http.post("https://example.com", body=b"x"),
-    lambda: sdk.secret("API_KEY"),
-    lambda: sdk.log.info("hello"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: sdk.http.get("https://example.com"),
+        lambda: sdk.http.post("https://example.com", body=b"x"),
+        lambda: sdk.secret("API_KEY"),
+        lambda: sdk.log.info("hello"),
+    ],
+)
 def test_sdk_outside_the_sandbox_says_how_to_run(call: object) -> None:
     with pytest.raises(sdk.SandboxOnlyError, match="bastion run"):
         call()  # type: ignore[operator]

@@ -50,8 +50,15 @@ __all__ = [
 ]
 
 CHECKS: Final[tuple[str, ...]] = (
-    "manifest", "unique_names", "examples", "output_schema", "fuzz", "deterministic",
-    "permissions", "limits", "secrets",
+    "manifest",
+    "unique_names",
+    "examples",
+    "output_schema",
+    "fuzz",
+    "deterministic",
+    "permissions",
+    "limits",
+    "secrets",
 )
 """Every check the kit runs, in report order."""
 
@@ -62,12 +69,25 @@ DEFAULT_FUZZ_EXAMPLES: Final = 25
 _CRASH_CODES: Final = frozenset({"SKILL_CRASHED", "INTERNAL"})
 _LIMIT_CODES: Final = frozenset({"TIMEOUT", "MEMORY_LIMIT", "OUTPUT_LIMIT"})
 _ACCESS_CODES: Final = frozenset({"NETWORK_DENIED", "FS_DENIED"})
-_BUG_TYPES: Final = frozenset({
-    "TypeError", "KeyError", "IndexError", "AttributeError", "NameError", "UnboundLocalError",
-    "ZeroDivisionError", "AssertionError", "RecursionError", "NotImplementedError",
-    "UnicodeDecodeError", "UnicodeEncodeError", "StopIteration", "ImportError",
-    "ModuleNotFoundError",
-})
+_BUG_TYPES: Final = frozenset(
+    {
+        "TypeError",
+        "KeyError",
+        "IndexError",
+        "AttributeError",
+        "NameError",
+        "UnboundLocalError",
+        "ZeroDivisionError",
+        "AssertionError",
+        "RecursionError",
+        "NotImplementedError",
+        "UnicodeDecodeError",
+        "UnicodeEncodeError",
+        "StopIteration",
+        "ImportError",
+        "ModuleNotFoundError",
+    }
+)
 """Exception types that mean the skill has a bug, not that the input was refused."""
 _EXC_TYPE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::|$)")
 """The exception type that opens a SKILL_ERROR message (``"KeyError: 'x' (skill.py, ...)"``)."""
@@ -88,8 +108,13 @@ class CheckResult:
     skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "skill": self.skill, "passed": self.passed,
-                "skipped": self.skipped, "message": self.message}
+        return {
+            "check": self.check,
+            "skill": self.skill,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -130,13 +155,20 @@ class ConformanceReport:
         checks = []
         for name in CHECKS:
             mine = [r for r in self.results if r.check == name]
-            checks.append({
-                "check": name,
-                "passed": all(r.passed for r in mine),
-                "results": [r.to_dict() for r in mine],
-            })
-        return {"ok": self.ok, "pack": self.pack, "folder": str(self.folder),
-                "checks": checks, "hosts": self.hosts}
+            checks.append(
+                {
+                    "check": name,
+                    "passed": all(r.passed for r in mine),
+                    "results": [r.to_dict() for r in mine],
+                }
+            )
+        return {
+            "ok": self.ok,
+            "pack": self.pack,
+            "folder": str(self.folder),
+            "checks": checks,
+            "hosts": self.hosts,
+        }
 
     def render(self) -> str:
         """A short text report for people."""
@@ -151,18 +183,47 @@ class ConformanceReport:
             for r in bad:
                 out.append(f"        [{r.skill or 'pack'}] {r.message}")
         failed = [c for c in CHECKS if c in self.failed_checks()]
-        out.append(f"conformance: FAILED ({', '.join(failed)})" if failed else
-                   f"conformance: OK ({len(CHECKS)} checks)")
+        out.append(
+            f"conformance: FAILED ({', '.join(failed)})"
+            if failed
+            else f"conformance: OK ({len(CHECKS)} checks)"
+        )
         return "\n".join(out)
 
 
 # -- finding the pack -----------------------------------------------------------------------
 
-def find_pack_folder(path: Path) -> Path:
-    """The folder holding ``bastion-pack.toml``: ``path`` itself or its one sub-folder that does."""
+
+def _installed_pack(name: str) -> Path | None:
+    """The folder of the installed pack whose entry point or distribution is ``name``."""
+    import importlib.metadata
+    import importlib.util
+
     from .manifest import PACK_MANIFEST
 
+    want = name.lower().replace("_", "-")
+    for ep in importlib.metadata.entry_points(group="bastion"):
+        dist = (ep.dist.name if ep.dist else "").lower().replace("_", "-")
+        if want not in (ep.name.lower().replace("_", "-"), dist) or not ep.value.isidentifier():
+            continue
+        spec = importlib.util.find_spec(ep.value)
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            if (Path(loc) / PACK_MANIFEST).is_file():
+                return Path(loc)
+    return None
+
+
+def find_pack_folder(path: Path) -> Path:
+    """The folder holding ``bastion-pack.toml``: ``path`` itself, its one sub-folder that does,
+    or (when ``path`` is not a folder) the installed pack of that entry point or distribution."""
+    from .manifest import PACK_MANIFEST
+
+    raw = str(path)
     path = Path(path).expanduser().resolve()
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", raw):
+        installed = _installed_pack(raw)
+        if installed is not None:
+            return installed
     if (path / PACK_MANIFEST).is_file():
         return path
     if path.is_dir():
@@ -175,13 +236,15 @@ def find_pack_folder(path: Path) -> Path:
                 fix="pass the folder of one pack, the one holding bastion-pack.toml",
             )
     raise ConfigError(
-        f"no {PACK_MANIFEST} in {str(path)!r} or its sub-folders",
-        fix="pass a pack folder (the package folder holding bastion-pack.toml) or the "
-        "project folder above it",
+        f"no {PACK_MANIFEST} in {str(path)!r} or its sub-folders, and no installed pack "
+        f"is called {raw!r}",
+        fix="pass a pack folder (the package folder holding bastion-pack.toml), the "
+        "project folder above it, or the name of an installed pack",
     )
 
 
 # -- helpers --------------------------------------------------------------------------------
+
 
 def _substitute(value: Any, url: str) -> Any:
     if isinstance(value, str):
@@ -194,8 +257,7 @@ def _substitute(value: Any, url: str) -> Any:
 
 
 def _uses_fixtures(manifest: SkillManifest) -> bool:
-    return any(FIXTURES_PLACEHOLDER in json.dumps([e.input, e.output])
-               for e in manifest.examples)
+    return any(FIXTURES_PLACEHOLDER in json.dumps([e.input, e.output]) for e in manifest.examples)
 
 
 def _difference(expected: Any, got: Any, where: str = "output") -> str | None:
@@ -204,8 +266,11 @@ def _difference(expected: Any, got: Any, where: str = "output") -> str | None:
         same = type(expected) is type(got) and expected == got
         return None if same else f"{where}: expected {_short(expected)}, got {_short(got)}"
     if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
-        return None if expected == got else (
-            f"{where}: expected {_short(expected)}, got {_short(got)}")
+        return (
+            None
+            if expected == got
+            else (f"{where}: expected {_short(expected)}, got {_short(got)}")
+        )
     if isinstance(expected, dict) and isinstance(got, dict):
         for key in expected:
             if key not in got:
@@ -223,8 +288,11 @@ def _difference(expected: Any, got: Any, where: str = "output") -> str | None:
         if len(expected) != len(got):
             return f"{where}: expected {len(expected)} items, got {len(got)}"
         return None
-    return None if type(expected) is type(got) and expected == got else (
-        f"{where}: expected {_short(expected)}, got {_short(got)}")
+    return (
+        None
+        if type(expected) is type(got) and expected == got
+        else (f"{where}: expected {_short(expected)}, got {_short(got)}")
+    )
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -234,8 +302,13 @@ def _short(value: Any, limit: int = 160) -> str:
 
 def _canary_forms(value: str) -> list[str]:
     raw = value.encode()
-    return [value, raw.hex(), raw.hex().upper(), base64.b64encode(raw).decode(),
-            base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+    return [
+        value,
+        raw.hex(),
+        raw.hex().upper(),
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    ]
 
 
 def _result_text(result: ToolResult) -> str:
@@ -276,6 +349,7 @@ def _fixture_server(folder: Path) -> Iterator[str]:
 
 # -- the run --------------------------------------------------------------------------------
 
+
 @dataclass
 class _Call:
     kind: str
@@ -299,11 +373,21 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
-def _policy_text(runs: Mapping[str, _SkillRun], mounts: Mapping[str, dict[str, Path]],
-                 audit_path: Path, private: bool) -> str:
+def _policy_text(
+    runs: Mapping[str, _SkillRun],
+    mounts: Mapping[str, dict[str, Path]],
+    audit_path: Path,
+    private: bool,
+) -> str:
     lines = [
-        "[audit]", f"path = {_toml_str(str(audit_path))}", "",
-        "[limits]", "timeout_ms = 3600000", "memory_mb = 16384", "output_kb = 1048576", "",
+        "[audit]",
+        f"path = {_toml_str(str(audit_path))}",
+        "",
+        "[limits]",
+        "timeout_ms = 3600000",
+        "memory_mb = 16384",
+        "output_kb = 1048576",
+        "",
     ]
     if private:
         lines += ["[network]", 'allow_private = ["127.0.0.1/32"]', ""]
@@ -393,20 +477,23 @@ def _strategy(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
         required = set(schema.get("required") or ())
         strategy = st.fixed_dictionaries(
             {k: _strategy(v, root, depth + 1) for k, v in props.items() if k in required},
-            optional={k: _strategy(v, root, depth + 1) for k, v in props.items()
-                      if k not in required},
+            optional={
+                k: _strategy(v, root, depth + 1) for k, v in props.items() if k not in required
+            },
         )
         extra = schema.get("additionalProperties")
         if not props and isinstance(extra, dict):
-            strategy = st.dictionaries(st.text(max_size=12), _strategy(extra, root, depth + 1),
-                                       max_size=4)
+            strategy = st.dictionaries(
+                st.text(max_size=12), _strategy(extra, root, depth + 1), max_size=4
+            )
         return strategy
     if kind == "array":
         items = schema.get("items", {})
-        return st.lists(_strategy(items, root, depth + 1),
-                        min_size=int(schema.get("minItems", 0)),
-                        max_size=max(int(schema.get("minItems", 0)),
-                                     min(int(schema.get("maxItems", 6)), 6)))
+        return st.lists(
+            _strategy(items, root, depth + 1),
+            min_size=int(schema.get("minItems", 0)),
+            max_size=max(int(schema.get("minItems", 0)), min(int(schema.get("maxItems", 6)), 6)),
+        )
     leaf = {k: v for k, v in schema.items() if k not in ("description", "title", "default")}
     return from_schema(leaf or {})
 
@@ -425,8 +512,14 @@ def _fuzz_inputs(schema: dict[str, Any], count: int) -> tuple[list[dict[str, Any
         return [], f"cannot generate inputs from the input schema ({type(exc).__name__}: {exc})"
     drawn: list[dict[str, Any]] = []
 
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(value: Any) -> None:
         if isinstance(value, dict) and len(drawn) < count:
@@ -439,8 +532,9 @@ def _fuzz_inputs(schema: dict[str, Any], count: int) -> tuple[list[dict[str, Any
     return drawn, None
 
 
-def _invoke(kernel: Kernel, run: _SkillRun, kind: str, label: str,
-            arguments: dict[str, Any]) -> _Call:
+def _invoke(
+    kernel: Kernel, run: _SkillRun, kind: str, label: str, arguments: dict[str, Any]
+) -> _Call:
     from .result import InvocationContext
 
     ctx = InvocationContext(caller="conformance")
@@ -462,8 +556,9 @@ def check_pack(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES) -> Con
         report = ConformanceReport(pack=folder.name, folder=folder)
         report.results.append(CheckResult("manifest", None, False, str(exc)))
         for name in CHECKS[1:]:
-            report.results.append(CheckResult(name, None, True, "not run: fix the pack "
-                                              "manifest first", skipped=True))
+            report.results.append(
+                CheckResult(name, None, True, "not run: fix the pack manifest first", skipped=True)
+            )
         return report
     report = ConformanceReport(pack=pack.name, folder=folder)
     with tempfile.TemporaryDirectory(prefix="bastion-conformance-") as tmp:
@@ -471,8 +566,9 @@ def check_pack(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES) -> Con
     return report
 
 
-def _load_manifests(report: ConformanceReport, folder: Path,
-                    skill_dirs: tuple[str, ...]) -> dict[str, SkillManifest]:
+def _load_manifests(
+    report: ConformanceReport, folder: Path, skill_dirs: tuple[str, ...]
+) -> dict[str, SkillManifest]:
     """Each skill folder's manifest; manifest and unique_names results are recorded."""
     from .manifest import SKILL_MANIFEST, load_skill_manifest
 
@@ -495,11 +591,15 @@ def _load_manifests(report: ConformanceReport, folder: Path,
             manifests[m.name] = m
     dupes = {n: dirs for n, dirs in owners.items() if len(dirs) > 1}
     for name, dirs in sorted(dupes.items()):
-        report.results.append(CheckResult(
-            "unique_names", name, False,
-            f"skill name {name!r} is used by the folders {', '.join(map(repr, dirs))}; only the "
-            "first is loaded. Fix: give each skill.toml its own name",
-        ))
+        report.results.append(
+            CheckResult(
+                "unique_names",
+                name,
+                False,
+                f"skill name {name!r} is used by the folders {', '.join(map(repr, dirs))}; "
+                "only the first is loaded. Fix: give each skill.toml its own name",
+            )
+        )
     if not dupes:
         report.results.append(CheckResult("unique_names", None, True))
     return manifests
@@ -508,22 +608,34 @@ def _load_manifests(report: ConformanceReport, folder: Path,
 def _manifest_problems(m: SkillManifest) -> list[str]:
     out = []
     if len(m.description.split()) < 4:
-        out.append(f"description {m.description!r} is too short for a model to know when to "
-                   "call the skill. Fix: say in a sentence or two what it does and returns")
+        out.append(
+            f"description {m.description!r} is too short for a model to know when to "
+            "call the skill. Fix: say in a sentence or two what it does and returns"
+        )
     if not m.examples:
-        out.append("no [[examples]]. Fix: add at least one [[examples]] with input and output "
-                   "to skill.toml")
+        out.append(
+            "no [[examples]]. Fix: add at least one [[examples]] with input and output "
+            "to skill.toml"
+        )
     elif all(e.output is None for e in m.examples):
-        out.append("no example has an expected output. Fix: add output = {...} to an "
-                   "[[examples]] entry")
+        out.append(
+            "no example has an expected output. Fix: add output = {...} to an [[examples]] entry"
+        )
     if m.output_schema is None:
-        out.append("no output_schema. Fix: describe the output as a JSON Schema in "
-                   "[output_schema] so callers (and this kit) can rely on it")
+        out.append(
+            "no output_schema. Fix: describe the output as a JSON Schema in "
+            "[output_schema] so callers (and this kit) can rely on it"
+        )
     return out
 
 
-def _run_checks(report: ConformanceReport, folder: Path, skill_dirs: tuple[str, ...],
-                work: Path, fuzz_examples: int) -> None:
+def _run_checks(
+    report: ConformanceReport,
+    folder: Path,
+    skill_dirs: tuple[str, ...],
+    work: Path,
+    fuzz_examples: int,
+) -> None:
     from .kernel import Kernel
     from .policy import load_policy
 
@@ -548,12 +660,14 @@ def _run_checks(report: ConformanceReport, folder: Path, skill_dirs: tuple[str, 
                 run.fixture_origin = origin
         policy = load_policy(text=_policy_text(runs, mounts, audit_path, origin is not None))
         kernel = stack.enter_context(
-            Kernel(policy, pack_paths=[folder], entry_points=False, environ=environ))
+            Kernel(policy, pack_paths=[folder], entry_points=False, environ=environ)
+        )
         statuses = {st.name: st for st in kernel.skills()}
         dupes = {r.skill for r in report.failures("unique_names")}
         for problem in kernel.problems:
-            if problem.pack == "policy" or any(f"{d!r} appears twice" in problem.message
-                                               for d in dupes):
+            if problem.pack == "policy" or any(
+                f"{d!r} appears twice" in problem.message for d in dupes
+            ):
                 continue  # consequences of problems reported elsewhere
             report.results.append(CheckResult("manifest", None, False, problem.message))
         for name, run in runs.items():
@@ -561,8 +675,10 @@ def _run_checks(report: ConformanceReport, folder: Path, skill_dirs: tuple[str, 
             st = statuses.get(name)
             problems = _manifest_problems(m)
             if _uses_fixtures(m) and not fixtures.is_dir():
-                problems.append(f"examples use {FIXTURES_PLACEHOLDER} but {fixtures} does not "
-                                "exist. Fix: add the files the examples fetch to fixtures/http")
+                problems.append(
+                    f"examples use {FIXTURES_PLACEHOLDER} but {fixtures} does not "
+                    "exist. Fix: add the files the examples fetch to fixtures/http"
+                )
             if st is not None and not st.usable:
                 why = "; ".join(st.grant.reasons) or "no executor serves runtime " + m.runtime
                 problems.append(f"cannot run under a policy granting what it declares: {why}")
@@ -589,29 +705,41 @@ def _run_checks(report: ConformanceReport, folder: Path, skill_dirs: tuple[str, 
     for name, run in runs.items():
         if statuses.get(name) is None or not statuses[name].usable:
             for check in CHECKS[2:]:
-                report.results.append(CheckResult(check, name, True, "not run: the skill did "
-                                                  "not load", skipped=True))
+                report.results.append(
+                    CheckResult(check, name, True, "not run: the skill did not load", skipped=True)
+                )
             continue
         _judge(report, run, events, origin if run.fixture_origin else None)
 
 
-def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any]],
-           fixture_origin: str | None) -> None:
+def _judge(
+    report: ConformanceReport,
+    run: _SkillRun,
+    events: list[dict[str, Any]],
+    fixture_origin: str | None,
+) -> None:
     name = run.manifest.name
     m = run.manifest
     add = report.results.append
     examples = [c for c in run.calls if c.kind == "example"]
     fuzz = [c for c in run.calls if c.kind == "fuzz"]
 
-    def problems_for(check: str, found: list[str], fix: str = "",
-                     skipped: str | None = None) -> None:
+    def problems_for(
+        check: str, found: list[str], fix: str = "", skipped: str | None = None
+    ) -> None:
         found = sorted(set(found), key=found.index)
         if skipped is not None and not found:
             add(CheckResult(check, name, True, skipped, skipped=True))
         elif found:
             more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-            add(CheckResult(check, name, False,
-                            "; ".join(found[:3]) + more + (f". Fix: {fix}" if fix else "")))
+            add(
+                CheckResult(
+                    check,
+                    name,
+                    False,
+                    "; ".join(found[:3]) + more + (f". Fix: {fix}" if fix else ""),
+                )
+            )
         else:
             add(CheckResult(check, name, True))
 
@@ -628,15 +756,25 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
             diff = _difference(_substitute(ex.output, base), c.result.output)
             if diff:
                 found.append(f"{c.label}: {diff}")
-    problems_for("examples", found, "correct the skill, or the example's input or output in "
-                 "skill.toml", None if m.examples else "no examples to run")
+    problems_for(
+        "examples",
+        found,
+        "correct the skill, or the example's input or output in skill.toml",
+        None if m.examples else "no examples to run",
+    )
 
     # output_schema: nothing came back INVALID_OUTPUT
-    found = [f"{c.label} {_short(c.arguments, 120)}: {c.result.error.message[:300]}"
-             for c in examples + fuzz
-             if c.result.error is not None and c.result.error.code == "INVALID_OUTPUT"]
-    problems_for("output_schema", found, "return what [output_schema] describes, or correct "
-                 "the schema", None if m.output_schema is not None else "no output_schema")
+    found = [
+        f"{c.label} {_short(c.arguments, 120)}: {c.result.error.message[:300]}"
+        for c in examples + fuzz
+        if c.result.error is not None and c.result.error.code == "INVALID_OUTPUT"
+    ]
+    problems_for(
+        "output_schema",
+        found,
+        "return what [output_schema] describes, or correct the schema",
+        None if m.output_schema is not None else "no output_schema",
+    )
 
     # fuzz: generated inputs never crash the skill
     found = []
@@ -645,17 +783,22 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
         if err is None:
             continue
         if err.code in _CRASH_CODES:
-            found.append(f"{c.label} {_short(c.arguments, 200)} crashed the skill: {err.code}: "
-                         f"{err.message[:200]}")
+            found.append(
+                f"{c.label} {_short(c.arguments, 200)} crashed the skill: {err.code}: "
+                f"{err.message[:200]}"
+            )
         elif err.code == "SKILL_ERROR":
             head = _EXC_TYPE.match(err.message)
             bug = head.group(1) if head and head.group(1) in _BUG_TYPES else None
             if bug:
-                found.append(f"{c.label} {_short(c.arguments, 200)} raised "
-                             f"{err.message[:200]}")
-    problems_for("fuzz", found, "handle every input the input schema allows: check it and "
-                 "raise ValueError with a message that says what is wrong",
-                 run.fuzz_note if not fuzz else None)
+                found.append(f"{c.label} {_short(c.arguments, 200)} raised {err.message[:200]}")
+    problems_for(
+        "fuzz",
+        found,
+        "handle every input the input schema allows: check it and "
+        "raise ValueError with a message that says what is wrong",
+        run.fuzz_note if not fuzz else None,
+    )
 
     # deterministic: the same input twice gives the same result
     if m.deterministic:
@@ -666,13 +809,19 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
             if first is None:
                 continue
             a, b = first.result, c.result
-            if (a.ok, a.error.code if a.error else None) != (b.ok, b.error.code if b.error
-                                                              else None) or (
-                    a.ok and _difference(a.output, b.output) is not None):
-                found.append(f"{c.label} gave {_short(a.to_dict()['output'], 100)} then "
-                             f"{_short(b.to_dict()['output'], 100)}")
-        problems_for("deterministic", found, "remove randomness and clock reads, or set "
-                     "deterministic = false in skill.toml")
+            if (a.ok, a.error.code if a.error else None) != (
+                b.ok,
+                b.error.code if b.error else None,
+            ) or (a.ok and _difference(a.output, b.output) is not None):
+                found.append(
+                    f"{c.label} gave {_short(a.to_dict()['output'], 100)} then "
+                    f"{_short(b.to_dict()['output'], 100)}"
+                )
+        problems_for(
+            "deterministic",
+            found,
+            "remove randomness and clock reads, or set deterministic = false in skill.toml",
+        )
     else:
         add(CheckResult("deterministic", name, True, "deterministic = false", skipped=True))
 
@@ -699,15 +848,25 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
         if err is not None and err.code in _ACCESS_CODES:
             found.append(f"{c.label} was refused {err.code}: {err.message[:200]}")
     report.hosts[name] = hosts
-    problems_for("permissions", found, "declare every host in [permissions] network and every "
-                 "path in [[permissions.filesystem]] in skill.toml, or stop using it")
+    problems_for(
+        "permissions",
+        found,
+        "declare every host in [permissions] network and every "
+        "path in [[permissions.filesystem]] in skill.toml, or stop using it",
+    )
 
     # limits: examples run within the declared limits
-    found = [f"{c.label} hit {c.result.error.code}: {c.result.error.message[:200]}"
-             for c in examples
-             if c.result.error is not None and c.result.error.code in _LIMIT_CODES]
-    problems_for("limits", found, "raise [limits] timeout_ms, memory_mb or output_kb in "
-                 "skill.toml, or make the skill lighter")
+    found = [
+        f"{c.label} hit {c.result.error.code}: {c.result.error.message[:200]}"
+        for c in examples
+        if c.result.error is not None and c.result.error.code in _LIMIT_CODES
+    ]
+    problems_for(
+        "limits",
+        found,
+        "raise [limits] timeout_ms, memory_mb or output_kb in "
+        "skill.toml, or make the skill lighter",
+    )
 
     # secrets: no granted secret comes back, raw or encoded
     if run.canaries:
@@ -718,10 +877,15 @@ def _judge(report: ConformanceReport, run: _SkillRun, events: list[dict[str, Any
                 if any(form in text for form in _canary_forms(value)):
                     found.append(f"{c.label} returned the value of secret {sname}")
                 elif f"[REDACTED:{sname}]" in text:
-                    found.append(f"{c.label} returned secret {sname} (raw or encoded), which "
-                                 "Bastion redacted")
-        problems_for("secrets", found, "never put a secret, or an encoding of it, in the "
-                     "output or an error message")
+                    found.append(
+                        f"{c.label} returned secret {sname} (raw or encoded), which "
+                        "Bastion redacted"
+                    )
+        problems_for(
+            "secrets",
+            found,
+            "never put a secret, or an encoding of it, in the output or an error message",
+        )
     else:
         add(CheckResult("secrets", name, True, "declares no secrets", skipped=True))
 
@@ -739,8 +903,9 @@ _CACHE: dict[tuple[Path, int], ConformanceReport] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def conformance_report(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES
-                       ) -> ConformanceReport:
+def conformance_report(
+    path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES
+) -> ConformanceReport:
     """``check_pack`` once per pack folder per process (pytest tests share one run)."""
     key = (find_pack_folder(path), fuzz_examples)
     with _CACHE_LOCK:
@@ -749,8 +914,9 @@ def conformance_report(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES
         return _CACHE[key]
 
 
-def run_conformance(path: Path, *, json_report: Path | None = None,
-                    stream: TextIO = sys.stdout) -> int:
+def run_conformance(
+    path: Path, *, json_report: Path | None = None, stream: TextIO = sys.stdout
+) -> int:
     """``bastion test PATH``: print the report; 0 all passed, 1 a check failed, 2 no pack."""
     try:
         report = check_pack(path)
@@ -759,18 +925,25 @@ def run_conformance(path: Path, *, json_report: Path | None = None,
         return 2
     stream.write(report.render() + "\n")
     if json_report is not None:
-        Path(json_report).write_text(json.dumps(report.to_dict(), indent=2) + "\n",
-                                     encoding="utf-8")
+        Path(json_report).write_text(
+            json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
     return 0 if report.ok else 1
 
 
 # -- pytest plugin (``-p bastion.testing`` or the ``pytest11`` entry point) ------------------
 
+
 def pytest_addoption(parser: Any) -> None:
     """``--bastion-pack PATH``: run the conformance checks of that pack as tests."""
     group = parser.getgroup("bastion", "Bastion conformance kit")
-    group.addoption("--bastion-pack", action="append", default=[], metavar="PATH",
-                    help="run Bastion's conformance checks on the pack at PATH (repeatable)")
+    group.addoption(
+        "--bastion-pack",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="run Bastion's conformance checks on the pack at PATH (repeatable)",
+    )
 
 
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
@@ -787,7 +960,7 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
 def _pytest_item(session: Any, folder: Path, check: str) -> Any:
     import pytest
 
-    class ConformanceItem(pytest.Item):  # type: ignore[misc]
+    class ConformanceItem(pytest.Item):
         def runtest(self) -> None:
             conformance_report(folder).assert_passed(check)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import ConfigError
 from .guard import ApprovalRequest
+from .progress import progress_after
 from .table import render_table
 
 __all__ = ["TerminalApprover", "main"]
@@ -60,32 +59,6 @@ class TerminalApprover:
         self._err.flush()
         answer = self._in.readline().strip().lower()
         return answer in ("y", "yes")
-
-
-def _progress_after(delay: float, message: str, out: TextIO) -> Callable[[], None]:
-    """Print ``message`` (then dots) if the work takes longer than ``delay``; returns a stopper."""
-    done = threading.Event()
-    start = time.monotonic()
-
-    def run() -> None:
-        if done.wait(delay):
-            return
-        out.write(message)
-        out.flush()
-        while not done.wait(1.0):
-            out.write(".")
-            out.flush()
-        out.write(f" done ({time.monotonic() - start:.1f} s)\n")
-        out.flush()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def stop() -> None:
-        done.set()
-        t.join()
-
-    return stop
 
 
 def _kernel(args: argparse.Namespace, **kw: Any) -> Any:
@@ -250,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _kernel(args, approver=TerminalApprover()) as k:
         st = k.skill(args.name)
         if st is not None and st.usable and st.skill.runtime != "native":
-            stop = _progress_after(
+            stop = progress_after(
                 0.4,
                 f"preparing {args.name}: building and compiling the sandbox (first run only)",
                 sys.stderr,
@@ -449,6 +422,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    import functools
+
+    from .chat import run_chat
+
+    return run_chat(args, functools.partial(_kernel, args), TerminalApprover())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .logs import configure_logging
@@ -500,6 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check the installation, policy and packs")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_doctor)
+
+    c = sub.add_parser("chat", help="talk to a model that can use the granted skills")
+    c.add_argument("prompt", nargs="*", help="one-shot prompt (default: interactive)")
+    c.add_argument(
+        "--model",
+        help="model name (default $BASTION_MODEL or claude-sonnet-4-5; 'test' runs offline)",
+    )
+    c.add_argument("--base-url", help="Messages API base URL (default $ANTHROPIC_BASE_URL)")
+    c.add_argument("--max-steps", type=int, default=16, help="model calls per prompt")
+    c.add_argument("--budget", type=float, metavar="USD", help="stop when the cost passes this")
+    c.add_argument("--session", metavar="NAME", help="persist and resume this conversation")
+    c.add_argument("--list", action="store_true", help="list saved sessions")
+    c.add_argument("--json", action="store_true", help="with --list: JSON")
+    c.set_defaults(func=cmd_chat)
 
     n = sub.add_parser("new", help="create a skill pack from the template")
     n.add_argument("name", help="the skill's name (also names the pack)")

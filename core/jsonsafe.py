@@ -49,7 +49,7 @@ class JSONInvalidError(ExecutionError):
 
 def _snippet(text: str, pos: int) -> str:
     """A short quoted excerpt around ``pos`` for an error message."""
-    return repr(text[max(0, pos - 15):pos + 15])
+    return repr(text[max(0, pos - 15) : pos + 15])
 
 
 def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
@@ -62,7 +62,8 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
     items = skeleton.count(",") + skeleton.count("[") + skeleton.count("{")
     if items > max_items:
         raise JSONLimitError(
-            code, f"JSON holds about {items} values, over the limit of {max_items}",
+            code,
+            f"JSON holds about {items} values, over the limit of {max_items}",
             limit="items",
         )
     brackets = _NOT_BRACKET.sub("", skeleton)
@@ -71,7 +72,8 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
     depth = max(itertools.accumulate(_STEP[c] for c in brackets))
     if depth > max_depth:
         raise JSONLimitError(
-            code, f"JSON is nested {depth} levels deep, over the limit of {max_depth}",
+            code,
+            f"JSON is nested {depth} levels deep, over the limit of {max_depth}",
             limit="depth",
         )
 
@@ -110,7 +112,11 @@ def _repair_surrogates(value: Any) -> Any:
 
 
 def loads_bounded(
-    data: bytes | str, *, max_bytes: int, max_depth: int = 64, max_items: int = 100_000,
+    data: bytes | str,
+    *,
+    max_bytes: int,
+    max_depth: int = 64,
+    max_items: int = 100_000,
     code: ErrorCode = ErrorCode.INVALID_OUTPUT,
 ) -> JSONValue:
     """Parse untrusted JSON within limits; every failure is an ``ExecutionError`` with ``code``.
@@ -142,7 +148,8 @@ def loads_bounded(
         value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise JSONInvalidError(
-            code, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            code,
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
             f"near {_snippet(text, exc.pos)}",
         ) from None
     except (ValueError, RecursionError) as exc:  # NaN/Infinity, over-long integers
@@ -152,8 +159,21 @@ def loads_bounded(
     return value
 
 
-def _where(path: tuple[str | int, ...]) -> str:
-    return "value" + "".join(f"[{p}]" if isinstance(p, int) else f"[{p!r}]" for p in path)
+_Link = tuple[Any, str | int] | None
+"""A path as a linked list ``(parent_link, key)``: constant cost per level, unlike tuples."""
+
+
+def _where(link: _Link, limit: int = 12) -> str:
+    keys: list[str | int] = []
+    depth = 0
+    while link is not None:
+        link, key = link
+        depth += 1
+        keys.append(key)
+    keys.reverse()
+    shown = keys[:limit]
+    text = "value" + "".join(f"[{k}]" if isinstance(k, int) else f"[{k!r}]" for k in shown)
+    return text + ("..." if depth > limit else "")
 
 
 def check_value(
@@ -163,20 +183,20 @@ def check_value(
     """Check that a Python value is JSON (dict with str keys, list/tuple, str, int, finite float,
     bool, None) within depth and item limits, without recursion; raise with ``code`` if not."""
     items = 0
-    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 0, ())]
+    stack: list[tuple[Any, int, _Link]] = [(value, 0, None)]
     while stack:
-        node, depth, path = stack.pop()
+        node, depth, link = stack.pop()
         if node is None or isinstance(node, (str, bool, int)):
             continue
         if isinstance(node, float):
             if not math.isfinite(node):
-                raise JSONInvalidError(code, f"{_where(path)} is {node!r}, which is not JSON")
+                raise JSONInvalidError(code, f"{_where(link)} is {node!r}, which is not JSON")
             continue
         if isinstance(node, (list, tuple, dict)):
             depth += 1
             if depth > max_depth:
                 raise JSONLimitError(
-                    code, f"{_where(path[:8])}... is nested over the limit of {max_depth} "
+                    code, f"{_where(link, 8)} is nested over the limit of {max_depth} "
                     "levels (or refers to itself)", limit="depth",
                 )
             items += len(node)
@@ -188,15 +208,15 @@ def check_value(
                 for key, item in node.items():
                     if not isinstance(key, str):
                         raise JSONInvalidError(
-                            code, f"{_where(path)} has the key {key!r} of type "
+                            code, f"{_where(link)} has the key {key!r} of type "
                             f"{type(key).__name__}; JSON object keys must be strings",
                         )
-                    stack.append((item, depth, (*path, key)))
+                    stack.append((item, depth, (link, key)))
             else:
-                stack.extend((item, depth, (*path, i)) for i, item in enumerate(node))
+                stack.extend((item, depth, (link, i)) for i, item in enumerate(node))
             continue
         raise JSONInvalidError(
-            code, f"{_where(path)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
+            code, f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
             "not JSON; use dict, list, str, int, float, bool or None",
         )
 

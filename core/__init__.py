@@ -7,6 +7,8 @@ LLM tool loop. Importing ``bastion`` loads neither wasmtime nor the model SDKs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BastionError,
     ConfigError,
@@ -31,16 +33,53 @@ from .skill import Skill
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .agent import Agent, AgentRun
+    from .audit import AuditLog, NullAudit
+    from .conversations import ConversationStore
+    from .models import AnthropicModel, FallbackModel, ScriptedModel, TestModel
+
+_LAZY = {
+    "Agent": "agent",
+    "AgentRun": "agent",
+    "AnthropicModel": "models",
+    "AuditLog": "audit",
+    "ConversationStore": "conversations",
+    "FallbackModel": "models",
+    "NullAudit": "audit",
+    "ScriptedModel": "models",
+    "TestModel": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The LLM-loop names load on first use, so ``import bastion`` stays cheap."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "Agent",
+    "AgentRun",
+    "AnthropicModel",
     "ApprovalRequest",
     "Approver",
+    "AuditLog",
     "BastionError",
     "Capabilities",
     "ConfigError",
+    "ConversationStore",
     "ErrorCode",
     "ExecutionError",
     "ExecutionRequest",
     "Executor",
+    "FallbackModel",
     "Grant",
     "GuardAction",
     "GuardDecision",
@@ -51,14 +90,17 @@ __all__ = [
     "Mount",
     "NativeSkill",
     "NetRule",
+    "NullAudit",
     "PackError",
     "PackManifest",
     "Policy",
     "PolicyError",
     "RuleError",
+    "ScriptedModel",
     "Skill",
     "SkillManifest",
     "SkillStatus",
+    "TestModel",
     "ToolError",
     "ToolResult",
     "ToolSpec",

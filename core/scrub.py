@@ -23,12 +23,12 @@ _CHAINING: Final = re.compile(
     r"|The above exception was the direct cause of the following exception:)\s*$"
 )
 _FRAME: Final = re.compile(r'File "[^"\n]{0,4096}", line \d+(?:, in [^\n]*)?')
-_SEG = r"[\w.@+~%,=\-]"
+_SEG = r"[\w.@+~%\-]"
 _PATHS: Final = re.compile(
-    r"\bfile:[^\s\"'<>]*"  # file: URLs
+    r"\bfile:[^\s\"'<>,;]*"  # file: URLs
     r"|(?<![\w.:/~\\\-])~?/" + _SEG + r"*(?:/" + _SEG + r"*)*"  # /abs/path, ~/path
-    r"|(?<![\w\\])[A-Za-z]:\\[^\s\"'<>|]*"  # C:\path
-    r"|(?<![\w\\])\\\\[^\s\"'<>|]+"  # \\server\share
+    r"|(?<![\w\\])[A-Za-z]:\\[^\s\"'<>|,;]*"  # C:\path
+    r"|(?<![\w\\])\\\\[^\s\"'<>|,;]+"  # \\server\share
 )
 _SPACE: Final = re.compile(r"\s+")
 

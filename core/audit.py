@@ -59,8 +59,11 @@ def _hide_secret_fields(value: Any) -> Any:
         node = stack.pop()
         if isinstance(node, dict):
             for key, item in node.items():
-                if _SECRET_FIELD.search(key) and not isinstance(item, (int, float, bool)) \
-                        and item is not None:
+                if (
+                    _SECRET_FIELD.search(key)
+                    and not isinstance(item, (int, float, bool))
+                    and item is not None
+                ):
                     node[key] = "[REDACTED:FIELD]"
                 elif isinstance(item, (dict, list)):
                     stack.append(item)
@@ -73,9 +76,15 @@ class AuditLog:
     """Append-only JSON-lines audit log with a background flusher and size-based rotation."""
 
     def __init__(
-        self, path: Path | str, *, flush_interval_s: float = 0.2, batch: int = 64,
-        rotate_bytes: int = 50 * 1024 * 1024, keep: int = 5,
-        redact: Sanitizer | Iterable[str] | None = None, max_pending: int = 10_000,
+        self,
+        path: Path | str,
+        *,
+        flush_interval_s: float = 0.2,
+        batch: int = 64,
+        rotate_bytes: int = 50 * 1024 * 1024,
+        keep: int = 5,
+        redact: Sanitizer | Iterable[str] | None = None,
+        max_pending: int = 10_000,
     ) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
@@ -83,9 +92,16 @@ class AuditLog:
         self.rotate_bytes = rotate_bytes
         self.keep = max(1, keep)
         self.max_pending = max(1, max_pending)
-        self._sanitizer = redact if isinstance(redact, Sanitizer) else Sanitizer(SanitizeConfig(
-            max_output_bytes=_RECORD_CAP, redact_secrets=tuple(redact or ()),
-        ))
+        self._sanitizer = (
+            redact
+            if isinstance(redact, Sanitizer)
+            else Sanitizer(
+                SanitizeConfig(
+                    max_output_bytes=_RECORD_CAP,
+                    redact_secrets=tuple(redact or ()),
+                )
+            )
+        )
         self._cond = threading.Condition()
         self._io = threading.Lock()
         self._pending: list[tuple[int, str]] = []
@@ -164,7 +180,9 @@ class AuditLog:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -178,8 +196,11 @@ class AuditLog:
         try:
             plain = json.loads(json.dumps(record, default=str, ensure_ascii=False))
         except (ValueError, TypeError, RecursionError) as exc:
-            plain = {"ts": record["ts"], "event": record["event"],
-                     "unserializable": f"{type(exc).__name__}: {exc}"[:200]}
+            plain = {
+                "ts": record["ts"],
+                "event": record["event"],
+                "unserializable": f"{type(exc).__name__}: {exc}"[:200],
+            }
         plain = _hide_secret_fields(plain)
         clean = self._sanitizer.clean_value(plain).value
         if not isinstance(clean, dict):  # the record was over the size cap: keep it a record
@@ -204,8 +225,9 @@ class AuditLog:
                     self._cond.wait(self.flush_interval_s)
                 # Batching window: the first queued record waits at most one interval.
                 self._cond.wait_for(
-                    lambda: self._closing or self._flush_requested
-                    or len(self._pending) >= self.batch,
+                    lambda: (
+                        self._closing or self._flush_requested or len(self._pending) >= self.batch
+                    ),
                     self.flush_interval_s,
                 )
                 if self._closing and not self._pending:
@@ -314,7 +336,9 @@ class NullAudit:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -355,7 +379,7 @@ class AuditReader:
         except OSError:
             siblings = []
         for p in siblings:
-            suffix = p.name[len(self.path.name) + 1:]
+            suffix = p.name[len(self.path.name) + 1 :]
             if suffix.isdigit():
                 rotated.append((int(suffix), p))
         return [p for _, p in sorted(rotated, reverse=True)] + [self.path]
@@ -404,7 +428,10 @@ class AuditReader:
 
 
 def read_audit(
-    path: Path | str, *, skill: str | None = None, since: datetime | str | None = None,
+    path: Path | str,
+    *,
+    skill: str | None = None,
+    since: datetime | str | None = None,
     event: str | None = None,
 ) -> AuditReader:
     """Records of the log at ``path`` (rotated files first), filtered; iterate the result, then

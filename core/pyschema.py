@@ -33,8 +33,12 @@ _SUPPORTED: Final = (
 _TYPING_MODULES: Final = frozenset({"typing", "typing_extensions"})
 _BUILTINS: Final = frozenset({"str", "int", "float", "bool", "list", "dict", "None"})
 _SCALARS: Final[dict[str, dict[str, Any]]] = {
-    "str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
-    "bool": {"type": "boolean"}, "None": {"type": "null"}, "NoneType": {"type": "null"},
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "None": {"type": "null"},
+    "NoneType": {"type": "null"},
 }
 _DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 
@@ -113,8 +117,11 @@ class _Analyzer:
             if node.id in _BUILTINS or node.id in self.typeddicts:
                 return node.id
             return None
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in self.modules):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in self.modules
+        ):
             return node.attr
         if isinstance(node, ast.Constant) and node.value is None:
             return "None"
@@ -126,8 +133,9 @@ class _Analyzer:
             try:
                 inner = ast.parse(node.value.strip(), mode="eval").body
             except SyntaxError:
-                raise _Unsupported(f"the string annotation {node.value!r} does not parse",
-                                   node) from None
+                raise _Unsupported(
+                    f"the string annotation {node.value!r} does not parse", node
+                ) from None
             ast.copy_location(inner, node)
             return self.schema(inner)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
@@ -140,12 +148,16 @@ class _Analyzer:
         if name in self.typeddicts:
             return self._typeddict(name)
         if name == "Any":
-            raise _Unsupported("`Any` is not allowed", node,
-                               "say what the parameter holds: " + _SUPPORTED)
+            raise _Unsupported(
+                "`Any` is not allowed", node, "say what the parameter holds: " + _SUPPORTED
+            )
         if name in ("list", "List", "dict", "Dict"):
             hint = "list[str]" if name.lower() == "list" else "dict[str, int]"
-            raise _Unsupported(f"bare `{name}` does not say what it holds", node,
-                               f"give the item type, e.g. `{hint}`")
+            raise _Unsupported(
+                f"bare `{name}` does not say what it holds",
+                node,
+                f"give the item type, e.g. `{hint}`",
+            )
         raise _Unsupported(f"`{ast.unparse(node)}` is not a supported type", node)
 
     def _generic(self, node: ast.Subscript) -> dict[str, Any]:
@@ -155,8 +167,11 @@ class _Analyzer:
             return {"type": "array", "items": self.schema(args[0])}
         if name in ("dict", "Dict") and len(args) == 2:
             if self.name_of(args[0]) != "str":
-                raise _Unsupported(f"`{ast.unparse(node)}` has non-string keys", node,
-                                   "JSON object keys are strings: use `dict[str, ...]`")
+                raise _Unsupported(
+                    f"`{ast.unparse(node)}` has non-string keys",
+                    node,
+                    "JSON object keys are strings: use `dict[str, ...]`",
+                )
             return {"type": "object", "additionalProperties": self.schema(args[1])}
         if name == "Optional" and len(args) == 1:
             return _union([self.schema(args[0]), {"type": "null"}])
@@ -165,11 +180,17 @@ class _Analyzer:
         if name == "Literal":
             values: list[Any] = []
             for a in args:
-                if not (isinstance(a, ast.Constant)
-                        and (a.value is None or isinstance(a.value, (str, int, bool)))):
-                    raise _Unsupported(f"`{ast.unparse(a)}` in `{ast.unparse(node)}` is not a "
-                                       "str, int, bool or None literal", node)
-                values.append(a.value)
+                try:
+                    v = ast.literal_eval(a)  # also -1, which is a unary minus node
+                except (ValueError, TypeError, SyntaxError, RecursionError):
+                    v = ...
+                if not (v is None or isinstance(v, (str, int, bool))):
+                    raise _Unsupported(
+                        f"`{ast.unparse(a)}` in `{ast.unparse(node)}` is not a "
+                        "str, int, bool or None literal",
+                        node,
+                    )
+                values.append(v)
             return {"enum": values}
         if name == "Annotated" and len(args) >= 2:
             out = self.schema(args[0])
@@ -184,8 +205,11 @@ class _Analyzer:
 
     def _typeddict(self, name: str) -> dict[str, Any]:
         if name in self._building:
-            raise _Unsupported(f"TypedDict `{name}` refers to itself", self.typeddicts[name].node,
-                               "JSON Schemas for tools are not recursive; flatten the type")
+            raise _Unsupported(
+                f"TypedDict `{name}` refers to itself",
+                self.typeddicts[name].node,
+                "JSON Schemas for tools are not recursive; flatten the type",
+            )
         self._building.append(name)
         try:
             td = self.typeddicts[name]
@@ -201,7 +225,9 @@ class _Analyzer:
                 ann = stmt.annotation
                 need = td.total
                 if isinstance(ann, ast.Subscript) and self.name_of(ann.value) in (
-                        "Required", "NotRequired"):
+                    "Required",
+                    "NotRequired",
+                ):
                     need = self.name_of(ann.value) == "Required"
                     ann = ann.slice
                 field = stmt.target.id
@@ -210,8 +236,11 @@ class _Analyzer:
                     required.append(field)
                 elif not need and field in required:
                     required.remove(field)
-            out: dict[str, Any] = {"type": "object", "properties": props,
-                                   "additionalProperties": False}
+            out: dict[str, Any] = {
+                "type": "object",
+                "properties": props,
+                "additionalProperties": False,
+            }
             if required:
                 out["required"] = required
             return out
@@ -280,9 +309,13 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
                 break  # the next NumPy section
             if item_indent is None:
                 item_indent = indent
-            if indent < item_indent or (not numpy and indent == item_indent
-                                        and _ANY_HEADER.match(line) and current is not None
-                                        and not _GOOGLE_ITEM.match(line.strip())):
+            if indent < item_indent or (
+                not numpy
+                and indent == item_indent
+                and _ANY_HEADER.match(line)
+                and current is not None
+                and not _GOOGLE_ITEM.match(line.strip())
+            ):
                 break
             text = line.strip()
             if indent == item_indent:
@@ -297,11 +330,15 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return " ".join(para), params
 
 
-def _error(filename: str, node: ast.AST | None, message: str, fix: str | None,
-           param: str | None = None) -> ManifestError:
+def _error(
+    filename: str, node: ast.AST | None, message: str, fix: str | None, param: str | None = None
+) -> ManifestError:
     line = getattr(node, "lineno", None)
-    where = ", ".join(p for p in (
-        f"line {line}" if line else None, f"parameter `{param}`" if param else None) if p)
+    where = ", ".join(
+        p
+        for p in (f"line {line}" if line else None, f"parameter `{param}`" if param else None)
+        if p
+    )
     return ManifestError(message, source=filename, where=where or None, fix=fix)
 
 
@@ -312,13 +349,26 @@ def _default(node: ast.expr, filename: str, param: str) -> Any:
     try:
         value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise _error(filename, node, f"the default `{ast.unparse(node)}` of `{param}` is not a "
-                     "literal", f"use {_ALLOWED_DEFAULTS}", param) from None
-    ok = value is None or isinstance(value, (str, bool, int, float)) or (
-        isinstance(value, (list, dict)) and not value)
+        raise _error(
+            filename,
+            node,
+            f"the default `{ast.unparse(node)}` of `{param}` is not a literal",
+            f"use {_ALLOWED_DEFAULTS}",
+            param,
+        ) from None
+    ok = (
+        value is None
+        or isinstance(value, (str, bool, int, float))
+        or (isinstance(value, (list, dict)) and not value)
+    )
     if not ok or (isinstance(value, float) and value != value):
-        raise _error(filename, node, f"the default {value!r} of `{param}` is not allowed",
-                     f"use {_ALLOWED_DEFAULTS}", param)
+        raise _error(
+            filename,
+            node,
+            f"the default {value!r} of `{param}` is not allowed",
+            f"use {_ALLOWED_DEFAULTS}",
+            param,
+        )
     return value
 
 
@@ -328,33 +378,64 @@ def derive_schema(source: str, filename: str) -> DerivedSkill:
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
-        raise ManifestError(f"the source does not parse: {exc.msg}", source=filename,
-                            where=f"line {exc.lineno}" if exc.lineno else None,
-                            fix="fix the syntax error") from None
+        raise ManifestError(
+            f"the source does not parse: {exc.msg}",
+            source=filename,
+            where=f"line {exc.lineno}" if exc.lineno else None,
+            fix="fix the syntax error",
+        ) from None
     except (ValueError, RecursionError, MemoryError) as exc:
-        raise ManifestError(f"the source cannot be parsed ({type(exc).__name__})",
-                            source=filename, fix="simplify the source") from None
-    runs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and n.name == "run"]
+        raise ManifestError(
+            f"the source cannot be parsed ({type(exc).__name__})",
+            source=filename,
+            fix="simplify the source",
+        ) from None
+    runs = [
+        n
+        for n in tree.body
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "run"
+    ]
     if not runs:
-        raise ManifestError("no top-level `def run(...)` found", source=filename,
-                            fix="define the skill's entry point as a top-level function `run`")
+        raise ManifestError(
+            "no top-level `def run(...)` found",
+            source=filename,
+            fix="define the skill's entry point as a top-level function `run`",
+        )
     func = runs[-1]
     if isinstance(func, ast.AsyncFunctionDef):
-        raise _error(filename, func, "`run` is `async def`", "make `run` a plain `def`: "
-                     "skills run synchronously in the sandbox")
+        raise _error(
+            filename,
+            func,
+            "`run` is `async def`",
+            "make `run` a plain `def`: skills run synchronously in the sandbox",
+        )
     analyzer = _Analyzer(tree)
     a = func.args
     if a.posonlyargs:
         p = a.posonlyargs[0]
-        raise _error(filename, p, f"parameter `{p.arg}` is positional-only",
-                     "remove the `/` marker: skills are called with keyword arguments", p.arg)
+        raise _error(
+            filename,
+            p,
+            f"parameter `{p.arg}` is positional-only",
+            "remove the `/` marker: skills are called with keyword arguments",
+            p.arg,
+        )
     if a.vararg:
-        raise _error(filename, a.vararg, f"`*{a.vararg.arg}` is not allowed",
-                     "declare each parameter by name with a type", a.vararg.arg)
+        raise _error(
+            filename,
+            a.vararg,
+            f"`*{a.vararg.arg}` is not allowed",
+            "declare each parameter by name with a type",
+            a.vararg.arg,
+        )
     if a.kwarg:
-        raise _error(filename, a.kwarg, f"`**{a.kwarg.arg}` is not allowed",
-                     "declare each parameter by name with a type", a.kwarg.arg)
+        raise _error(
+            filename,
+            a.kwarg,
+            f"`**{a.kwarg.arg}` is not allowed",
+            "declare each parameter by name with a type",
+            a.kwarg.arg,
+        )
     doc = ast.get_docstring(func) or ""
     description, param_docs = _parse_docstring(doc)
     defaults: list[ast.expr | None] = (
@@ -365,14 +446,23 @@ def derive_schema(source: str, filename: str) -> DerivedSkill:
     for arg, default in zip([*a.args, *a.kwonlyargs], defaults, strict=True):
         name = arg.arg
         if arg.annotation is None:
-            raise _error(filename, arg, f"parameter `{name}` has no type annotation",
-                         f"annotate `{name}` with a supported type: {_SUPPORTED}", name)
+            raise _error(
+                filename,
+                arg,
+                f"parameter `{name}` has no type annotation",
+                f"annotate `{name}` with a supported type: {_SUPPORTED}",
+                name,
+            )
         try:
             prop = analyzer.schema(arg.annotation)
         except _Unsupported as exc:
-            raise _error(filename, exc.node, f"parameter `{name}`: {exc.what}",
-                         exc.fix or f"annotate `{name}` with a supported type: {_SUPPORTED}",
-                         name) from None
+            raise _error(
+                filename,
+                exc.node,
+                f"parameter `{name}`: {exc.what}",
+                exc.fix or f"annotate `{name}` with a supported type: {_SUPPORTED}",
+                name,
+            ) from None
         if name in param_docs and param_docs[name] and "description" not in prop:
             prop["description"] = param_docs[name]
         if default is None:
@@ -380,14 +470,23 @@ def derive_schema(source: str, filename: str) -> DerivedSkill:
         else:
             value = _default(default, filename, name)
             if not jsonschema.Draft202012Validator(prop).is_valid(value):
-                raise _error(filename, default, f"the default {value!r} of `{name}` does not "
-                             f"match its type `{ast.unparse(arg.annotation)}`",
-                             f"change the default, or write `{ast.unparse(arg.annotation)} | "
-                             "None` if None means 'not given'", name)
+                raise _error(
+                    filename,
+                    default,
+                    f"the default {value!r} of `{name}` does not "
+                    f"match its type `{ast.unparse(arg.annotation)}`",
+                    f"change the default, or write `{ast.unparse(arg.annotation)} | "
+                    "None` if None means 'not given'",
+                    name,
+                )
             prop["default"] = value
         props[name] = prop
-    schema: dict[str, Any] = {"$schema": _DRAFT, "type": "object", "properties": props,
-                              "additionalProperties": False}
+    schema: dict[str, Any] = {
+        "$schema": _DRAFT,
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+    }
     if required:
         schema["required"] = required
     output: dict[str, Any] | None = None

@@ -59,12 +59,12 @@ _MIN_CAP: Final = 64
 # -- step 2: escapes and invisibles -------------------------------------------------------
 
 _ANSI: Final = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"                       # CSI
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI
     # OSC/DCS/SOS/PM/APC strings, only when terminated (else the introducer alone goes and the
     # body stays visible as text); the body excludes every introducer, so scans never overlap.
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\x90\x98\x9d\x9e\x9f\n]*"
     r"(?:\x07|\x1b\\|\x9c)"
-    r"|\x1b[ -/]*[0-~]"                                         # other ESC sequences
+    r"|\x1b[ -/]*[0-~]"  # other ESC sequences
 )
 _NEWLINES: Final = re.compile("\r\n?|[\u2028\u2029]")
 _INVISIBLE: Final = re.compile(
@@ -79,14 +79,25 @@ _TOKEN_CHARS = r"A-Za-z0-9_\-"
 # (marker name, substrings one of which must be present, pattern)
 _CREDENTIALS: Final[tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...]] = (
     ("API_KEY", ("sk-",), re.compile(rf"(?<![{_TOKEN_CHARS}])sk-[{_TOKEN_CHARS}]{{20,}}")),
-    ("AWS_KEY", ("AKIA", "ASIA"), re.compile(
-        r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
-    ("GITHUB_TOKEN", ("gh", "github_pat_"), re.compile(
-        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
+    (
+        "AWS_KEY",
+        ("AKIA", "ASIA"),
+        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+    ),
+    (
+        "GITHUB_TOKEN",
+        ("gh", "github_pat_"),
+        re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    ),
     ("SLACK_TOKEN", ("xox",), re.compile(r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("JWT", ("eyJ",), re.compile(
-        rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]{{8,}}\.eyJ[{_TOKEN_CHARS}]{{8,}}"
-        rf"\.[{_TOKEN_CHARS}]*")),
+    (
+        "JWT",
+        ("eyJ",),
+        re.compile(
+            rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]{{8,}}\.eyJ[{_TOKEN_CHARS}]{{8,}}"
+            rf"\.[{_TOKEN_CHARS}]*"
+        ),
+    ),
 )
 # The token of "Bearer <token>" is replaced, the word kept. Tokens are long: prose is spared.
 _BEARER: Final = re.compile(r"(?<![A-Za-z0-9])(Bearer[ \t]+)[A-Za-z0-9._~+/\-]{16,}=*", re.I)
@@ -182,8 +193,11 @@ class SanitizeReport:
     @property
     def changed(self) -> bool:
         return bool(
-            self.redactions or self.ansi_removed or self.controls_removed
-            or self.invalid_replaced or self.bytes_cut
+            self.redactions
+            or self.ansi_removed
+            or self.controls_removed
+            or self.invalid_replaced
+            or self.bytes_cut
         )
 
     def merge(self, other: SanitizeReport) -> None:
@@ -198,8 +212,10 @@ class SanitizeReport:
         """A JSON-ready summary for the audit log (counts only, never content)."""
         return {
             "redactions": dict(sorted(self.redactions.items())),
-            "ansi_removed": self.ansi_removed, "controls_removed": self.controls_removed,
-            "invalid_replaced": self.invalid_replaced, "bytes_cut": self.bytes_cut,
+            "ansi_removed": self.ansi_removed,
+            "controls_removed": self.controls_removed,
+            "invalid_replaced": self.invalid_replaced,
+            "bytes_cut": self.bytes_cut,
             "strings_truncated": self.strings_truncated,
         }
 
@@ -231,7 +247,7 @@ def _base64_cores(raw: bytes) -> set[str]:
     n = len(raw)
     for k in range(3):
         enc = base64.b64encode(b"\0" * k + raw + b"\0\0").decode("ascii")
-        core = enc[(8 * k + 5) // 6:(8 * (k + n)) // 6]
+        core = enc[(8 * k + 5) // 6 : (8 * (k + n)) // 6]
         if len(core) >= 4:
             cores.add(core)
             cores.add(core.translate(str.maketrans("+/", "-_")))
@@ -244,9 +260,9 @@ def _url_pattern(secret: str) -> str:
     for ch in secret:
         alts = [re.escape(ch)]
         for b in ch.encode("utf-8"):
-            alts.append("%" + "".join(
-                f"[{c}{c.lower()}]" if c.isalpha() else c for c in f"{b:02X}"
-            ))
+            alts.append(
+                "%" + "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in f"{b:02X}")
+            )
         if ch == " ":
             alts.append(r"\+")
         enc = "".join(alts[1:]) if len(ch.encode("utf-8")) > 1 else None
@@ -315,20 +331,20 @@ class Sanitizer:
         self.config = config or SanitizeConfig()
         secrets = self.config.redact_secrets
         named: list[tuple[str, str]] = (
-            [(_label(k), v) for k, v in secrets.items()] if isinstance(secrets, Mapping)
+            [(_label(k), v) for k, v in secrets.items()]
+            if isinstance(secrets, Mapping)
             else [("SECRET", v) for v in secrets]
         )
         self._secrets = _SecretMatcher(named, self.config.min_encoded_secret_len)
         paths = sorted(
             {p.rstrip("/\\") for p in self.config.redact_paths if len(p.rstrip("/\\")) > 1},
-            key=len, reverse=True,
+            key=len,
+            reverse=True,
         )
         # Every occurrence is hidden, even inside a longer name (``/home/alice.bak``): the
         # prefix itself is the host fact (a user name, a mount's location).
         self._paths = tuple(paths)
-        self._path_re = (
-            re.compile("|".join(re.escape(p) for p in paths)) if paths else None
-        )
+        self._path_re = re.compile("|".join(re.escape(p) for p in paths)) if paths else None
 
     # -- text ---------------------------------------------------------------------------
 
@@ -347,9 +363,7 @@ class Sanitizer:
             raw = bytes(text)
             text = raw.decode("utf-8", errors="replace")
             if "\ufffd" in text:
-                report.invalid_replaced += text.count("\ufffd") - raw.count(
-                    "\ufffd".encode()
-                )
+                report.invalid_replaced += text.count("\ufffd") - raw.count("\ufffd".encode())
         elif not text.isascii():
             text, n = _SURROGATE.subn("\ufffd", text)
             report.invalid_replaced += n
@@ -400,8 +414,7 @@ class Sanitizer:
         """
         report = SanitizeReport()
         cleaned, strings = self._walk(value, report)
-        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
-                   .encode("utf-8"))
+        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         cap = self.config.max_output_bytes
         if size > cap:
             cleaned = self._fit(cleaned, strings, size, cap, report)
@@ -438,17 +451,21 @@ class Sanitizer:
         return root[0], strings
 
     def _fit(
-        self, value: Any, strings: list[_Slot], size: int, cap: int, report: SanitizeReport,
+        self,
+        value: Any,
+        strings: list[_Slot],
+        size: int,
+        cap: int,
+        report: SanitizeReport,
     ) -> Any:
         costs = [_json_len(s.get()) for s in strings]
         fixed = size - sum(costs)
-        worst_marker = _json_len(self.config.marker.format(bytes=10 ** 12))
+        worst_marker = _json_len(self.config.marker.format(bytes=10**12))
         # Largest per-string content budget L such that the total fits (binary search).
         lo, hi, best = 0, max(costs, default=0), -1
         while lo <= hi:
             mid = (lo + hi) // 2
-            total = fixed + sum(c if c <= mid + worst_marker else mid + worst_marker
-                                for c in costs)
+            total = fixed + sum(c if c <= mid + worst_marker else mid + worst_marker for c in costs)
             if total <= cap:
                 best, lo = mid, mid + 1
             else:
@@ -456,8 +473,9 @@ class Sanitizer:
         if best >= 0:
             for slot, cost in zip(strings, costs, strict=True):
                 if cost > best + worst_marker:
-                    slot.set(_truncate_to(slot.get(), best + worst_marker, self, report,
-                                          json_cost=True))
+                    slot.set(
+                        _truncate_to(slot.get(), best + worst_marker, self, report, json_cost=True)
+                    )
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
             if len(text.encode("utf-8")) <= cap:
                 return value
@@ -482,19 +500,23 @@ class _Slot:
 
 def _json_len(s: str) -> int:
     """Bytes of ``s`` as a compact JSON string (quotes and escapes included)."""
-    return (len(s.encode("utf-8")) + 2 + s.count('"') + s.count("\\") + s.count("\n")
-            + s.count("\t"))
+    return len(s.encode("utf-8")) + 2 + s.count('"') + s.count("\\") + s.count("\n") + s.count("\t")
 
 
 def _truncate_to(
-    text: str, budget: int, san: Sanitizer, report: SanitizeReport, *, json_cost: bool,
+    text: str,
+    budget: int,
+    san: Sanitizer,
+    report: SanitizeReport,
+    *,
+    json_cost: bool,
 ) -> str:
     """``text`` cut to fit ``budget`` bytes together with the marker (as a JSON string if
     ``json_cost``). The kept prefix is cleaned again: a cut can make a token end where it did
     not (``a@b.cd`` of ``a@b.cde``), and the result must be a fixed point of cleaning."""
     measure: Callable[[str], int] = _json_len if json_cost else (lambda s: len(s.encode()))
     original = measure(text)
-    marker_room = measure(san.config.marker.format(bytes=10 ** 12)) - (2 if json_cost else 0)
+    marker_room = measure(san.config.marker.format(bytes=10**12)) - (2 if json_cost else 0)
     keep = max(0, budget - marker_room - (2 if json_cost else 0))
     prefix = text
     for _ in range(8):
@@ -517,7 +539,11 @@ def _truncate_to(
 
 
 def _sub_count(
-    rx: re.Pattern[str], repl: str, text: str, counts: Counter[str], name: str,
+    rx: re.Pattern[str],
+    repl: str,
+    text: str,
+    counts: Counter[str],
+    name: str,
 ) -> str:
     text, n = rx.subn(repl, text)
     if n:
@@ -536,7 +562,7 @@ def _redact_pem(text: str, counts: Counter[str]) -> str:
         if begin is None:
             break
         end = _PEM_END.search(text, begin.end())
-        out.append(text[pos:begin.start()])
+        out.append(text[pos : begin.start()])
         out.append("[REDACTED:PRIVATE_KEY]")
         counts["PRIVATE_KEY"] += 1
         if end is None:
@@ -561,14 +587,17 @@ def _redact_pii(text: str, counts: Counter[str]) -> str:
                 continue
             digits = ""
             for j in range(i, len(groups)):
-                digits += s[groups[j][0]:groups[j][1]]
-                if 13 <= len(digits) <= 19 and _luhn(digits) and (
-                        best is None or groups[j][1] - groups[i][0] > best[1] - best[0]):
+                digits += s[groups[j][0] : groups[j][1]]
+                if (
+                    13 <= len(digits) <= 19
+                    and _luhn(digits)
+                    and (best is None or groups[j][1] - groups[i][0] > best[1] - best[0])
+                ):
                     best = (groups[i][0], groups[j][1])
         if best is None:
             return s
         counts["CARD"] += 1
-        return s[:best[0]] + "[REDACTED:CARD]" + s[best[1]:]
+        return s[: best[0]] + "[REDACTED:CARD]" + s[best[1] :]
 
     text = _CARD.sub(card, text)
 
@@ -594,7 +623,7 @@ def _redact_pii(text: str, counts: Counter[str]) -> str:
         except ValueError:
             return s
         counts["IP"] += 1
-        return "[REDACTED:IP]" + s[len(core):]
+        return "[REDACTED:IP]" + s[len(core) :]
 
     if text.count(":") >= 2:
         text = _IPV6.sub(ipv6, text)

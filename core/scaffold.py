@@ -81,7 +81,8 @@ def template_dir() -> Path:
             return path
     raise ConfigError(
         "the skill template is not installed (looked in "
-        + ", ".join(str(c) for c in candidates) + ")",
+        + ", ".join(str(c) for c in candidates)
+        + ")",
         fix=f"reinstall Bastion, or set {TEMPLATE_ENV} to a skill-template folder",
     )
 
@@ -114,8 +115,10 @@ def create_pack(name: str, directory: Path | None = None) -> Path:
             )
     source = template_dir()
     files = sorted(
-        p for p in source.rglob("*")
-        if p.is_file() and not _SKIPPED.intersection(p.relative_to(source).parts)
+        p
+        for p in source.rglob("*")
+        if p.is_file()
+        and not _SKIPPED.intersection(p.relative_to(source).parts)
         and p.suffix != ".pyc"
     )
     target.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,11 @@
 ``discover -> review -> grant -> validate input -> guard -> execute -> sanitize -> audit``.
 ``invoke`` never raises for anything a skill, its input or its output does: every outcome is a
 ``ToolResult`` with a stable code; the full detail of failures goes to the audit and debug logs.
+
+``_run`` in order: lookup, grant, tenant/role allow-lists, input validation, result cache
+lookup, guard (policy guardrails + hooks, approvals), rate limits (skill, tenant), tenant
+quotas, circuit breaker, execute, sanitize, breaker record, cache store. ``invoke`` records
+metrics and writes the audit record. Each optional step costs nothing unless configured.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
+from .breaker import CircuitBreaker
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
 from .executor import ExecutionRequest, Executor
@@ -37,14 +43,19 @@ from .guard import (
     arguments_hash,
     strongest,
 )
+from .guardrails import PolicyGuardrails, grant_kinds
 from .jsonsafe import check_value, dumps_compact, loads_bounded
 from .logs import ensure_logging
+from .metrics import Metrics, prometheus_text
 from .plugins import make_plugin_manager
 from .policy import Policy, load_policy
+from .ratelimit import RateLimiter, RateSpec
 from .result import InvocationContext, ToolResult
+from .resultcache import ResultCache
 from .sanitize import SanitizeConfig, Sanitizer
 from .scrub import scrub_message
 from .skill import Skill
+from .tenants import TenantGate
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
 
@@ -87,6 +98,26 @@ def default_audit_path() -> Path:
     return Path(platformdirs.user_data_dir("bastion")) / "audit.jsonl"
 
 
+def _sandbox_health() -> dict[str, Any]:
+    """Whether the sandbox executors import and the wasmtime engine can be configured."""
+    import importlib
+
+    try:
+        for mod in (
+            "bastion.sandbox.wasi_module",
+            "bastion.sandbox.component_exec",
+            "bastion.sandbox.python_exec",
+        ):
+            importlib.import_module(mod)
+        from .sandbox import engine
+
+        # Build the engine's Config without creating the engine (configure_engine stays open).
+        engine._make_config(engine.engine_settings())
+        return {"ready": True, "detail": engine.engine_fingerprint()}
+    except Exception as exc:
+        return {"ready": False, "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
 @final
 class Kernel:
     """Loads packs under a policy and runs skills through the invocation pipeline."""
@@ -101,7 +132,11 @@ class Kernel:
         audit: AuditLog | NullAudit | None = None,
         approver: Approver | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` drives rate limits, breakers and the cache; ``wall_clock`` (epoch seconds)
+        the UTC day of daily quotas. Both are injectable so tests never sleep."""
         ensure_logging()
         self.policy = policy
         self._approver = approver
@@ -141,6 +176,49 @@ class Kernel:
                 audit = NullAudit()
         self.audit = audit
         self._closed = False
+        self._setup_runtime(clock, wall_clock)
+
+    def _setup_runtime(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+        """Guardrails, tenants, rate limits, breakers, cache and metrics from the policy."""
+        doc = self.policy.doc
+        kinds = {n: grant_kinds(st.grant) for n, st in self._status.items()}
+        guardrails = PolicyGuardrails.from_policy(self.policy, kinds)
+        if guardrails is not None:
+            self._pm.register(guardrails, name="bastion.guardrails")
+        self._tenants = (
+            TenantGate(doc.tenants, doc.roles, wall_clock=wall_clock)
+            if doc.tenants or doc.roles
+            else None
+        )
+        rl = doc.rate_limits
+        self._limiter: RateLimiter | None = None
+        if rl is not None and (rl.default or rl.tenant_default or rl.skills or rl.tenants):
+
+            def spec(e: Any) -> RateSpec | None:
+                return None if e is None else RateSpec(e.rate, e.burst)
+
+            self._limiter = RateLimiter(
+                default=spec(rl.default),
+                skills={n: RateSpec(e.rate, e.burst) for n, e in rl.skills.items()},
+                tenant_default=spec(rl.tenant_default),
+                tenants={n: RateSpec(e.rate, e.burst) for n, e in rl.tenants.items()},
+                clock=clock,
+            )
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_codes: frozenset[str] = frozenset()
+        if doc.breaker is not None:
+            b = doc.breaker
+            self._breaker_codes = frozenset(b.codes)
+            self._breakers = {
+                n: CircuitBreaker(b.failures, b.cooldown_s, window_s=b.window_s, clock=clock)
+                for n in self._status
+            }
+        self._cache = (
+            ResultCache(doc.cache.ttl_s, doc.cache.max_entries, clock=clock)
+            if doc.cache is not None
+            else None
+        )
+        self.metrics = Metrics()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -250,6 +328,66 @@ class Kernel:
                 problems.append(Problem(st.skill.pack, f"{st.name}: {exc}"))
         return problems
 
+    # -- health and metrics ---------------------------------------------------------------
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each skill's circuit breaker state (``closed``, ``open``, ``half_open``); empty
+        when the policy has no ``[breaker]``."""
+        return {n: b.state for n, b in self._breakers.items()}
+
+    def metrics_text(self) -> str:
+        """Per-skill calls by outcome, latency histograms, cache hits and breaker states in the
+        Prometheus text format; raises ``ConfigError`` without ``prometheus-client``."""
+        return prometheus_text(self.metrics.snapshot(), self.breaker_states())
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-able report for embedders and ``bastion doctor``: packs, skills, sandbox,
+        audit log, breakers, cache; ``ok`` is False when something needs the operator."""
+        packs = self._discovery.packs
+        failed = [
+            {"name": p.name, "problems": [pr.message for pr in p.problems]}
+            for p in packs
+            if not p.loaded or p.problems
+        ]
+        statuses = list(self._status.values())
+        sandbox = _sandbox_health()
+        audit = self._audit_health()
+        breakers = self.breaker_states()
+        cache = self._cache
+        return {
+            "ok": not failed and sandbox["ready"] and (audit["writable"] or not audit["enabled"]),
+            "packs": {"loaded": [p.name for p in packs if p.loaded], "failed": failed},
+            "skills": {
+                "usable": [s.name for s in statuses if s.usable],
+                "denied": [s.name for s in statuses if not s.grant.granted],
+                "unavailable": [s.name for s in statuses if s.grant.granted and not s.available],
+            },
+            "sandbox": sandbox,
+            "audit": audit,
+            "breakers": breakers,
+            "open_breakers": sorted(n for n, st in breakers.items() if st != "closed"),
+            "cache": None
+            if cache is None
+            else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+        }
+
+    def _audit_health(self) -> dict[str, Any]:
+        path: Path | None = getattr(self.audit, "path", None)
+        enabled = not isinstance(self.audit, NullAudit)
+        writable = False
+        if enabled and path is not None:
+            target = path if path.exists() else path.parent
+            writable = os.access(target, os.W_OK)
+        elif enabled:
+            writable = True  # a custom audit sink without a file
+        failed = getattr(self.audit, "failed", 0)
+        return {
+            "enabled": enabled,
+            "path": str(path) if path is not None else None,
+            "writable": writable,
+            "failed_writes": failed if isinstance(failed, int) else 0,
+        }
+
     # -- invocation -----------------------------------------------------------------------
 
     def invoke(
@@ -269,6 +407,8 @@ class Kernel:
             "caller": ctx.caller,
             "skill": name,
         }
+        if ctx.session is not None:
+            fields["session"] = ctx.session
         try:
             result, extra = self._run(name, arguments, ctx, approver, start)
             fields.update(extra)
@@ -282,8 +422,15 @@ class Kernel:
                 duration_ms=(time.perf_counter() - start) * 1000,
                 invocation_id=ctx.invocation_id,
             )
-        fields["outcome"] = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
+        outcome = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
+        fields["outcome"] = outcome
         fields["duration_ms"] = round(result.duration_ms, 3)
+        self.metrics.record(
+            name if isinstance(name, str) and name in self._status else "_unknown",
+            outcome,
+            result.duration_ms / 1000,
+            cache_hit=fields.get("cache") == "hit",
+        )
         self._audit("invoke", fields)
         return result
 
@@ -357,6 +504,11 @@ class Kernel:
                 start,
                 ctx,
             ), extra
+        if self._tenants is not None:
+            refusal = self._tenants.refusal(name, ctx.tenant, ctx.roles)
+            if refusal is not None:
+                extra["reasons"] = [refusal]
+                return self._fail(ErrorCode.DENIED, refusal, start, ctx), extra
 
         # Validate input.
         try:
@@ -390,6 +542,20 @@ class Kernel:
         if problem:
             return self._fail(ErrorCode.INVALID_INPUT, problem, start, ctx), extra
 
+        # Result cache (deterministic skills; the key never crosses tenants).
+        cache_key = None
+        if self._cache is not None and skill.manifest.deterministic:
+            cache_key = ResultCache.key(ctx.tenant, name, skill.version, extra["args_sha256"])
+            cached = self._cache.get(cache_key)
+            if cached is not ResultCache.MISS:
+                extra["cache"] = "hit"
+                return ToolResult.success(
+                    cached,
+                    duration_ms=(time.perf_counter() - start) * 1000,
+                    invocation_id=ctx.invocation_id,
+                ), extra
+            extra["cache"] = "miss"
+
         # Guard.
         decisions = self._pm.hook.bastion_guard(
             skill=skill, arguments=arguments, grant=grant, context=ctx
@@ -401,11 +567,35 @@ class Kernel:
                 "rule": decision.rule,
                 "reason": decision.reason,
             }
+        if decision.action is GuardAction.WARN:
+            log.warning(
+                "guardrail_warning",
+                skill=name,
+                rule=decision.rule,
+                reason=decision.reason,
+                invocation_id=ctx.invocation_id,
+                tenant=ctx.tenant,
+                caller=ctx.caller,
+            )
+            self._audit(
+                "decision",
+                {
+                    "invocation_id": ctx.invocation_id,
+                    "tenant": ctx.tenant,
+                    "caller": ctx.caller,
+                    "skill": name,
+                    "action": "warn",
+                    "rule": decision.rule,
+                    "reason": decision.reason,
+                },
+            )
         if decision.action is GuardAction.BLOCK:
             self._audit(
                 "decision",
                 {
                     "invocation_id": ctx.invocation_id,
+                    "tenant": ctx.tenant,
+                    "caller": ctx.caller,
                     "skill": name,
                     "action": "block",
                     "rule": decision.rule,
@@ -438,7 +628,91 @@ class Kernel:
                     ctx,
                 ), extra
 
-        # Execute.
+        # Rate limits, tenant quotas, circuit breaker: each undoes the earlier ones on refusal.
+        refused = self._admit(name, ctx, start, extra)
+        if refused is not None:
+            return refused, extra
+        breaker = self._breakers.get(name)
+        verdict: str | None = None
+        try:
+            result = self._execute(st, executor, arguments, input_json, ctx, start, extra)
+            verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
+        finally:
+            if self._tenants is not None:
+                self._tenants.release(ctx.tenant)
+            if breaker is not None:
+                if verdict is None or verdict in self._breaker_codes:
+                    breaker.record_failure()
+                else:
+                    breaker.record_success()
+        if cache_key is not None and result.ok and self._cache is not None:
+            self._cache.put(cache_key, result.output)
+        return result, extra
+
+    def _admit(
+        self, name: str, ctx: InvocationContext, start: float, extra: dict[str, Any]
+    ) -> ToolResult | None:
+        """Take rate-limit tokens, a quota slot and the breaker's permission, or refuse."""
+        limiter, tenants = self._limiter, self._tenants
+        if limiter is not None:
+            hit = limiter.acquire(name, ctx.tenant)
+            if hit is not None:
+                which, wait = hit
+                rule = (
+                    f"[rate_limits] for skill {name!r}"
+                    if which == "skill"
+                    else f"[rate_limits] for tenant {ctx.tenant!r}"
+                )
+                extra["limit"] = rule
+                return self._fail(
+                    ErrorCode.RATE_LIMITED,
+                    f"rate limit reached ({rule}); retry in {wait:.2f} s",
+                    start,
+                    ctx,
+                    retry_after_s=round(wait, 3),
+                )
+        if tenants is not None:
+            quota = tenants.admit(ctx.tenant)
+            if quota is not None:
+                if limiter is not None:
+                    limiter.refund(name, ctx.tenant)
+                extra["limit"] = quota.rule
+                return self._fail(
+                    ErrorCode.RATE_LIMITED,
+                    f"{quota.message}; retry in {quota.retry_after_s:.0f} s",
+                    start,
+                    ctx,
+                    retry_after_s=round(quota.retry_after_s, 3),
+                )
+        breaker = self._breakers.get(name)
+        if breaker is not None and not breaker.allow():
+            if limiter is not None:
+                limiter.refund(name, ctx.tenant)
+            if tenants is not None:
+                tenants.unadmit(ctx.tenant)
+            wait = breaker.retry_after_s()
+            extra["limit"] = "[breaker]"
+            return self._fail(
+                ErrorCode.CIRCUIT_OPEN,
+                f"skill {name!r} is paused after repeated failures; retry in {wait:.1f} s",
+                start,
+                ctx,
+                retry_after_s=round(wait, 3),
+            )
+        return None
+
+    def _execute(
+        self,
+        st: SkillStatus,
+        executor: Executor,
+        arguments: dict[str, Any],
+        input_json: str,
+        ctx: InvocationContext,
+        start: float,
+        extra: dict[str, Any],
+    ) -> ToolResult:
+        """Run the skill and clean what comes back."""
+        skill, grant, name = st.skill, st.grant, st.name
         logger = log.bind(
             skill=name, pack=skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
         )
@@ -482,12 +756,12 @@ class Kernel:
                 invocation_id=ctx.invocation_id,
                 retryable=exc.retryable,
                 retry_after_s=exc.retry_after_s,
-            ), extra
+            )
         return ToolResult.success(
             output,
             duration_ms=(time.perf_counter() - start) * 1000,
             invocation_id=ctx.invocation_id,
-        ), extra
+        )
 
     def _network_audit(
         self, ctx: InvocationContext, skill: str, event: str, fields: Mapping[str, Any]

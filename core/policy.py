@@ -10,26 +10,37 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .configfile import config_error_from_validation, read_toml, read_toml_text
-from .errors import PolicyError, RuleError
+from .errors import ErrorCode, PolicyError, RuleError
 from .executor import IPNetwork, Limits
 from .manifest import NAME_PATTERN, normalize_guest_path
 from .netrule import NetRule
 
 __all__ = [
+    "BREAKER_CODES",
+    "GUARD_KINDS",
     "POLICY_ENV",
+    "PRESET_NAMES",
+    "BreakerSection",
+    "CacheSection",
+    "GuardrailEntry",
     "LimitCaps",
     "MountEntry",
     "Policy",
     "PolicyDocument",
+    "RateEntry",
+    "RateLimitsSection",
     "ResolvedMount",
+    "RoleSection",
     "SkillPolicy",
+    "TenantSection",
     "find_policy_path",
     "load_policy",
 ]
@@ -129,6 +140,8 @@ class SkillPolicy(_Model):
     secrets: tuple[str, ...] = ()
     mounts: tuple[MountEntry, ...] = ()
     limits: SkillCaps = SkillCaps()
+    cost_usd: Annotated[float, Field(ge=0)] | None = None
+    """The operator's estimate of what one call costs (guardrails ``max_cost``)."""
 
     @field_validator("network")
     @classmethod
@@ -155,6 +168,145 @@ class KernelSection(_Model):
     max_workers: Annotated[int, Field(ge=1, le=256)] = 8
 
 
+GuardKind = Literal[
+    "network", "network_write", "mount", "write_mount", "secret", "trifecta_session"
+]
+GUARD_KINDS: Final[tuple[str, ...]] = get_args(GuardKind)
+PresetName = Literal["production-safety", "cost-limits", "lethal-trifecta"]
+PRESET_NAMES: Final[tuple[str, ...]] = get_args(PresetName)
+
+
+def _check_patterns(v: tuple[str, ...], what: str) -> tuple[str, ...]:
+    for pat in v:
+        if not pat or len(pat) > 200:
+            raise ValueError(f"{what} pattern {pat!r} must be 1-200 characters")
+    return v
+
+
+class GuardrailEntry(_Model):
+    """``[[guardrails]]``: block, require approval for, or warn about matching calls."""
+
+    action: Literal["block", "approve", "warn"]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    skills: tuple[str, ...] = ("*",)
+    packs: tuple[str, ...] | None = None
+    when: tuple[GuardKind, ...] = ()
+    args: dict[str, Any] = {}
+    max_cost: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _one_kind(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("skills", "packs")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if v is None else _check_patterns(v, "skill or pack")
+
+    @field_validator("args")
+    @classmethod
+    def _arg_patterns(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, pat in v.items():
+            if isinstance(pat, str) and pat.startswith("re:"):
+                try:
+                    re.compile(pat[3:])
+                except re.error as exc:
+                    raise ValueError(
+                        f"args.{key} = {pat!r} is not a valid regular expression ({exc}); "
+                        "write 're:' followed by a Python regex"
+                    ) from None
+        return v
+
+
+class RateEntry(_Model):
+    """A token bucket: ``rate`` calls per second on average, ``burst`` at once."""
+
+    rate: Annotated[float, Field(gt=0, le=1_000_000)]
+    burst: Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class RateLimitsSection(_Model):
+    """``[rate_limits]``: a bucket per skill and per tenant (absent: unlimited)."""
+
+    default: RateEntry | None = None
+    """The bucket of every skill without its own ``[rate_limits.skills.NAME]``."""
+    tenant_default: RateEntry | None = None
+    """The bucket of every tenant without its own ``[rate_limits.tenants.NAME]``."""
+    skills: dict[str, RateEntry] = {}
+    tenants: dict[str, RateEntry] = {}
+
+
+_NEVER_COUNTED: Final = frozenset(
+    {
+        ErrorCode.NOT_FOUND,
+        ErrorCode.DENIED,
+        ErrorCode.INVALID_INPUT,
+        ErrorCode.APPROVAL_REQUIRED,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.CIRCUIT_OPEN,
+    }
+)
+BREAKER_CODES: Final[tuple[str, ...]] = ("SKILL_CRASHED", "TIMEOUT", "MEMORY_LIMIT", "INTERNAL")
+
+
+class BreakerSection(_Model):
+    """``[breaker]``: per-skill circuit breaker (present: on)."""
+
+    failures: Annotated[int, Field(ge=1, le=100_000)] = 5
+    window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    codes: tuple[str, ...] = BREAKER_CODES
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for code in v:
+            if code not in ErrorCode.__members__:
+                raise ValueError(
+                    f"{code!r} is not an error code; use one of {', '.join(BREAKER_CODES)}, "
+                    "SKILL_ERROR, OUTPUT_LIMIT, INVALID_OUTPUT, NETWORK_DENIED or FS_DENIED"
+                )
+            if ErrorCode(code) in _NEVER_COUNTED:
+                raise ValueError(
+                    f"{code!r} says nothing about the skill's health and cannot open a breaker; "
+                    "remove it"
+                )
+        return v
+
+
+class CacheSection(_Model):
+    """``[cache]``: results of ``deterministic = true`` skills (present: on)."""
+
+    ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 300.0
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+
+class TenantSection(_Model):
+    """``[tenants.NAME]`` (``[tenants."*"]``: any tenant without its own section)."""
+
+    skills: tuple[str, ...] | None = None
+    """Skill names or fnmatch patterns this tenant may call; absent: any granted skill."""
+    invocations_per_day: Annotated[int, Field(ge=1)] | None = None
+    max_concurrent: Annotated[int, Field(ge=1, le=100_000)] | None = None
+
+    @field_validator("skills")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if v is None else _check_patterns(v, "skill")
+
+
+class RoleSection(_Model):
+    """``[roles.NAME]``: skills a caller holding this role may call."""
+
+    skills: tuple[str, ...]
+
+    @field_validator("skills")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_patterns(v, "skill")
+
+
 class PolicyDocument(_Model):
     """The policy file as written (validated, not yet resolved against the host)."""
 
@@ -167,12 +319,17 @@ class PolicyDocument(_Model):
     audit: AuditSection = AuditSection()
     kernel: KernelSection = KernelSection()
     skills: dict[str, SkillPolicy] = {}
+    guardrails: tuple[GuardrailEntry, ...] = ()
+    presets: tuple[PresetName, ...] = ()
+    rate_limits: RateLimitsSection | None = None
+    breaker: BreakerSection | None = None
+    cache: CacheSection | None = None
+    tenants: dict[str, TenantSection] = {}
+    roles: dict[str, RoleSection] = {}
 
     @field_validator("skills")
     @classmethod
     def _skill_names(cls, v: dict[str, SkillPolicy]) -> dict[str, SkillPolicy]:
-        import re
-
         for name in v:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"[skills.{name}] is not a valid skill name ({NAME_PATTERN})")

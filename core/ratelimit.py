@@ -1,0 +1,137 @@
+"""Token buckets: ``rate`` tokens per second refill a bucket holding at most ``burst``.
+
+A call takes one token; an empty bucket says how long until the next token. ``RateLimiter``
+keeps one bucket per skill and one per tenant, created on first use from the policy's
+``[rate_limits]``. Thread-safe; ``clock`` is injectable so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import final
+
+__all__ = ["RateLimiter", "RateSpec", "TokenBucket"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """``rate`` tokens per second, at most ``burst`` at once."""
+
+    rate: float
+    burst: int
+
+
+@final
+class TokenBucket:
+    """A token bucket; starts full."""
+
+    def __init__(
+        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> float:
+        now = self._clock()
+        if now > self._stamp:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+        return now
+
+    def try_acquire(self) -> float:
+        """Take a token: 0.0 if taken, else the seconds until one will be available."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+    def refund(self) -> None:
+        """Give a token back (the call it was taken for did not go ahead)."""
+        with self._lock:
+            self._tokens = min(float(self.burst), self._tokens + 1.0)
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (fractional while refilling)."""
+        with self._lock:
+            self._refill()
+            return self._tokens
+
+
+@final
+class RateLimiter:
+    """Buckets per skill (``skills`` or ``default``) and per tenant (``tenants`` or
+    ``tenant_default``); a key with no spec is unlimited."""
+
+    def __init__(
+        self,
+        *,
+        default: RateSpec | None = None,
+        skills: Mapping[str, RateSpec] | None = None,
+        tenant_default: RateSpec | None = None,
+        tenants: Mapping[str, RateSpec] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._default = default
+        self._skills = dict(skills or {})
+        self._tenant_default = tenant_default
+        self._tenants = dict(tenants or {})
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], TokenBucket | None] = {}
+        self._lock = threading.Lock()
+
+    def _bucket(self, kind: str, name: str) -> TokenBucket | None:
+        key = (kind, name)
+        try:
+            return self._buckets[key]
+        except KeyError:
+            pass
+        if kind == "skill":
+            spec = self._skills.get(name, self._default)
+        else:
+            spec = self._tenants.get(name, self._tenant_default)
+        with self._lock:
+            if key not in self._buckets:
+                self._buckets[key] = (
+                    None if spec is None else TokenBucket(spec.rate, spec.burst, clock=self._clock)
+                )
+            return self._buckets[key]
+
+    def acquire(self, skill: str, tenant: str) -> tuple[str, float] | None:
+        """Take a token from the skill's and the tenant's bucket.
+
+        Returns None when both allowed the call, else ``(which, retry_after_s)`` with ``which``
+        ``"skill"`` or ``"tenant"``; a token already taken is given back.
+        """
+        sb = self._bucket("skill", skill)
+        if sb is not None:
+            wait = sb.try_acquire()
+            if wait > 0:
+                return ("skill", wait)
+        tb = self._bucket("tenant", tenant)
+        if tb is not None:
+            wait = tb.try_acquire()
+            if wait > 0:
+                if sb is not None:
+                    sb.refund()
+                return ("tenant", wait)
+        return None
+
+    def refund(self, skill: str, tenant: str) -> None:
+        """Give back the tokens ``acquire`` took (a later check refused the call)."""
+        for b in (self._bucket("skill", skill), self._bucket("tenant", tenant)):
+            if b is not None:
+                b.refund()

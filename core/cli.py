@@ -342,7 +342,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         "  pip install -e .                 # install the pack (entry point group 'bastion')\n"
         "  pytest                           # its own tests, with the conformance kit\n"
         "  bastion test .                   # the conformance report\n"
-        f"  bastion --pack . run {args.name} --input '{{...}}'\n"
+        f"  bastion run {args.name} --input '{{...}}'   # once installed\n"
     )
     return EXIT_OK
 

@@ -132,7 +132,7 @@ class AuditLog:
         with self._cond:
             return self._failed
 
-    def write(self, event: str, **fields: Any) -> None:
+    def write(self, event: str, /, **fields: Any) -> None:
         """Queue one record; never raises, blocks only when ``max_pending`` are waiting."""
         try:
             line = self._serialize(event, fields)
@@ -322,7 +322,7 @@ class NullAudit:
 
     path: Path | None = None
 
-    def write(self, event: str, **fields: Any) -> None:
+    def write(self, event: str, /, **fields: Any) -> None:
         """Discard the record."""
 
     def flush(self, timeout: float | None = None) -> int:

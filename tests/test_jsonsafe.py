@@ -60,7 +60,7 @@ def test_depth_limit_agrees_with_the_real_depth(value: Any) -> None:
 
 @given(st.text(alphabet='[]{}"\\,:', max_size=30), st.integers(1, 8))
 def test_brackets_inside_strings_do_not_count(inner: str, d: int) -> None:
-    value = [inner] * 3
+    value: Any = [inner] * 3
     for _ in range(d - 1):
         value = [value]
     assert loads_bounded(json.dumps(value), max_bytes=10**6, max_depth=d) == value

@@ -16,8 +16,9 @@ SECRET = "hunter2-s3cr3t-value"
 
 
 def real_traceback() -> str:
+    empty: dict[str, int] = {}
     try:
-        {}["missing"]  # a real KeyError with a real host traceback
+        empty["missing"]  # a real KeyError with a real host traceback
     except KeyError:
         return traceback.format_exc()
     raise AssertionError("unreachable")

@@ -8,8 +8,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.sitebuilder import SiteBuilder
+
+# No per-example deadline (a loaded 2-core CI machine is not a property failure); on CI the
+# examples are derived from the test itself, so a run there is reproducible.
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 os.environ.setdefault("BASTION_CACHE_DIR", str(Path.home() / ".cache" / "bastion-tests"))
 

@@ -206,7 +206,7 @@ class PolicyGuardrails:
         grant: Grant,
         context: InvocationContext,
     ) -> GuardDecision | None:
-        kinds = grant_kinds(grant)
+        kinds = self._kinds.get(skill.name) or grant_kinds(grant)
         hits: list[GuardDecision | None] = [
             r.decision for r in self._rules if self._matches(r, skill, arguments, kinds, context)
         ]

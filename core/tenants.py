@@ -25,7 +25,7 @@ _DAY_S = 86_400
 
 def matches_any(name: str, patterns: Sequence[str]) -> bool:
     """Whether ``name`` equals or fnmatch-matches (case-sensitive) one of ``patterns``."""
-    return any(p == name or fnmatchcase(name, p) for p in patterns)
+    return any(p == "*" or p == name or fnmatchcase(name, p) for p in patterns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".bastion-install-stamp"
+LINTED = ["core", "sandbox", "tests", "bench", "plugins", "dev.py"]
 
 
 def _packs() -> list[Path]:
@@ -89,7 +90,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "bastion"), "demo", *argv[1:]], env=env)
     if argv[0] == "test":
         steps = [
-            [str(PY), "-m", "ruff", "check", "core", "sandbox", "tests", "bench", "plugins"],
+            [str(PY), "-m", "ruff", "check", *LINTED],
+            [str(PY), "-m", "ruff", "format", "--check", *LINTED],
             [str(PY), "-m", "mypy", str(typecheck_tree() / "bastion")],
             [str(PY), "-m", "pytest", "-p", "no:cacheprovider", *argv[1:]],
         ]

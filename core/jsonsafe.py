@@ -177,7 +177,10 @@ def _where(link: _Link, limit: int = 12) -> str:
 
 
 def check_value(
-    value: Any, *, max_depth: int = 64, max_items: int = 100_000,
+    value: Any,
+    *,
+    max_depth: int = 64,
+    max_items: int = 100_000,
     code: ErrorCode = ErrorCode.INVALID_OUTPUT,
 ) -> None:
     """Check that a Python value is JSON (dict with str keys, list/tuple, str, int, finite float,
@@ -196,19 +199,20 @@ def check_value(
             depth += 1
             if depth > max_depth:
                 raise JSONLimitError(
-                    code, f"{_where(link, 8)} is nested over the limit of {max_depth} "
-                    "levels (or refers to itself)", limit="depth",
+                    code,
+                    f"{_where(link, 8)} is nested over the limit of {max_depth} "
+                    "levels (or refers to itself)",
+                    limit="depth",
                 )
             items += len(node)
             if items > max_items:
-                raise JSONLimitError(
-                    code, f"value holds over {max_items} items", limit="items"
-                )
+                raise JSONLimitError(code, f"value holds over {max_items} items", limit="items")
             if isinstance(node, dict):
                 for key, item in node.items():
                     if not isinstance(key, str):
                         raise JSONInvalidError(
-                            code, f"{_where(link)} has the key {key!r} of type "
+                            code,
+                            f"{_where(link)} has the key {key!r} of type "
                             f"{type(key).__name__}; JSON object keys must be strings",
                         )
                     stack.append((item, depth, (link, key)))
@@ -216,7 +220,8 @@ def check_value(
                 stack.extend((item, depth, (link, i)) for i, item in enumerate(node))
             continue
         raise JSONInvalidError(
-            code, f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
+            code,
+            f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
             "not JSON; use dict, list, str, int, float, bool or None",
         )
 

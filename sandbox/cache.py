@@ -72,8 +72,10 @@ def _secure_dir(root: Path) -> Path:
             fix=f"set {CACHE_ENV} to a writable directory",
         ) from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise CacheDirError(f"compile cache path {str(root)!r} is not a directory",
-                            fix=f"remove it or set {CACHE_ENV}")
+        raise CacheDirError(
+            f"compile cache path {str(root)!r} is not a directory",
+            fix=f"remove it or set {CACHE_ENV}",
+        )
     if st.st_uid != os.getuid():
         raise CacheDirError(
             f"compile cache directory {str(root)!r} is owned by uid {st.st_uid}, "

@@ -74,7 +74,10 @@ def memory_at_cap(memory_bytes: int, cap: int) -> bool:
 
 
 def fault_to_error(
-    fault: Fault | None, state: InvocationState, *, memory_bytes: int = 0,
+    fault: Fault | None,
+    state: InvocationState,
+    *,
+    memory_bytes: int = 0,
     instantiating: bool = False,
 ) -> ExecutionError | None:
     """Map the end of a run to an error, or ``None`` if the skill succeeded."""
@@ -87,7 +90,8 @@ def fault_to_error(
         return state.host_error
     if state.timed_out or (fault is not None and fault.trap_code is wasmtime.TrapCode.INTERRUPT):
         return ExecutionError(
-            ErrorCode.TIMEOUT, f"skill exceeded its time limit of {lim.timeout_ms} ms",
+            ErrorCode.TIMEOUT,
+            f"skill exceeded its time limit of {lim.timeout_ms} ms",
             detail=fault.message if fault else None,
         )
     if fault is None:
@@ -96,7 +100,8 @@ def fault_to_error(
     if instantiating and "limit" in fault.message and "memory" in fault.message:
         return ExecutionError(
             ErrorCode.MEMORY_LIMIT,
-            f"skill needs more memory than its limit of {lim.memory_mb} MiB", detail=detail,
+            f"skill needs more memory than its limit of {lim.memory_mb} MiB",
+            detail=detail,
         )
     if fault.exit_code == 0:
         return None
@@ -104,7 +109,8 @@ def fault_to_error(
         return ExecutionError(ErrorCode.SKILL_CRASHED, "stack overflow", detail=detail)
     if memory_at_cap(memory_bytes, lim.memory_bytes):
         return ExecutionError(
-            ErrorCode.MEMORY_LIMIT, f"skill exceeded its memory limit of {lim.memory_mb} MiB",
+            ErrorCode.MEMORY_LIMIT,
+            f"skill exceeded its memory limit of {lim.memory_mb} MiB",
             detail=detail,
         )
     if fault.exit_code is not None:
@@ -113,8 +119,9 @@ def fault_to_error(
             return ExecutionError(d.error_code, d.message, detail=d.detail)
         tail = scrub_tail(bytes(state.stderr.buf))
         msg = f"skill exited with status {fault.exit_code}"
-        return ExecutionError(ErrorCode.SKILL_ERROR, f"{msg}: {tail}" if tail else msg,
-                              detail=detail)
+        return ExecutionError(
+            ErrorCode.SKILL_ERROR, f"{msg}: {tail}" if tail else msg, detail=detail
+        )
     reason = fault.host_reason
     if reason is not None:
         text = _HOST_REASONS.get(reason, "a host function trapped")
@@ -123,6 +130,7 @@ def fault_to_error(
         text = _TRAP_REASONS.get(fault.trap_code, f"trap: {fault.trap_code.name.lower()}")
         return ExecutionError(ErrorCode.SKILL_CRASHED, text, detail=detail)
     if instantiating:
-        return ExecutionError(ErrorCode.SKILL_CRASHED, "the module could not be instantiated",
-                              detail=detail)
+        return ExecutionError(
+            ErrorCode.SKILL_CRASHED, "the module could not be instantiated", detail=detail
+        )
     return ExecutionError(ErrorCode.SKILL_CRASHED, "the skill crashed", detail=detail)

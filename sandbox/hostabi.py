@@ -115,7 +115,9 @@ def _host_log(hc: HostCall) -> None:
         return None
     name = _LEVELS[min(level, len(_LEVELS) - 1)]
     getattr(_logger(st), name)(
-        "skill.log", skill=st.skill, text=text.decode("utf-8", "replace"),
+        "skill.log",
+        skill=st.skill,
+        text=text.decode("utf-8", "replace"),
         truncated=length > _MAX_LOG_BYTES,
     )
     return None
@@ -195,12 +197,14 @@ def _do_http(st: InvocationState, raw: bytes) -> bytes:
         exc2 = ExecutionError(ErrorCode.NETWORK_DENIED, "network access is not available")
         st.last_denial = exc2
         return _error_json(exc2.error_code, exc2.message)
-    return json.dumps({
-        "status": resp.status,
-        "headers": [list(h) for h in _header_pairs(resp.headers)],
-        "body_b64": base64.b64encode(resp.body).decode("ascii"),
-        "url": str(resp.url),
-    }).encode()
+    return json.dumps(
+        {
+            "status": resp.status,
+            "headers": [list(h) for h in _header_pairs(resp.headers)],
+            "body_b64": base64.b64encode(resp.body).decode("ascii"),
+            "url": str(resp.url),
+        }
+    ).encode()
 
 
 def _header_pairs(headers: Any) -> list[tuple[str, str]]:
@@ -257,7 +261,7 @@ def _poll_oneoff(hc: HostCall) -> int:
         mem.check(nevents_ptr, 4)
     except GuestTrap:
         return _EFAULT
-    subs = [raw[i * _SUB_SIZE:(i + 1) * _SUB_SIZE] for i in range(nsubs)]
+    subs = [raw[i * _SUB_SIZE : (i + 1) * _SUB_SIZE] for i in range(nsubs)]
     ready_fd = [(struct.unpack_from("<Q", s)[0], s[8]) for s in subs if s[8] in (1, 2)]
     events: list[bytes] = []
     if ready_fd:

@@ -64,7 +64,7 @@ class Fault:
         idx = self.message.find(TRAP_PREFIX)
         if idx < 0:
             return None
-        tail = self.message[idx + len(TRAP_PREFIX):]
+        tail = self.message[idx + len(TRAP_PREFIX) :]
         return tail.split()[0] if tail.split() else ""
 
 
@@ -239,8 +239,9 @@ def call_start(store: wasmtime.Store, instance: Any, export: str = "_start") -> 
     if not ok or cast(int, item.kind) != ffi.WASMTIME_EXTERN_FUNC.value:
         return Fault(message=f"{TRAP_PREFIX}no-entry")
     trap = ctypes.POINTER(ffi.wasm_trap_t)()
-    err = ffi.wasmtime_func_call(ctx, ctypes.byref(item.of.func), None, 0, None, 0,
-                                 ctypes.byref(trap))
+    err = ffi.wasmtime_func_call(
+        ctx, ctypes.byref(item.of.func), None, 0, None, 0, ctypes.byref(trap)
+    )
     if err:
         return _error_fault(err)
     if trap:

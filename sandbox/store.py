@@ -223,8 +223,9 @@ class Sandbox:
                 memories=caps.memories,
             )
             store.set_wasi(self._wasi(skill, stdin, mounts))
-            ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _epoch_expired, None,
-                                                       _noop_free)
+            ffi.wasmtime_store_epoch_deadline_callback(
+                store.ptr(), _epoch_expired, None, _noop_free
+            )
             store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
         except BaseException:
             self.close()
@@ -263,8 +264,9 @@ class Sandbox:
         )
         if not ok or cast(int, item.kind) != ffi.WASMTIME_EXTERN_MEMORY.value:
             return 0
-        return int(ffi.wasmtime_memory_data_size(self.store._context(),
-                                                 ctypes.byref(item.of.memory)))
+        return int(
+            ffi.wasmtime_memory_data_size(self.store._context(), ctypes.byref(item.of.memory))
+        )
 
     def close(self) -> None:
         """Drop the store (its memory, WASI context and output callbacks)."""

@@ -112,7 +112,9 @@ class WasiModuleExecutor:
                 if client is not None and hasattr(client, "close"):
                     client.close()
             _log.debug(
-                "wasm.run", skill=request.skill, ok=err is None,
+                "wasm.run",
+                skill=request.skill,
+                ok=err is None,
                 code=err.code if err else None,
                 ms=round((time.monotonic() - started) * 1000, 3),
             )
@@ -133,7 +135,8 @@ class WasiModuleExecutor:
             return self.cache.module_from_file(entry, progress=self._progress)
         except FileNotFoundError as exc:
             raise ExecutionError(
-                ErrorCode.NOT_FOUND, f"skill entry {Path(entry).name!r} does not exist",
+                ErrorCode.NOT_FOUND,
+                f"skill entry {Path(entry).name!r} does not exist",
                 detail=str(exc),
             ) from None
         except wasmtime.WasmtimeError as exc:

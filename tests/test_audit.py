@@ -40,7 +40,8 @@ def run_child_and_kill(path: Path, rotate_bytes: int, after_acks: int) -> int:
     acknowledged count it printed."""
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), str(rotate_bytes)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     last = 0
@@ -112,7 +113,11 @@ def test_rotation_keeps_only_keep_files_oldest_dropped(tmp_path: Path) -> None:
             if i % 10 == 0:
                 log.flush()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
+        "audit.jsonl",
+        "audit.jsonl.1",
+        "audit.jsonl.2",
+        "audit.jsonl.3",
+    ]
     seqs = [r["i"] for r in read_audit(path)]
     assert seqs == list(range(seqs[0], 400))  # a contiguous, ordered tail
     assert seqs[0] > 0
@@ -150,8 +155,13 @@ def test_secret_values_never_reach_the_file(secret: str, noise: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "audit.jsonl"
         with AuditLog(path, redact={secret}) as log:
-            log.write("invoke", detail=f"{noise}{secret}{noise}", nested={"x": [secret]},
-                      api_key="sk-whatever-value", token_count=12)
+            log.write(
+                "invoke",
+                detail=f"{noise}{secret}{noise}",
+                nested={"x": [secret]},
+                api_key="sk-whatever-value",
+                token_count=12,
+            )
             log.write("invoke", **{f"k{secret}": 1})
         raw = path.read_bytes().decode("utf-8")
         assert secret not in raw
@@ -177,6 +187,7 @@ def test_a_sanitizer_can_be_given_and_odd_values_are_written(tmp_path: Path) -> 
 def test_concurrent_writers_lose_nothing_even_when_the_queue_overflows(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path, max_pending=5, batch=4, flush_interval_s=0.05) as log:
+
         def writer(w: int) -> None:
             for i in range(300):
                 log.write("e", w=w, i=i)

@@ -20,10 +20,14 @@ from bastion.jsonsafe import (
 )
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children,
-                                                                      max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
     max_leaves=40,
 )
 
@@ -66,7 +70,7 @@ def test_brackets_inside_strings_do_not_count(inner: str, d: int) -> None:
     assert loads_bounded(json.dumps(value), max_bytes=10**6, max_depth=d) == value
 
 
-@pytest.mark.parametrize("opener", ["[", "{\"a\":", "[{\"a\":"])
+@pytest.mark.parametrize("opener", ["[", '{"a":', '[{"a":'])
 def test_a_million_brackets_are_refused_not_crashing(opener: str) -> None:
     text = opener * 1_000_000
     with pytest.raises(JSONLimitError) as exc:
@@ -119,9 +123,17 @@ def test_syntax_errors_are_typed_and_quote_the_place(text: str) -> None:
     assert exc.value.error_code is ErrorCode.INVALID_INPUT
 
 
-@pytest.mark.parametrize("bad", [
-    {1: "x"}, {"a": {1, 2}}, [math.nan], [math.inf], {"a": object()}, b"bytes",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {1: "x"},
+        {"a": {1, 2}},
+        [math.nan],
+        [math.inf],
+        {"a": object()},
+        b"bytes",
+    ],
+)
 def test_check_value_refuses_values_that_are_not_json(bad: Any) -> None:
     with pytest.raises(JSONInvalidError):
         check_value(bad)

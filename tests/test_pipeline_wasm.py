@@ -1,4 +1,4 @@
-"""The whole pipeline with real WASI skills: pack folder -> grant -> sandbox -> sanitize -> audit."""
+"""The whole pipeline with real WASI skills: pack -> grant -> sandbox -> sanitize -> audit."""
 
 from __future__ import annotations
 
@@ -29,16 +29,21 @@ def skill(folder: Path, name: str, wasm: bytes, extra: str = "") -> None:
 def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wasm-pack")
     echo = build_c(GUESTS / "echo.c")
-    skill(folder, "echo", echo, OBJ + "\noutput_schema = { type = \"object\", required = [\"v\"] }")
+    skill(folder, "echo", echo, OBJ + '\noutput_schema = { type = "object", required = ["v"] }')
     skill(folder, "raw_echo", echo, 'input_schema = { type = "object" }')
     skill(folder, "spin", build_wat(GUESTS / "loop.wat"), OBJ + "\n[limits]\ntimeout_ms = 200")
     skill(folder, "flood", build_c(GUESTS / "flood.c"), OBJ + "\n[limits]\noutput_kb = 8")
-    skill(folder, "probe", build_c(GUESTS / "fsprobe.c"),
-          'input_schema = { type = "object" }\n[[permissions.filesystem]]\npath = "/data"\n'
-          'access = "read"')
+    skill(
+        folder,
+        "probe",
+        build_c(GUESTS / "fsprobe.c"),
+        'input_schema = { type = "object" }\n[[permissions.filesystem]]\npath = "/data"\n'
+        'access = "read"',
+    )
     (folder / "bastion-pack.toml").write_text(
         'name = "wasm-test"\nversion = "1.0.0"\n'
-        'skills = ["echo", "raw_echo", "spin", "flood", "probe"]\n')
+        'skills = ["echo", "raw_echo", "spin", "flood", "probe"]\n'
+    )
     return folder
 
 
@@ -47,8 +52,10 @@ def kernel(pack: Path, tmp_path: Path) -> Any:
     data = tmp_path / "data"
     data.mkdir()
     (data / "hello.txt").write_text("hi")
-    pol = load_policy(text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
-                      f'[[mounts]]\nguest = "/data"\nhost = "{data}"\n')
+    pol = load_policy(
+        text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+        f'[[mounts]]\nguest = "/data"\nhost = "{data}"\n'
+    )
     k = Kernel(pol, pack_paths=[pack], entry_points=False)
     yield k
     k.close()
@@ -79,5 +86,7 @@ def test_every_call_is_audited(kernel: Kernel, tmp_path: Path) -> None:
     kernel.audit.flush()
     recs = [r for r in read_audit(tmp_path / "audit.jsonl") if r["event"] == "invoke"]
     assert [(r["skill"], r["outcome"], r["runtime"]) for r in recs] == [
-        ("echo", "ok", "wasm"), ("spin", "TIMEOUT", "wasm")]
+        ("echo", "ok", "wasm"),
+        ("spin", "TIMEOUT", "wasm"),
+    ]
     assert all(json.dumps(r) for r in recs)

@@ -36,30 +36,45 @@ SCALARS = [
 
 
 def literal() -> st.SearchStrategy[T]:
-    vals = st.lists(st.one_of(st.text("abc", max_size=3), st.integers(-3, 3)), min_size=1,
-                    max_size=4, unique=True)
-    return vals.map(lambda vs: T("Literal[" + ", ".join(repr(v) for v in vs) + "]",
-                                 st.sampled_from(vs), "enum"))
+    vals = st.lists(
+        st.one_of(st.text("abc", max_size=3), st.integers(-3, 3)),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    )
+    return vals.map(
+        lambda vs: T("Literal[" + ", ".join(repr(v) for v in vs) + "]", st.sampled_from(vs), "enum")
+    )
 
 
 def extend(inner: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
     return st.one_of(
         inner.map(lambda t: T(f"list[{t.source}]", st.lists(t.values, max_size=3), "list")),
         inner.map(lambda t: T(f"List[{t.source}]", st.lists(t.values, max_size=3), "list")),
-        inner.map(lambda t: T(f"dict[str, {t.source}]",
-                              st.dictionaries(st.text(max_size=4), t.values, max_size=3),
-                              "dict")),
+        inner.map(
+            lambda t: T(
+                f"dict[str, {t.source}]",
+                st.dictionaries(st.text(max_size=4), t.values, max_size=3),
+                "dict",
+            )
+        ),
         inner.map(lambda t: T(f"Optional[{t.source}]", st.none() | t.values, "union")),
         inner.map(lambda t: T(f"{t.source} | None", st.none() | t.values, "union")),
-        st.tuples(inner, inner).map(lambda ab: T(
-            f"Union[{ab[0].source}, {ab[1].source}]", ab[0].values | ab[1].values, "union")),
+        st.tuples(inner, inner).map(
+            lambda ab: T(
+                f"Union[{ab[0].source}, {ab[1].source}]", ab[0].values | ab[1].values, "union"
+            )
+        ),
     )
 
 
 types = st.recursive(st.sampled_from(SCALARS) | literal(), extend, max_leaves=4)
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
-    lambda n: not keyword.iskeyword(n) and n not in {"run", "str", "int", "float", "bool",
-                                                    "list", "dict", "None"})
+    lambda n: (
+        not keyword.iskeyword(n)
+        and n not in {"run", "str", "int", "float", "bool", "list", "dict", "None"}
+    )
+)
 HEADER = "from typing import Dict, List, Literal, Optional, Union\n\n"
 
 
@@ -67,14 +82,22 @@ def wrong_value(t: T) -> Any:
     """A value of a JSON type that ``t`` never accepts (None where t has no None)."""
     if t.kind in ("union", "enum"):
         return {"not": ["expected"]}
-    return {"str": 1, "int": "1", "float": "1.5", "bool": "true", "list": {"a": 1},
-            "dict": [1], "null": 0}[t.kind]
+    return {
+        "str": 1,
+        "int": "1",
+        "float": "1.5",
+        "bool": "true",
+        "list": {"a": 1},
+        "dict": [1],
+        "null": 0,
+    }[t.kind]
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.data(), st.dictionaries(names, types, min_size=1, max_size=4))
 def test_generated_signatures_accept_their_values_and_reject_wrong_types(
-    data: st.DataObject, params: dict[str, T],
+    data: st.DataObject,
+    params: dict[str, T],
 ) -> None:
     sig = ", ".join(f"{n}: {t.source}" for n, t in params.items())
     derived = derive_schema(HEADER + f"def run({sig}):\n    return None\n", "gen.py")
@@ -121,16 +144,24 @@ BAD = [
     ("def run(**city: str): pass", "city", "`**city` is not allowed"),
     ("def run(city: str, /): pass", "city", "positional-only"),
     ("def run(city: 'no such type'): pass", "city", "does not parse"),
-    ("from typing import TypedDict\nclass A(TypedDict):\n    a: 'A'\ndef run(city: A): pass",
-     "city", "refers to itself"),
-    ("from typing import NotRequired\ndef run(city: NotRequired[str]): pass", "city",
-     "only belongs on a TypedDict"),
+    (
+        "from typing import TypedDict\nclass A(TypedDict):\n    a: 'A'\ndef run(city: A): pass",
+        "city",
+        "refers to itself",
+    ),
+    (
+        "from typing import NotRequired\ndef run(city: NotRequired[str]): pass",
+        "city",
+        "only belongs on a TypedDict",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("source", "param", "problem"), BAD)
 def test_bad_hints_are_manifest_errors_naming_file_line_and_parameter(
-    source: str, param: str, problem: str,
+    source: str,
+    param: str,
+    problem: str,
 ) -> None:
     with pytest.raises(ManifestError) as exc:
         derive_schema(source, "skills/weather/main.py")
@@ -141,15 +172,19 @@ def test_bad_hints_are_manifest_errors_naming_file_line_and_parameter(
     assert exc.value.fix
 
 
-@pytest.mark.parametrize(("source", "problem"), [
-    ("async def run(city: str): pass", "`run` is `async def`"),
-    ("def other(city: str): pass", "no top-level `def run(...)`"),
-    ("class K:\n    def run(self, city: str): pass", "no top-level `def run(...)`"),
-    ("def run(city: str:\n    pass", "does not parse"),
-])
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("async def run(city: str): pass", "`run` is `async def`"),
+        ("def other(city: str): pass", "no top-level `def run(...)`"),
+        ("class K:\n    def run(self, city: str): pass", "no top-level `def run(...)`"),
+        ("def run(city: str:\n    pass", "does not parse"),
+    ],
+)
 def test_structural_problems_are_manifest_errors(source: str, problem: str) -> None:
-    with pytest.raises(ManifestError, match=problem.replace("(", r"\(").replace(")", r"\)")
-                       .replace(".", r"\.")):
+    with pytest.raises(
+        ManifestError, match=problem.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         derive_schema(source, "main.py")
 
 
@@ -205,7 +240,7 @@ def run(city: str, days: int = 3):
 
 
 def test_typeddicts_total_notrequired_and_inheritance() -> None:
-    src = '''
+    src = """
 import typing as t
 from typing_extensions import NotRequired, Required, TypedDict
 
@@ -222,12 +257,13 @@ class Opts(TypedDict, total=False):
 
 def run(p: Point, o: "Opts | None" = None, *, tags: list[Point] = []) -> Point:
     pass
-'''
+"""
     d = derive_schema(src, "main.py")
     v = jsonschema.Draft202012Validator(d.input_schema)
     assert v.is_valid({"p": {"id": 1, "x": 2.0}})
-    assert v.is_valid({"p": {"id": 1, "x": 2, "label": "a"}, "o": {"mode": "fast"},
-                       "tags": [{"id": 2, "x": 0}]})
+    assert v.is_valid(
+        {"p": {"id": 1, "x": 2, "label": "a"}, "o": {"mode": "fast"}, "tags": [{"id": 2, "x": 0}]}
+    )
     assert not v.is_valid({"p": {"x": 2.0}})  # base field required
     assert not v.is_valid({"p": {"id": 1, "x": 2.0, "extra": 1}})
     assert not v.is_valid({"p": {"id": 1, "x": 2.0}, "o": {"depth": 1}})  # Required missing

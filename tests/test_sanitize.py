@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 from bastion.sanitize import SanitizeConfig, Sanitizer
 
 FORBIDDEN_CATEGORIES = {"Cc", "Cs"}
-INVISIBLES = set("\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                 "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
+INVISIBLES = set(
+    "\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
 
 
 def assert_clean_chars(text: str) -> None:
@@ -49,15 +51,59 @@ def jsize(value: Any) -> int:
 # -- strategies ------------------------------------------------------------------------------
 
 FRAGMENTS = [
-    "\x1b[31m", "\x1b[0m", "\x1b]0;title\x07", "\x1b]8;;http://x\x1b\\", "\x1bP1$r\x1b\\",
-    "\x9b2J", "\x1b(B", "\x1b", "\r\n", "\r", "\x00", "\x7f", "\x85", "\u202e", "\u2066",
-    "\u200b", "\ufeff", "\U000e0041", "\ud800", "\udfff", "sk-", "AKIA", "Bearer ", "eyJ",
-    "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "/home/alice",
-    "/home/alice/", "@", ".com", "+1 ", "4111", " ", "-", ".", ":", "::", "%", "%2", "[", "]",
-    "REDACTED", "[REDACTED:", "[path]", "…[truncated ", " bytes]", "DE89", "0", "7",
+    "\x1b[31m",
+    "\x1b[0m",
+    "\x1b]0;title\x07",
+    "\x1b]8;;http://x\x1b\\",
+    "\x1bP1$r\x1b\\",
+    "\x9b2J",
+    "\x1b(B",
+    "\x1b",
+    "\r\n",
+    "\r",
+    "\x00",
+    "\x7f",
+    "\x85",
+    "\u202e",
+    "\u2066",
+    "\u200b",
+    "\ufeff",
+    "\U000e0041",
+    "\ud800",
+    "\udfff",
+    "sk-",
+    "AKIA",
+    "Bearer ",
+    "eyJ",
+    "-----BEGIN RSA PRIVATE KEY-----",
+    "-----END RSA PRIVATE KEY-----",
+    "/home/alice",
+    "/home/alice/",
+    "@",
+    ".com",
+    "+1 ",
+    "4111",
+    " ",
+    "-",
+    ".",
+    ":",
+    "::",
+    "%",
+    "%2",
+    "[",
+    "]",
+    "REDACTED",
+    "[REDACTED:",
+    "[path]",
+    "…[truncated ",
+    " bytes]",
+    "DE89",
+    "0",
+    "7",
 ]
 noisy_text = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=40,
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)),
+    max_size=40,
 ).map("".join)
 
 secret_chars = st.characters(
@@ -125,13 +171,22 @@ def embedded_secret(draw: st.DrawFn) -> tuple[str, str]:
 
 # -- properties ---------------------------------------------------------------------------------
 
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(noisy_text, st.integers(64, 600), st.booleans())
 def test_output_is_clean_utf8_within_the_cap_and_idempotent(
-    text: str, cap: int, pii: bool,
+    text: str,
+    cap: int,
+    pii: bool,
 ) -> None:
-    san = Sanitizer(SanitizeConfig(max_output_bytes=cap, pii=pii, redact_paths=("/home/alice",),
-                                   redact_secrets=("hunter2-secret",)))
+    san = Sanitizer(
+        SanitizeConfig(
+            max_output_bytes=cap,
+            pii=pii,
+            redact_paths=("/home/alice",),
+            redact_secrets=("hunter2-secret",),
+        )
+    )
     out = san.clean_text(text)
     assert_clean_chars(out.text)
     assert size(out.text) <= cap
@@ -144,11 +199,13 @@ def test_output_is_clean_utf8_within_the_cap_and_idempotent(
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(embedded_secret(), st.booleans())
 def test_a_granted_secret_never_leaves_in_any_encoding(
-    case: tuple[str, str], named: bool,
+    case: tuple[str, str],
+    named: bool,
 ) -> None:
     secret, text = case
-    cfg = SanitizeConfig(redact_secrets={"MY_KEY": secret} if named else (secret,),
-                         max_output_bytes=1 << 20)
+    cfg = SanitizeConfig(
+        redact_secrets={"MY_KEY": secret} if named else (secret,), max_output_bytes=1 << 20
+    )
     clean = Sanitizer(cfg).clean_text(text)
     assert leaks(secret, clean.text) == []
     # Was the secret still there once escapes were removed (an ESC can eat its first char)?
@@ -162,7 +219,8 @@ def test_a_granted_secret_never_leaves_in_any_encoding(
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(embedded_secret(), st.integers(64, 300))
 def test_cutting_never_exposes_a_secret_and_stays_idempotent(
-    case: tuple[str, str], cap: int,
+    case: tuple[str, str],
+    cap: int,
 ) -> None:
     secret, text = case
     san = Sanitizer(SanitizeConfig(redact_secrets=(secret,), max_output_bytes=cap, pii=True))
@@ -173,10 +231,14 @@ def test_cutting_never_exposes_a_secret_and_stays_idempotent(
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | noisy_text,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(noisy_text, children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(noisy_text, children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -241,11 +303,24 @@ def test_one_long_string_is_cut_with_a_marker_that_says_how_much(case: tuple[int
 
 # -- attacks ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("attack", [
-    "\x1b]0;owned\x07", "\x1b]8;;https://evil/\x1b\\click\x1b]8;;\x1b\\", "\x1b[2J\x1b[H",
-    "\x9b31m", "\x1bPq#0;2;0;0;0\x1b\\", "\x1b_payload\x1b\\", "\x1b[?1049h", "\x1bc",
-    "a\u202egnp.exe", "\u2066x\u2069", "\U000e0049\U000e0047\U000e004e", "\x00\x01\x08\x0b\x7f",
-])
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "\x1b]0;owned\x07",
+        "\x1b]8;;https://evil/\x1b\\click\x1b]8;;\x1b\\",
+        "\x1b[2J\x1b[H",
+        "\x9b31m",
+        "\x1bPq#0;2;0;0;0\x1b\\",
+        "\x1b_payload\x1b\\",
+        "\x1b[?1049h",
+        "\x1bc",
+        "a\u202egnp.exe",
+        "\u2066x\u2069",
+        "\U000e0049\U000e0047\U000e004e",
+        "\x00\x01\x08\x0b\x7f",
+    ],
+)
 def test_terminal_and_bidi_attacks_leave_no_control_characters(attack: str) -> None:
     out = Sanitizer().clean_text("before " + attack + " after").text
     assert_clean_chars(out)
@@ -254,9 +329,11 @@ def test_terminal_and_bidi_attacks_leave_no_control_characters(attack: str) -> N
 
 
 def test_zero_width_characters_cannot_split_a_secret() -> None:
-    out = Sanitizer(SanitizeConfig(redact_secrets=("topsecretvalue",))).clean_text(
-        "key=top\u200bsecret\u2060value"
-    ).text
+    out = (
+        Sanitizer(SanitizeConfig(redact_secrets=("topsecretvalue",)))
+        .clean_text("key=top\u200bsecret\u2060value")
+        .text
+    )
     assert out == "key=[REDACTED:SECRET]"
 
 
@@ -265,19 +342,27 @@ def test_joiners_used_by_emoji_and_scripts_are_kept() -> None:
     assert Sanitizer().clean_text(family).text == family
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345", "API_KEY"),
-    ("AKIAIOSFODNN7EXAMPLE", "AWS_KEY"),
-    ("ghp_" + "a1" * 18, "GITHUB_TOKEN"),
-    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "GITHUB_TOKEN"),
-    ("xoxb-123456789012-abcdefghij", "SLACK_TOKEN"),
-    ("Authorization: Bearer abcdefghijklmnop.qrstuvwx", "BEARER"),
-    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-     "JWT"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----",
-     "PRIVATE_KEY"),
-    ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC (cut off)", "PRIVATE_KEY"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345", "API_KEY"),
+        ("AKIAIOSFODNN7EXAMPLE", "AWS_KEY"),
+        ("ghp_" + "a1" * 18, "GITHUB_TOKEN"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "GITHUB_TOKEN"),
+        ("xoxb-123456789012-abcdefghij", "SLACK_TOKEN"),
+        ("Authorization: Bearer abcdefghijklmnop.qrstuvwx", "BEARER"),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "JWT",
+        ),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n"
+            "-----END OPENSSH PRIVATE KEY-----",
+            "PRIVATE_KEY",
+        ),
+        ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC (cut off)", "PRIVATE_KEY"),
+    ],
+)
 def test_credential_shapes_are_redacted(text: str, kind: str) -> None:
     out = Sanitizer().clean_text("x " + text + " y")
     assert out.report.redactions[kind] >= 1
@@ -298,10 +383,15 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-@given(st.sampled_from("3456"), st.text("0123456789", min_size=14, max_size=14),
-       st.sampled_from(["", " ", "-"]))
+@given(
+    st.sampled_from("3456"),
+    st.text("0123456789", min_size=14, max_size=14),
+    st.sampled_from(["", " ", "-"]),
+)
 def test_card_numbers_are_redacted_exactly_when_luhn_holds(
-    first: str, rest: str, sep: str,
+    first: str,
+    rest: str,
+    sep: str,
 ) -> None:
     digits = first + rest
     body = digits[:15]
@@ -311,7 +401,7 @@ def test_card_numbers_are_redacted_exactly_when_luhn_holds(
     san = Sanitizer(SanitizeConfig(pii=True))
 
     def grouped(d: str) -> str:
-        return sep.join(d[i:i + 4] for i in range(0, 16, 4))
+        return sep.join(d[i : i + 4] for i in range(0, 16, 4))
 
     assert san.clean_text(f"card {grouped(good)} ok").text == "card [REDACTED:CARD] ok"
     assert grouped(bad) in san.clean_text(f"card {grouped(bad)} ok").text
@@ -322,33 +412,49 @@ def iban_with_check(country: str, bban: str) -> str:
     return f"{country}{98 - n % 97:02d}{bban}"
 
 
-@given(st.sampled_from(["DE", "FR", "GB", "NL"]),
-       st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=14, max_size=26))
+@given(
+    st.sampled_from(["DE", "FR", "GB", "NL"]),
+    st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=14, max_size=26),
+)
 def test_ibans_are_redacted_exactly_when_mod97_holds(country: str, bban: str) -> None:
     iban = iban_with_check(country, bban)
     wrong = iban[:2] + f"{(int(iban[2:4]) + 1) % 100:02d}" + iban[4:]
     san = Sanitizer(SanitizeConfig(pii=True))
     assert san.clean_text(f"pay {iban} now").text == "pay [REDACTED:IBAN] now"
-    spaced = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+    spaced = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
     assert san.clean_text(f"pay {spaced} now").text == "pay [REDACTED:IBAN] now"
     assert wrong in san.clean_text(f"pay {wrong} now").text
 
 
-@pytest.mark.parametrize("text", [
-    "mail bob.smith+tag@mail.example.co.uk now", "ip 192.168.10.254 now",
-    "ip 2001:db8:85a3::8a2e:370:7334 now", "ip fe80::1ff:fe23:4567:890a%eth0 now",
-    "call +44 20 7946 0958 now", "call (415) 555-2671 now", "call 415-555-2671 now",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail bob.smith+tag@mail.example.co.uk now",
+        "ip 192.168.10.254 now",
+        "ip 2001:db8:85a3::8a2e:370:7334 now",
+        "ip fe80::1ff:fe23:4567:890a%eth0 now",
+        "call +44 20 7946 0958 now",
+        "call (415) 555-2671 now",
+        "call 415-555-2671 now",
+    ],
+)
 def test_pii_is_redacted_only_when_asked(text: str) -> None:
     on = Sanitizer(SanitizeConfig(pii=True)).clean_text(text).text
     assert re.fullmatch(r"\w+ \[REDACTED:[A-Z]+\] now", on), on
     assert Sanitizer(SanitizeConfig(pii=False)).clean_text(text).text == text
 
 
-@pytest.mark.parametrize("text", [
-    "version 1.2.3 released 2024-01-15", "ts 1700000000000", "ratio 3:2", "a[::2]",
-    "see https://example.com/a/b", "Bearer tokens are short-lived",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version 1.2.3 released 2024-01-15",
+        "ts 1700000000000",
+        "ratio 3:2",
+        "a[::2]",
+        "see https://example.com/a/b",
+        "Bearer tokens are short-lived",
+    ],
+)
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert Sanitizer(SanitizeConfig(pii=True)).clean_text(text).text == text
 
@@ -388,14 +494,24 @@ def _alarm(_sig: int, _frame: Any) -> None:
 
 MIB = 1 << 20
 ADVERSARIAL = {
-    "jwt": "eyJ-" * (MIB // 4), "jwt-parts": "eyJaaaaaaaaa.eyJ" * (MIB // 16),
+    "jwt": "eyJ-" * (MIB // 4),
+    "jwt-parts": "eyJaaaaaaaaa.eyJ" * (MIB // 16),
     "pem-headers": "-----BEGIN PRIVATE KEY-----" * (MIB // 27),
     "pem-long": "-----BEGIN " + "A" * MIB,
-    "email-domain": "a@" + "a." * (MIB // 2), "email-locals": ("a" * 63 + "@") * (MIB // 64),
-    "csi": "\x1b[" + "0" * MIB, "osc": "\x1b]" * (MIB // 2), "cards": "4 " * (MIB // 2),
-    "phones": "+1 " * (MIB // 3), "ibans": "DE89 " * (MIB // 5), "colons": ":" * MIB,
-    "ipv6ish": "a:" * (MIB // 2), "dots": "1." * (MIB // 2), "bearer": "Bearer " + "a" * MIB + "!",
-    "paths": "/home/alice" * (MIB // 11), "percent": "%2" * (MIB // 2), "digits": "1" * MIB,
+    "email-domain": "a@" + "a." * (MIB // 2),
+    "email-locals": ("a" * 63 + "@") * (MIB // 64),
+    "csi": "\x1b[" + "0" * MIB,
+    "osc": "\x1b]" * (MIB // 2),
+    "cards": "4 " * (MIB // 2),
+    "phones": "+1 " * (MIB // 3),
+    "ibans": "DE89 " * (MIB // 5),
+    "colons": ":" * MIB,
+    "ipv6ish": "a:" * (MIB // 2),
+    "dots": "1." * (MIB // 2),
+    "bearer": "Bearer " + "a" * MIB + "!",
+    "paths": "/home/alice" * (MIB // 11),
+    "percent": "%2" * (MIB // 2),
+    "digits": "1" * MIB,
 }
 
 
@@ -403,10 +519,14 @@ ADVERSARIAL = {
 def test_adversarial_mebibyte_inputs_finish(name: str) -> None:
     """ReDoS guard: a quadratic pattern takes hours on these; the alarm only stops a hang
     (it is not a performance assertion; bench/bench_sanitize.py measures speed)."""
-    san = Sanitizer(SanitizeConfig(
-        max_output_bytes=4 * MIB, pii=True, redact_paths=("/home/alice",),
-        redact_secrets={"K": "hunter2-s3cret!", "P": "%%%%%%%%"},
-    ))
+    san = Sanitizer(
+        SanitizeConfig(
+            max_output_bytes=4 * MIB,
+            pii=True,
+            redact_paths=("/home/alice",),
+            redact_secrets={"K": "hunter2-s3cret!", "P": "%%%%%%%%"},
+        )
+    )
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(120)
     try:
@@ -417,4 +537,3 @@ def test_adversarial_mebibyte_inputs_finish(name: str) -> None:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert_clean_chars(out.text)
-

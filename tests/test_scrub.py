@@ -34,10 +34,10 @@ def test_a_real_host_traceback_is_reduced_to_its_last_line() -> None:
 
 def test_chained_tracebacks_and_stray_frame_lines_go() -> None:
     msg = (
-        "Traceback (most recent call last):\n  File \"/a/b.py\", line 1, in f\n    x()\n"
+        'Traceback (most recent call last):\n  File "/a/b.py", line 1, in f\n    x()\n'
         "ValueError: one\n\nDuring handling of the above exception, another exception occurred:"
-        "\n\nTraceback (most recent call last):\n  File \"/c/d.py\", line 2, in g\n"
-        "RuntimeError: two\nalso File \"/e/f.py\", line 9, in h"
+        '\n\nTraceback (most recent call last):\n  File "/c/d.py", line 2, in g\n'
+        'RuntimeError: two\nalso File "/e/f.py", line 9, in h'
     )
     out = scrub_message(msg)
     assert out == "ValueError: one RuntimeError: two also"
@@ -48,15 +48,18 @@ def test_any_absolute_path_is_hidden_but_urls_stay() -> None:
         "open /etc/passwd, ~/x/.ssh/id_rsa, C:\\Users\\bob\\a.txt, \\\\srv\\share\\f, "
         "file:///var/lib/x and https://example.com/a/b?c=d, --config=/etc/x"
     )
-    assert out == ("open [path], [path], [path], [path], [path] and "
-                   "https://example.com/a/b?c=d, --config=[path]")
+    assert out == (
+        "open [path], [path], [path], [path], [path] and "
+        "https://example.com/a/b?c=d, --config=[path]"
+    )
 
 
 def test_known_host_paths_secrets_and_credentials_are_redacted() -> None:
     out = scrub_message(
         f"token {SECRET} b64 {base64.b64encode(SECRET.encode()).decode()} in myproj/x "
         "key AKIAIOSFODNN7EXAMPLE",
-        secrets=[SECRET], paths=["myproj"],
+        secrets=[SECRET],
+        paths=["myproj"],
     )
     assert SECRET not in out and "AKIA" not in out and "myproj" not in out
     assert out.count("[REDACTED:SECRET]") == 2
@@ -77,8 +80,11 @@ def test_long_messages_end_with_an_ellipsis(word: str, limit: int) -> None:
     assert len(out) <= limit and out.endswith("…")
 
 
-@given(st.lists(st.sampled_from(["/", "a", "b", ".", " ", "~", ":", "\\", "C:", "x/"]),
-                max_size=40).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["/", "a", "b", ".", " ", "~", ":", "\\", "C:", "x/"]), max_size=40
+    ).map("".join)
+)
 def test_no_absolute_path_survives(msg: str) -> None:
     out = scrub_message(msg, limit=10_000)
     assert not re.search(r"(?:^|\s)~?/[A-Za-z]", out), out

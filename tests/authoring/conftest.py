@@ -53,15 +53,18 @@ class PackRunner:
 
 
 @pytest.fixture
-def pack_runner(tmp_path: Path, runner_ready: None
-                ) -> Iterator[Callable[..., PackRunner]]:
+def pack_runner(tmp_path: Path, runner_ready: None) -> Iterator[Callable[..., PackRunner]]:
     """``pack_runner("data", policy_text)``: a kernel over one first-party pack folder only."""
     kernels: list[Kernel] = []
 
     def make(pack: str, policy: str = "", environ: dict[str, str] | None = None) -> PackRunner:
         text = policy + f'\n[audit]\npath = "{(tmp_path / "audit.jsonl").as_posix()}"\n'
-        kernel = Kernel(load_policy(text=text), pack_paths=[PACKS[pack]], entry_points=False,
-                        environ=environ or {})
+        kernel = Kernel(
+            load_policy(text=text),
+            pack_paths=[PACKS[pack]],
+            entry_points=False,
+            environ=environ or {},
+        )
         kernels.append(kernel)
         assert not kernel.problems, kernel.problems
         return PackRunner(kernel)

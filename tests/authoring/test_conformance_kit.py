@@ -49,19 +49,39 @@ def test_badpack_fails_exactly_the_checks_each_skill_breaks(runner_ready: None) 
     assert report.passed("manifest") and report.passed("examples") and report.passed("limits")
 
 
-@pytest.mark.parametrize(("check", "phrases"), [
-    ("permissions", ["requested https://undeclared.example, which it did not declare",
-                     "NETWORK_DENIED", "Fix: declare every host in [permissions] network"]),
-    ("output_schema", ["output.count: '3' is not of type 'integer'",
-                       "Fix: return what [output_schema] describes"]),
-    ("fuzz", ['{"n": 0} raised ZeroDivisionError', "raise ValueError"]),
-    ("secrets", ["returned secret BADPACK_TOKEN", "Fix: never put a secret"]),
-    ("deterministic", ["example 2 gave", "set deterministic = false in skill.toml"]),
-    ("unique_names", ["'twin' is used by the folders 'twin_a', 'twin_b'",
-                      "Fix: give each skill.toml its own name"]),
-])
-def test_badpack_messages_say_what_to_change(check: str, phrases: list[str],
-                                             runner_ready: None) -> None:
+@pytest.mark.parametrize(
+    ("check", "phrases"),
+    [
+        (
+            "permissions",
+            [
+                "requested https://undeclared.example, which it did not declare",
+                "NETWORK_DENIED",
+                "Fix: declare every host in [permissions] network",
+            ],
+        ),
+        (
+            "output_schema",
+            [
+                "output.count: '3' is not of type 'integer'",
+                "Fix: return what [output_schema] describes",
+            ],
+        ),
+        ("fuzz", ['{"n": 0} raised ZeroDivisionError', "raise ValueError"]),
+        ("secrets", ["returned secret BADPACK_TOKEN", "Fix: never put a secret"]),
+        ("deterministic", ["example 2 gave", "set deterministic = false in skill.toml"]),
+        (
+            "unique_names",
+            [
+                "'twin' is used by the folders 'twin_a', 'twin_b'",
+                "Fix: give each skill.toml its own name",
+            ],
+        ),
+    ],
+)
+def test_badpack_messages_say_what_to_change(
+    check: str, phrases: list[str], runner_ready: None
+) -> None:
     report = conformance_report(BADPACK)
     with pytest.raises(ConformanceError) as info:
         report.assert_passed(check)
@@ -73,8 +93,9 @@ def test_the_undeclared_host_is_listed_from_the_audit(runner_ready: None) -> Non
     assert conformance_report(BADPACK).hosts["undeclared_host"] == ["https://undeclared.example"]
 
 
-def test_run_conformance_prints_and_writes_a_json_report(tmp_path: Path,
-                                                         runner_ready: None) -> None:
+def test_run_conformance_prints_and_writes_a_json_report(
+    tmp_path: Path, runner_ready: None
+) -> None:
     out = io.StringIO()
     rc = run_conformance(BADPACK, json_report=tmp_path / "r.json", stream=out)
     assert rc == 1
@@ -105,10 +126,23 @@ def _plugin_args() -> list[str]:
 
 def test_pytest_option_runs_the_checks_as_tests(tmp_path: Path, runner_ready: None) -> None:
     (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    cmd = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider",
-           "-q", "--rootdir", str(tmp_path), str(tmp_path), "--bastion-pack", str(BADPACK)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                          check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *_plugin_args(),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(tmp_path),
+        str(tmp_path),
+        "--bastion-pack",
+        str(BADPACK),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "6 failed, 4 passed" in proc.stdout
     assert "'twin' is used by the folders" in proc.stdout
@@ -116,9 +150,18 @@ def test_pytest_option_runs_the_checks_as_tests(tmp_path: Path, runner_ready: No
 
 def test_pytest_plugin_is_inert_without_the_option(tmp_path: Path) -> None:
     (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    cmd = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider",
-           "-q", "--rootdir", str(tmp_path), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *_plugin_args(),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(tmp_path),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout

@@ -30,41 +30,54 @@ def test_calc_input_schema_is_derived_from_run(data: PackRunner) -> None:
     assert "Significant digits" in schema["properties"]["precision"].get("description", "")
 
 
-@pytest.mark.parametrize(("expression", "value"), [
-    ("2 * (3 + 4) ** 2", 98), ("7 // 2", 3), ("-7 % 3", 2), ("2 ** -1", 0.5),
-    ("max(1, 5, 3) - min(4, 2)", 3), ("round(2.567, 2)", 2.57), ("log(8, 2)", 3.0),
-    ("factorial(20)", 2432902008176640000), ("2 ** 100", 2**100), ("tau / pi", 2.0),
-])
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("2 * (3 + 4) ** 2", 98),
+        ("7 // 2", 3),
+        ("-7 % 3", 2),
+        ("2 ** -1", 0.5),
+        ("max(1, 5, 3) - min(4, 2)", 3),
+        ("round(2.567, 2)", 2.57),
+        ("log(8, 2)", 3.0),
+        ("factorial(20)", 2432902008176640000),
+        ("2 ** 100", 2**100),
+        ("tau / pi", 2.0),
+    ],
+)
 def test_calc_values(data: PackRunner, expression: str, value: float) -> None:
     assert data.ok("calc", expression=expression)["result"] == value
 
 
-@pytest.mark.parametrize(("expression", "says"), [
-    ("9**9**9", "too large"),
-    ("2 ** 100000", "too large"),
-    ("factorial(100000)", "too large"),
-    ("__import__('os')", "'__import__' is not available"),
-    ("__import__('os').system('id')", "calling Attribute is not allowed"),
-    ("(1).__class__.__bases__", "Attribute is not allowed"),
-    ("open('/etc/passwd')", "'open' is not available"),
-    ("[x for x in range(10**9)]", "ListComp is not allowed"),
-    ("lambda: 0", "Lambda is not allowed"),
-    ("'a' * 10", "only numbers are allowed"),
-    ("2 ^ 3", "write powers as '**'"),
-    ("1 / 0", "division by zero"),
-    ("sqrt(-1)", "math error in 'sqrt(-1)'"),
-    ("1e308 * 10", "not a finite number"),
-    ("(" * 300 + "1" + ")" * 300, "nested more than 40 deep"),
-    ("(" * 41 + "1" + ")" * 41, "nested more than 40 deep"),
-    ("-" * 1500 + "1", "more than 40 signs in a row"),
-    ("- + " * 30 + "1", "more than 40 signs in a row"),
-    ("2 ** " * 60 + "1", "more than 40 powers"),
-    ("1 + " * 400 + "1", "too long (more than 400 parts)"),
-    ("((((((1))))))" * 100, "calling Call is not allowed"),
-    ("1 + " * 1000 + "1", "characters; the limit is 2000"),
-    ("x + 1", "unknown name 'x'"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("9**9**9", "too large"),
+        ("2 ** 100000", "too large"),
+        ("factorial(100000)", "too large"),
+        ("__import__('os')", "'__import__' is not available"),
+        ("__import__('os').system('id')", "calling Attribute is not allowed"),
+        ("(1).__class__.__bases__", "Attribute is not allowed"),
+        ("open('/etc/passwd')", "'open' is not available"),
+        ("[x for x in range(10**9)]", "ListComp is not allowed"),
+        ("lambda: 0", "Lambda is not allowed"),
+        ("'a' * 10", "only numbers are allowed"),
+        ("2 ^ 3", "write powers as '**'"),
+        ("1 / 0", "division by zero"),
+        ("sqrt(-1)", "math error in 'sqrt(-1)'"),
+        ("1e308 * 10", "not a finite number"),
+        ("(" * 300 + "1" + ")" * 300, "nested more than 40 deep"),
+        ("(" * 41 + "1" + ")" * 41, "nested more than 40 deep"),
+        ("-" * 1500 + "1", "more than 40 signs in a row"),
+        ("- + " * 30 + "1", "more than 40 signs in a row"),
+        ("2 ** " * 60 + "1", "more than 40 powers"),
+        ("1 + " * 400 + "1", "too long (more than 400 parts)"),
+        ("((((((1))))))" * 100, "calling Call is not allowed"),
+        ("1 + " * 1000 + "1", "characters; the limit is 2000"),
+        ("x + 1", "unknown name 'x'"),
+        ("", "empty"),
+    ],
+)
 def test_calc_refuses_with_a_clear_message(data: PackRunner, expression: str, says: str) -> None:
     code, message = data.error("calc", expression=expression)
     assert code == "SKILL_ERROR"
@@ -100,20 +113,29 @@ def test_json_query(data: PackRunner) -> None:
     assert data.ok("json_query", document=doc, query="items[*].id")["result"] == [1, 2]
     assert data.ok("json_query", document=doc, query="items[-1].id")["result"] == 2
     assert data.ok("json_query", document=doc, query="n") == {
-        "found": True, "count": 1, "result": None}
+        "found": True,
+        "count": 1,
+        "result": None,
+    }
     assert data.ok("json_query", document=doc, query="items[5].id") == {
-        "found": False, "count": 0, "result": None}
+        "found": False,
+        "count": 0,
+        "result": None,
+    }
     assert data.ok("json_query", document=doc, query="items[*].tags[0]")["result"] == ["a"]
 
 
-@pytest.mark.parametrize(("document", "query", "says"), [
-    ("[" * 100_000 + "]" * 100_000, "x", "nested more than 200 levels"),
-    ('{"a": NaN}', "a", "NaN is not a JSON value"),
-    ("{bad", "a", "line 1 column 2"),
-    ("{}", "a[", "bad bracket at position 1"),
-    ("{}", "a..b", "expected a key name after '.' at position 2"),
-    ("1" * 5000, "$", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("document", "query", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "x", "nested more than 200 levels"),
+        ('{"a": NaN}', "a", "NaN is not a JSON value"),
+        ("{bad", "a", "line 1 column 2"),
+        ("{}", "a[", "bad bracket at position 1"),
+        ("{}", "a..b", "expected a key name after '.' at position 2"),
+        ("1" * 5000, "$", "not valid JSON"),
+    ],
+)
 def test_json_query_refuses(data: PackRunner, document: str, query: str, says: str) -> None:
     code, message = data.error("json_query", document=document, query=query)
     assert code == "SKILL_ERROR"
@@ -129,8 +151,9 @@ def test_text_stats(data: PackRunner) -> None:
 
 
 def test_regex_extract_named_groups_and_bounds(data: PackRunner) -> None:
-    out = data.ok("regex_extract", pattern=r"(?P<k>\w+)=(?P<v>\d+)?", text="a=1 b= c=3",
-                  max_matches=2)
+    out = data.ok(
+        "regex_extract", pattern=r"(?P<k>\w+)=(?P<v>\d+)?", text="a=1 b= c=3", max_matches=2
+    )
     assert out["truncated"] is True
     assert [m["named"] for m in out["matches"]] == [{"k": "a", "v": "1"}, {"k": "b", "v": None}]
     code, message = data.error("regex_extract", pattern="(", text="x")
@@ -140,7 +163,8 @@ def test_regex_extract_named_groups_and_bounds(data: PackRunner) -> None:
 
 
 def test_catastrophic_regex_is_stopped_by_the_time_limit(
-        pack_runner: Callable[..., PackRunner]) -> None:
+    pack_runner: Callable[..., PackRunner],
+) -> None:
     runner = pack_runner("data", "[skills.regex_extract.limits]\ntimeout_ms = 1000\n")
     code, _ = runner.error("regex_extract", pattern=r"^(a+)+$", text="a" * 40 + "b")
     assert code == "TIMEOUT"

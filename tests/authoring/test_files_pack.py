@@ -31,8 +31,9 @@ def shared(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def files(pack_runner: Callable[..., PackRunner], shared: Path) -> PackRunner:
-    return pack_runner("files", f'[[mounts]]\nguest = "/files"\nhost = "{shared.as_posix()}"\n'
-                                'access = "read"\n')
+    return pack_runner(
+        "files", f'[[mounts]]\nguest = "/files"\nhost = "{shared.as_posix()}"\naccess = "read"\n'
+    )
 
 
 def test_without_a_mount_the_skills_are_denied(pack_runner: Callable[..., PackRunner]) -> None:
@@ -56,14 +57,25 @@ def test_list_read_search(files: PackRunner) -> None:
     assert files.ok("read_file", path="bom16.txt")["text"] == "héllo"
     hits = files.ok("search_text", query="BETA", ignore_case=True)
     assert [(h["path"], h["line"]) for h in hits["matches"]] == [
-        ("/files/docs/guide.md", 2), ("/files/notes.txt", 2), ("/files/notes.txt", 3)]
+        ("/files/docs/guide.md", 2),
+        ("/files/notes.txt", 2),
+        ("/files/notes.txt", 3),
+    ]
     assert "TOP SECRET" not in str(files.ok("search_text", query="SECRET"))
 
 
-@pytest.mark.parametrize("path", [
-    "../../etc/passwd", "/etc/passwd", "/files/../etc/passwd", "../secret.txt",
-    "abs_link.txt", "rel_link.txt", "etc_link/passwd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "/files/../etc/passwd",
+        "../secret.txt",
+        "abs_link.txt",
+        "rel_link.txt",
+        "etc_link/passwd",
+    ],
+)
 def test_read_file_refuses_paths_outside_the_mount(files: PackRunner, path: str) -> None:
     code, message = files.error("read_file", path=path)
     assert code == "SKILL_ERROR"

@@ -17,12 +17,17 @@ def test_names_derived_from_the_skill_name() -> None:
     assert names["package"] == "bastion_pack_word_stats"
 
 
-@pytest.mark.parametrize(("name", "hint"), [
-    ("Word-Stats", "'word_stats'"), ("9lives", "'skill_9lives'"), ("", None),
-    ("a" * 65, "'" + "a" * 64 + "'"), ("has space", "'has_space'"),
-])
-def test_invalid_names_are_refused_with_a_fix(name: str, hint: str | None,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("Word-Stats", "'word_stats'"),
+        ("9lives", "'skill_9lives'"),
+        ("", None),
+        ("a" * 65, "'" + "a" * 64 + "'"),
+        ("has space", "'has_space'"),
+    ],
+)
+def test_invalid_names_are_refused_with_a_fix(name: str, hint: str | None, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         create_pack(name, tmp_path / "p")
     message = str(info.value)
@@ -61,14 +66,15 @@ def test_the_pack_is_created_with_every_placeholder_filled(tmp_path: Path) -> No
     project = tomllib.loads((folder / "pyproject.toml").read_text())
     assert project["project"]["name"] == "bastion-pack-word-stats"
     assert project["project"]["entry-points"]["bastion"] == {
-        "word_stats": "bastion_pack_word_stats"}
-    skill = tomllib.loads(
-        (folder / "bastion_pack_word_stats/word_stats/skill.toml").read_text())
+        "word_stats": "bastion_pack_word_stats"
+    }
+    skill = tomllib.loads((folder / "bastion_pack_word_stats/word_stats/skill.toml").read_text())
     assert skill["name"] == "word_stats" and skill["examples"]
 
 
-def test_default_folder_is_named_after_the_distribution(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_folder_is_named_after_the_distribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert create_pack("hello") == tmp_path / "bastion-pack-hello"
 

@@ -18,8 +18,11 @@ PAGE = b"""<html><head><title> Local  page </title><script>alert('x')</script></
 
 def _granted(pack_runner: Callable[..., PackRunner], *origins: str) -> PackRunner:
     rules = ", ".join(f'"{o}"' for o in origins)
-    return pack_runner("web", f'[network]\nallow_private = ["127.0.0.1/32"]\n\n'
-                              f"[skills.fetch_page]\nnetwork = [{rules}]\n")
+    return pack_runner(
+        "web",
+        f'[network]\nallow_private = ["127.0.0.1/32"]\n\n'
+        f"[skills.fetch_page]\nnetwork = [{rules}]\n",
+    )
 
 
 def test_fetch_page_reads_text_title_and_links(pack_runner: Callable[..., PackRunner]) -> None:
@@ -34,8 +37,12 @@ def test_fetch_page_reads_text_title_and_links(pack_runner: Callable[..., PackRu
 
 
 def test_fetch_page_bounds_text_and_links(pack_runner: Callable[..., PackRunner]) -> None:
-    body = b"<p>" + b"word " * 10_000 + b"</p>" + b"".join(
-        b'<a href="/p%d">x</a>' % i for i in range(1000))
+    body = (
+        b"<p>"
+        + b"word " * 10_000
+        + b"</p>"
+        + b"".join(b'<a href="/p%d">x</a>' % i for i in range(1000))
+    )
     with LocalServer() as srv:
         srv.reply("/big", body, headers=[("Content-Type", "text/html")])
         web = _granted(pack_runner, srv.url("/").rstrip("/"))
@@ -45,7 +52,8 @@ def test_fetch_page_bounds_text_and_links(pack_runner: Callable[..., PackRunner]
 
 
 def test_without_a_grant_every_request_is_network_denied(
-        pack_runner: Callable[..., PackRunner]) -> None:
+    pack_runner: Callable[..., PackRunner],
+) -> None:
     with LocalServer() as srv:
         srv.reply("/", PAGE, headers=[("Content-Type", "text/html")])
         web = pack_runner("web")
@@ -54,8 +62,7 @@ def test_without_a_grant_every_request_is_network_denied(
         assert srv.requests == []
 
 
-def test_redirect_to_a_host_not_granted_is_refused(
-        pack_runner: Callable[..., PackRunner]) -> None:
+def test_redirect_to_a_host_not_granted_is_refused(pack_runner: Callable[..., PackRunner]) -> None:
     with LocalServer() as good, LocalServer() as other:
         other.reply("/", b"<p>other</p>", headers=[("Content-Type", "text/html")])
         good.redirect("/go", other.url("/"))

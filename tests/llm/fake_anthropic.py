@@ -37,8 +37,12 @@ def text(s: str) -> dict[str, Any]:
 
 def tool_use(name: str, args: dict[str, Any], id: str | None = None) -> dict[str, Any]:
     """A tool_use content block (a fresh id unless one is given)."""
-    return {"type": "tool_use", "id": id or f"toolu_fake{next(_ids):04d}", "name": name,
-            "input": args}
+    return {
+        "type": "tool_use",
+        "id": id or f"toolu_fake{next(_ids):04d}",
+        "name": name,
+        "input": args,
+    }
 
 
 @dataclass
@@ -98,11 +102,19 @@ class _State:
 
 def _message(reply: Reply, model: str) -> dict[str, Any]:
     return {
-        "id": f"msg_fake{next(_ids):04d}", "type": "message", "role": "assistant",
-        "model": model, "content": reply.content, "stop_reason": reply.stop,
+        "id": f"msg_fake{next(_ids):04d}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": reply.content,
+        "stop_reason": reply.stop,
         "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "usage": {
+            "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
     }
 
 
@@ -110,7 +122,7 @@ def _chunks(s: str, n: int = 3) -> list[str]:
     if not s:
         return [""]
     size = max(1, -(-len(s) // n))
-    return [s[i:i + size] for i in range(0, len(s), size)]
+    return [s[i : i + size] for i in range(0, len(s), size)]
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -121,31 +133,65 @@ def _stream_events(reply: Reply, model: str) -> Iterator[bytes]:
     start = _message(reply, model)
     start["content"] = []
     start["stop_reason"] = None
-    start["usage"] = {"input_tokens": reply.input_tokens, "output_tokens": 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    start["usage"] = {
+        "input_tokens": reply.input_tokens,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
     yield _sse("message_start", {"type": "message_start", "message": start})
     yield _sse("ping", {"type": "ping"})
     for i, block in enumerate(reply.content):
         if block["type"] == "text":
-            yield _sse("content_block_start", {"type": "content_block_start", "index": i,
-                                               "content_block": {"type": "text", "text": ""}})
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
             for piece in _chunks(block["text"]):
-                yield _sse("content_block_delta", {
-                    "type": "content_block_delta", "index": i,
-                    "delta": {"type": "text_delta", "text": piece}})
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                )
         elif block["type"] == "tool_use":
-            yield _sse("content_block_start", {
-                "type": "content_block_start", "index": i,
-                "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"],
-                                  "input": {}}})
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": block["id"],
+                        "name": block["name"],
+                        "input": {},
+                    },
+                },
+            )
             for piece in _chunks(json.dumps(block["input"])):
-                yield _sse("content_block_delta", {
-                    "type": "content_block_delta", "index": i,
-                    "delta": {"type": "input_json_delta", "partial_json": piece}})
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": i})
-    yield _sse("message_delta", {
-        "type": "message_delta", "delta": {"stop_reason": reply.stop, "stop_sequence": None},
-        "usage": {"output_tokens": reply.output_tokens}})
+    yield _sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": reply.stop, "stop_sequence": None},
+            "usage": {"output_tokens": reply.output_tokens},
+        },
+    )
     yield _sse("message_stop", {"type": "message_stop"})
 
 
@@ -160,8 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def _send_json(self, status: int, body: dict[str, Any],
-                   headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -190,15 +237,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = self.server.state
         with state.lock:
-            state.requests.append(Recorded(self.path, {k.lower(): v for k, v in
-                                                       self.headers.items()}, body))
+            state.requests.append(
+                Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
             step = state.script.pop(0) if state.script else None
         if self.path.split("?")[0] != "/v1/messages":
             self._send_json(404, _error_body("not_found_error", f"no route {self.path}"))
             return
         if step is None:
-            self._send_json(400, _error_body("invalid_request_error",
-                                             "fake server: no scripted response left"))
+            self._send_json(
+                400, _error_body("invalid_request_error", "fake server: no scripted response left")
+            )
             return
         if callable(step):
             step = step(body)
@@ -239,8 +288,9 @@ class FakeAnthropic:
     def __init__(self) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = _State()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        kwargs={"poll_interval": 0.05})
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
+        )
 
     @property
     def base_url(self) -> str:

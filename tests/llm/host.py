@@ -41,19 +41,31 @@ class FunctionHost:
     specs: dict[str, Spec] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
 
-    def add(self, name: str, func: Callable[..., Any], *, description: str = "",
-            schema: dict[str, Any] | None = None) -> FunctionHost:
+    def add(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        description: str = "",
+        schema: dict[str, Any] | None = None,
+    ) -> FunctionHost:
         self.funcs[name] = func
-        self.specs[name] = Spec(name, description or f"the {name} tool",
-                                schema or {"type": "object", "properties": {}})
+        self.specs[name] = Spec(
+            name, description or f"the {name} tool", schema or {"type": "object", "properties": {}}
+        )
         return self
 
     def tools(self) -> list[Spec]:
         return list(self.specs.values())
 
-    async def ainvoke(self, name: str, arguments: Any, *,
-                      context: InvocationContext | None = None,
-                      approver: Any = None) -> ToolResult:
+    async def ainvoke(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
+        approver: Any = None,
+    ) -> ToolResult:
         self.calls.append(Call(name, arguments, context, approver))
         start = time.perf_counter()
         func = self.funcs.get(name)
@@ -64,9 +76,15 @@ class FunctionHost:
             if inspect.isawaitable(out):
                 out = await out
         except Exception as exc:
-            return ToolResult.failure(ErrorCode.SKILL_ERROR, f"{type(exc).__name__}: {exc}",
-                                      duration_ms=(time.perf_counter() - start) * 1000)
+            return ToolResult.failure(
+                ErrorCode.SKILL_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                duration_ms=(time.perf_counter() - start) * 1000,
+            )
         if isinstance(out, ToolResult):
             return out
-        return ToolResult.success(out, duration_ms=(time.perf_counter() - start) * 1000,
-                                  invocation_id=context.invocation_id if context else "")
+        return ToolResult.success(
+            out,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            invocation_id=context.invocation_id if context else "",
+        )

@@ -27,9 +27,11 @@ from bastion.tokens import tool_pairs_intact
 from tests.llm.fake_anthropic import ErrorReply, FakeAnthropic, Reply, StreamError, text, tool_use
 from tests.llm.host import FunctionHost
 
-ADD_SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"},
-                                               "b": {"type": "integer"}},
-              "required": ["a", "b"]}
+ADD_SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+}
 
 
 def claude(fake: FakeAnthropic, **kw: Any) -> AnthropicModel:
@@ -46,11 +48,12 @@ def test_a_kernel_shaped_host_satisfies_the_protocol(host: FunctionHost) -> None
 
 
 def test_single_tool_use_through_the_sdk(fake: FakeAnthropic, host: FunctionHost) -> None:
-    host.add("add", lambda a, b: {"sum": a + b}, description="Add two integers",
-             schema=ADD_SCHEMA)
+    host.add("add", lambda a, b: {"sum": a + b}, description="Add two integers", schema=ADD_SCHEMA)
     host.add("echo", lambda text: text)
-    fake.script(Reply([text("Adding."), tool_use("add", {"a": 2, "b": 3}, "tu1")]),
-                Reply([text("The sum is 5.")], input_tokens=30, output_tokens=7))
+    fake.script(
+        Reply([text("Adding."), tool_use("add", {"a": 2, "b": 3}, "tu1")]),
+        Reply([text("The sum is 5.")], input_tokens=30, output_tokens=7),
+    )
     agent = Agent(host, model=claude(fake), system="You are terse.")
     run = agent.run("What is 2+3?")
     assert run.stop_reason == StopReason.END_TURN and run.ok
@@ -61,20 +64,31 @@ def test_single_tool_use_through_the_sdk(fake: FakeAnthropic, host: FunctionHost
     # exactly the host's tools are offered, as name/description/input_schema
     assert first["tools"] == [
         {"name": "add", "description": "Add two integers", "input_schema": ADD_SCHEMA},
-        {"name": "echo", "description": "the echo tool",
-         "input_schema": {"type": "object", "properties": {}}},
+        {
+            "name": "echo",
+            "description": "the echo tool",
+            "input_schema": {"type": "object", "properties": {}},
+        },
     ]
     # the tool result comes back as data in a tool_result block; the system prompt is unchanged
     assert second["system"] == first["system"] == "You are terse."
-    assert second["messages"][1] == {"role": "assistant", "content": [
-        {"type": "text", "text": "Adding."},
-        {"type": "tool_use", "id": "tu1", "name": "add", "input": {"a": 2, "b": 3}}]}
-    assert second["messages"][2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "tu1", "content": '{"sum": 5}'}]}
+    assert second["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Adding."},
+            {"type": "tool_use", "id": "tu1", "name": "add", "input": {"a": 2, "b": 3}},
+        ],
+    }
+    assert second["messages"][2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": '{"sum": 5}'}],
+    }
     assert host.calls[0].name == "add" and host.calls[0].arguments == {"a": 2, "b": 3}
     assert tool_pairs_intact(run.messages)
-    assert run.messages == [*second["messages"], {"role": "assistant", "content": [
-        {"type": "text", "text": "The sum is 5."}]}]
+    assert run.messages == [
+        *second["messages"],
+        {"role": "assistant", "content": [{"type": "text", "text": "The sum is 5."}]},
+    ]
 
 
 def test_parallel_tools_run_together_and_keep_order(host: FunctionHost) -> None:
@@ -93,11 +107,14 @@ def test_parallel_tools_run_together_and_keep_order(host: FunctionHost) -> None:
         return f"fast:{tag}"
 
     host.add("slow", slow).add("fast", fast)
-    model = ScriptedModel([
-        ScriptedTurn(tool_calls=[("slow", {"tag": "1"}), ("slow", {"tag": "2"}),
-                                 ("fast", {"tag": "3"})]),
-        "done",
-    ])
+    model = ScriptedModel(
+        [
+            ScriptedTurn(
+                tool_calls=[("slow", {"tag": "1"}), ("slow", {"tag": "2"}), ("fast", {"tag": "3"})]
+            ),
+            "done",
+        ]
+    )
     events: list[AgentEvent] = []
     run = Agent(host, model=model, parallel_tools=3, on_event=events.append).run("go")
     assert run.stop_reason == "end_turn"
@@ -150,9 +167,14 @@ def test_failing_tool_gives_is_error_with_scrubbed_message(
 
 def test_a_host_that_raises_becomes_internal_without_details(host: FunctionHost) -> None:
     class Broken(FunctionHost):
-        async def ainvoke(self, name: str, arguments: Any, *,
-                          context: InvocationContext | None = None,
-                          approver: Any = None) -> ToolResult:
+        async def ainvoke(
+            self,
+            name: str,
+            arguments: Any,
+            *,
+            context: InvocationContext | None = None,
+            approver: Any = None,
+        ) -> ToolResult:
             raise RuntimeError("/home/secret/path exploded")
 
     broken = Broken().add("x", lambda: 1)
@@ -171,17 +193,22 @@ def test_denied_approval_is_reported_to_the_model(host: FunctionHost) -> None:
     approver = NoApprover()
 
     def delete_all(path: str) -> ToolResult:
-        return ToolResult.failure(ErrorCode.APPROVAL_REQUIRED,
-                                  f"calling 'delete_all' on {path!r} was not approved")
+        return ToolResult.failure(
+            ErrorCode.APPROVAL_REQUIRED, f"calling 'delete_all' on {path!r} was not approved"
+        )
 
     host.add("delete_all", delete_all)
-    model = ScriptedModel([ScriptedTurn(tool_calls=[("delete_all", {"path": "/data"})]),
-                           "Understood, not deleting."])
+    model = ScriptedModel(
+        [ScriptedTurn(tool_calls=[("delete_all", {"path": "/data"})]), "Understood, not deleting."]
+    )
     run = Agent(host, model=model, approver=approver).run("clean up")
     block = results_of(run.messages[2])[0]
-    assert block == {"type": "tool_result", "tool_use_id": block["tool_use_id"],
-                     "content": "APPROVAL_REQUIRED: calling 'delete_all' on '/data' was not "
-                                "approved", "is_error": True}
+    assert block == {
+        "type": "tool_result",
+        "tool_use_id": block["tool_use_id"],
+        "content": "APPROVAL_REQUIRED: calling 'delete_all' on '/data' was not approved",
+        "is_error": True,
+    }
     assert host.calls[0].approver is approver
     assert run.text == "Understood, not deleting."
 
@@ -196,10 +223,10 @@ def test_unoffered_tool_is_not_called(host: FunctionHost) -> None:
     assert host.calls == []
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit_error"),
-                                              (529, "overloaded_error")])
-def test_rate_limit_and_overload_are_retried(fake: FakeAnthropic, host: FunctionHost,
-                                             status: int, kind: str) -> None:
+@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit_error"), (529, "overloaded_error")])
+def test_rate_limit_and_overload_are_retried(
+    fake: FakeAnthropic, host: FunctionHost, status: int, kind: str
+) -> None:
     fake.script(ErrorReply(status, kind, retry_after_ms=10), Reply([text("hi")]))
     run = Agent(host, model=claude(fake)).run("hello")
     assert run.stop_reason == "end_turn" and run.text == "hi"
@@ -220,8 +247,10 @@ def test_mid_stream_error_ends_the_run_cleanly(fake: FakeAnthropic, host: Functi
 
 def test_events_stream_in_order(host: FunctionHost) -> None:
     host.add("add", lambda a, b: a + b, schema=ADD_SCHEMA)
-    model = ScriptedModel([ScriptedTurn("Let me add.", tool_calls=[("add", {"a": 1, "b": 2})]),
-                           "It is 3."], chunk_size=4)
+    model = ScriptedModel(
+        [ScriptedTurn("Let me add.", tool_calls=[("add", {"a": 1, "b": 2})]), "It is 3."],
+        chunk_size=4,
+    )
     seen: list[AgentEvent] = []
 
     async def go() -> list[AgentEvent]:
@@ -232,8 +261,11 @@ def test_events_stream_in_order(host: FunctionHost) -> None:
     assert events == seen
     kinds = [type(e).__name__ for e in events]
     assert kinds[-1] == "RunFinished"
-    assert kinds.index("ToolCallStarted") < kinds.index("ToolCallFinished") \
+    assert (
+        kinds.index("ToolCallStarted")
+        < kinds.index("ToolCallFinished")
         < kinds.index("StepFinished")
+    )
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "Let me add.It is 3."
     started = next(e for e in events if isinstance(e, ToolCallStarted))
@@ -256,8 +288,9 @@ def test_a_failing_event_callback_does_not_break_the_run(host: FunctionHost) -> 
 
 
 def looping(n_calls: int = 1, usage: Usage | None = None) -> ScriptedModel:
-    return ScriptedModel([ScriptedTurn(tool_calls=[("t", {})] * n_calls, usage=usage)],
-                         repeat_last=True)
+    return ScriptedModel(
+        [ScriptedTurn(tool_calls=[("t", {})] * n_calls, usage=usage)], repeat_last=True
+    )
 
 
 def test_max_steps(host: FunctionHost) -> None:
@@ -299,8 +332,11 @@ def test_output_token_budget_caps_max_tokens(host: FunctionHost) -> None:
 def test_cost_budget(host: FunctionHost) -> None:
     host.add("t", lambda: 1)
     prices = PriceTable({"pricey": Price(input=1000.0, output=1000.0)})
-    model = ScriptedModel([ScriptedTurn(tool_calls=[("t", {})], usage=Usage(1000, 1000))],
-                          repeat_last=True, name="pricey")
+    model = ScriptedModel(
+        [ScriptedTurn(tool_calls=[("t", {})], usage=Usage(1000, 1000))],
+        repeat_last=True,
+        name="pricey",
+    )
     run = Agent(host, model=model, prices=prices, max_cost_usd=5.0).run("x")
     assert run.stop_reason == StopReason.COST_BUDGET
     assert run.usage.cost_usd == pytest.approx(6.0)  # 3 steps of $2 each
@@ -323,8 +359,9 @@ def test_context_budget_stops_before_calling(host: FunctionHost) -> None:
 def test_old_turns_are_compacted_but_transcript_kept(host: FunctionHost) -> None:
     host.add("t", lambda: "word " * 300)
     model = looping()
-    run = Agent(host, model=model, max_steps=8, context_budget_tokens=1200,
-                max_tokens=100).run("start")
+    run = Agent(host, model=model, max_steps=8, context_budget_tokens=1200, max_tokens=100).run(
+        "start"
+    )
     assert run.stop_reason == StopReason.MAX_STEPS
     assert len(run.messages) == 17  # the full transcript
     last_sent = model.requests[-1].messages

@@ -66,8 +66,10 @@ def test_version_1_file_is_migrated(tmp_path: Path) -> None:
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite3"
     conn = sqlite3.connect(path)
-    conn.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL);"
-                       "INSERT INTO schema_version VALUES (99);")
+    conn.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "INSERT INTO schema_version VALUES (99);"
+    )
     conn.close()
     with pytest.raises(StoreError, match="schema version 99"):
         ConversationStore.open(path)
@@ -75,10 +77,11 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_save_load_list(tmp_path: Path) -> None:
     with ConversationStore.open(tmp_path / "c.db") as store:
-        msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"},
-                {"role": "assistant", "content": [{"type": "text", "text": "héllo"}]}]
-        assert store.save("a", msgs, model="m1", input_tokens=5, output_tokens=2,
-                          cost_usd=0.5) == 2
+        msgs: list[dict[str, Any]] = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "héllo"}]},
+        ]
+        assert store.save("a", msgs, model="m1", input_tokens=5, output_tokens=2, cost_usd=0.5) == 2
         assert store.save("a", [{"role": "user", "content": "more"}], input_tokens=1) == 3
         store.save("b", [{"role": "user", "content": "other"}], model="m2")
         rec = store.load("a")
@@ -100,8 +103,10 @@ def test_agent_persists_and_resumes_a_session(tmp_path: Path) -> None:
     db = tmp_path / "conv.sqlite3"
     host = FunctionHost().add("add", lambda a, b: a + b)
     with FakeAnthropic() as fake:
-        fake.script(Reply([tool_use("add", {"a": 2, "b": 2}, "u1")], input_tokens=20),
-                    Reply([text("4")], input_tokens=30))
+        fake.script(
+            Reply([tool_use("add", {"a": 2, "b": 2}, "u1")], input_tokens=20),
+            Reply([text("4")], input_tokens=30),
+        )
         with ConversationStore.open(db) as store:
             model = AnthropicModel("claude-sonnet-5-5", api_key="k", base_url=fake.base_url)
             run = Agent(host, model=model, store=store, session="math").run("2+2?")
@@ -128,8 +133,9 @@ def test_agent_persists_and_resumes_a_session(tmp_path: Path) -> None:
 def test_a_run_stopped_by_a_limit_is_saved_and_resumable(tmp_path: Path) -> None:
     host = FunctionHost().add("t", lambda: 1)
     with ConversationStore.open(tmp_path / "c.db") as store:
-        looping = ScriptedModel([ScriptedTurn(tool_calls=[("t", {})], usage=Usage(1, 1))],
-                                repeat_last=True)
+        looping = ScriptedModel(
+            [ScriptedTurn(tool_calls=[("t", {})], usage=Usage(1, 1))], repeat_last=True
+        )
         run = Agent(host, model=looping, store=store, session="s", max_steps=2).run("go")
         assert run.stop_reason == "max_steps"
         saved = store.load("s").messages
@@ -142,6 +148,8 @@ def test_a_run_stopped_by_a_limit_is_saved_and_resumable(tmp_path: Path) -> None
 
 
 def test_store_needs_a_session_name(tmp_path: Path) -> None:
-    with ConversationStore.open(tmp_path / "c.db") as store, \
-            pytest.raises(ValueError, match="session"):
+    with (
+        ConversationStore.open(tmp_path / "c.db") as store,
+        pytest.raises(ValueError, match="session"),
+    ):
         Agent(FunctionHost(), model=ScriptedModel([]), store=store)

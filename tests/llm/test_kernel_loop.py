@@ -22,24 +22,34 @@ from bastion.models import AnthropicModel
 from bastion.tokens import tool_pairs_intact
 from tests.llm.fake_anthropic import FakeAnthropic, Reply, text, tool_use
 
-SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}},
-          "required": ["text"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
 
 
-@native_skill(name="shout", version="1.0.0", description="Upper-case the text.",
-              input_schema=SCHEMA)
+@native_skill(
+    name="shout", version="1.0.0", description="Upper-case the text.", input_schema=SCHEMA
+)
 def shout(text: str) -> dict[str, Any]:
     return {"text": text.upper()}
 
 
-@native_skill(name="crash", version="1.0.0", description="Always fails.",
-              input_schema={"type": "object"})
+@native_skill(
+    name="crash", version="1.0.0", description="Always fails.", input_schema={"type": "object"}
+)
 def crash() -> None:
     raise ValueError("kaput in /home/someone/secret/path.py")
 
 
-@native_skill(name="hidden", version="1.0.0", description="Disabled by policy.",
-              input_schema={"type": "object"})
+@native_skill(
+    name="hidden",
+    version="1.0.0",
+    description="Disabled by policy.",
+    input_schema={"type": "object"},
+)
 def hidden() -> str:
     return "must not run"
 
@@ -71,8 +81,9 @@ class Person:
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kernel]:
     monkeypatch.setenv("BASTION_LOAD_PLUGINS", "")
-    pol = load_policy(text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
-                           "[skills.hidden]\nenabled = false\n")
+    pol = load_policy(
+        text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n[skills.hidden]\nenabled = false\n'
+    )
     k = Kernel(pol, plugins=[Skills(), NeedsApproval()], entry_points=False)
     yield k
     k.close()
@@ -93,8 +104,14 @@ def test_kernel_is_a_tool_host(kernel: Kernel) -> None:
 
 def test_tools_success_failure_and_order(kernel: Kernel, fake: FakeAnthropic) -> None:
     fake.script(
-        Reply([tool_use("shout", {"text": "a"}, "c1"), tool_use("crash", {}, "c2"),
-               tool_use("shout", {"text": "b"}, "c3"), tool_use("hidden", {}, "c4")]),
+        Reply(
+            [
+                tool_use("shout", {"text": "a"}, "c1"),
+                tool_use("crash", {}, "c2"),
+                tool_use("shout", {"text": "b"}, "c3"),
+                tool_use("hidden", {}, "c4"),
+            ]
+        ),
         Reply([text("done")]),
     )
     run = Agent(kernel, model=claude(fake)).run("go")
@@ -126,7 +143,6 @@ def test_approval_callback(kernel: Kernel, fake: FakeAnthropic, answer: bool) ->
     assert [r.skill for r in person.asked] == ["shout"]
     (res,) = blocks(fake, 1)
     if answer:
-        assert res == {"type": "tool_result", "tool_use_id": "c1",
-                       "content": '{"text": "LAUNCH"}'}
+        assert res == {"type": "tool_result", "tool_use_id": "c1", "content": '{"text": "LAUNCH"}'}
     else:
         assert res["is_error"] and res["content"].startswith("APPROVAL_REQUIRED: ")

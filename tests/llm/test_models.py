@@ -28,7 +28,8 @@ from bastion.models import (
 from tests.llm.fake_anthropic import ErrorReply, FakeAnthropic, Reply, StreamError, text, tool_use
 
 REQ = ModelRequest(
-    [{"role": "user", "content": "hi"}], system="be brief",
+    [{"role": "user", "content": "hi"}],
+    system="be brief",
     tools=[{"name": "add", "description": "adds", "input_schema": {"type": "object"}}],
     max_tokens=100,
 )
@@ -43,8 +44,13 @@ async def collect(model: Any, request: ModelRequest = REQ) -> list[Any]:
 
 
 def test_streams_text_and_tool_use(fake: FakeAnthropic) -> None:
-    fake.script(Reply([text("Let me add those."), tool_use("add", {"a": 1, "b": [2, 3]}, "t1")],
-                      input_tokens=42, output_tokens=17))
+    fake.script(
+        Reply(
+            [text("Let me add those."), tool_use("add", {"a": 1, "b": [2, 3]}, "t1")],
+            input_tokens=42,
+            output_tokens=17,
+        )
+    )
     events = asyncio.run(collect(model_for(fake)))
     chunks = [e.text for e in events if isinstance(e, TextChunk)]
     assert len(chunks) > 1 and "".join(chunks) == "Let me add those."
@@ -65,8 +71,7 @@ def test_streams_text_and_tool_use(fake: FakeAnthropic) -> None:
     assert req.body["max_tokens"] == 100
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit_error"),
-                                              (529, "overloaded_error")])
+@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit_error"), (529, "overloaded_error")])
 def test_sdk_retries_honour_retry_after_ms(fake: FakeAnthropic, status: int, kind: str) -> None:
     fake.script(ErrorReply(status, kind, retry_after_ms=10), Reply([text("fine")]))
     final = asyncio.run(complete(model_for(fake), REQ))
@@ -75,11 +80,14 @@ def test_sdk_retries_honour_retry_after_ms(fake: FakeAnthropic, status: int, kin
     assert fake.requests[1].headers.get("x-stainless-retry-count") == "1"
 
 
-@pytest.mark.parametrize(("status", "kind", "code"), [
-    (429, "rate_limit_error", "MODEL_RATE_LIMITED"),
-    (529, "overloaded_error", "MODEL_OVERLOADED"),
-    (500, "api_error", "MODEL_UNAVAILABLE"),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (429, "rate_limit_error", "MODEL_RATE_LIMITED"),
+        (529, "overloaded_error", "MODEL_OVERLOADED"),
+        (500, "api_error", "MODEL_UNAVAILABLE"),
+    ],
+)
 def test_persistent_failure_is_retryable_model_error(
     fake: FakeAnthropic, status: int, kind: str, code: str
 ) -> None:
@@ -92,13 +100,17 @@ def test_persistent_failure_is_retryable_model_error(
     assert len(fake.requests) == 2
 
 
-@pytest.mark.parametrize(("status", "kind", "code"), [
-    (400, "invalid_request_error", "MODEL_BAD_REQUEST"),
-    (401, "authentication_error", "MODEL_AUTH"),
-    (404, "not_found_error", "MODEL_NOT_FOUND"),
-])
-def test_client_errors_are_not_retried(fake: FakeAnthropic, status: int, kind: str,
-                                       code: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (400, "invalid_request_error", "MODEL_BAD_REQUEST"),
+        (401, "authentication_error", "MODEL_AUTH"),
+        (404, "not_found_error", "MODEL_NOT_FOUND"),
+    ],
+)
+def test_client_errors_are_not_retried(
+    fake: FakeAnthropic, status: int, kind: str, code: str
+) -> None:
     fake.script(ErrorReply(status, kind, "nope"))
     with pytest.raises(ModelError) as info:
         asyncio.run(complete(model_for(fake), REQ))
@@ -197,8 +209,9 @@ def test_fallback_does_not_move_on_for_bad_requests() -> None:
 def test_fallback_raises_last_error_when_all_fail() -> None:
     err1 = ModelError("MODEL_OVERLOADED", "one")
     err2 = ModelError("MODEL_RATE_LIMITED", "two")
-    chain = FallbackModel([ScriptedModel([ScriptedTurn(error=err1)]),
-                           ScriptedModel([ScriptedTurn(error=err2)])])
+    chain = FallbackModel(
+        [ScriptedModel([ScriptedTurn(error=err1)]), ScriptedModel([ScriptedTurn(error=err2)])]
+    )
     with pytest.raises(ModelError) as info:
         asyncio.run(complete(chain, REQ))
     assert info.value is err2
@@ -226,19 +239,30 @@ def test_scripted_model_records_and_runs_out() -> None:
 
 def test_test_model_calls_each_tool_then_summarises() -> None:
     m = TestModel()
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3},
-                                               "s": {"type": "string"}},
-              "required": ["n", "s"]}
-    req = ModelRequest([{"role": "user", "content": "go"}],
-                       tools=[{"name": "f", "description": "", "input_schema": schema}])
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 3}, "s": {"type": "string"}},
+        "required": ["n", "s"],
+    }
+    req = ModelRequest(
+        [{"role": "user", "content": "go"}],
+        tools=[{"name": "f", "description": "", "input_schema": schema}],
+    )
     first = asyncio.run(complete(m, req))
     assert first.stop_reason == "tool_use"
     use = first.content[0]
     assert use["input"] == {"n": 3, "s": "a"}
-    follow = ModelRequest([*req.messages, {"role": "assistant", "content": first.content},
-                           {"role": "user", "content": [{"type": "tool_result",
-                                                         "tool_use_id": use["id"],
-                                                         "content": "7"}]}], tools=req.tools)
+    follow = ModelRequest(
+        [
+            *req.messages,
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "7"}],
+            },
+        ],
+        tools=req.tools,
+    )
     second = asyncio.run(complete(m, follow))
     assert second.stop_reason == "end_turn"
     assert json.loads(second.content[0]["text"]) == {"f": "7"}

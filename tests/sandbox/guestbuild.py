@@ -56,8 +56,18 @@ def build_c(src: Path, *, flags: Sequence[str] = DEFAULT_FLAGS) -> bytes:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".wasm")
     os.close(fd)
     try:
-        cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", *flags,
-               str(src), "-o", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "cc",
+            "-target",
+            "wasm32-wasi",
+            *flags,
+            str(src),
+            "-o",
+            tmp,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"building {str(src)!r} failed:\n{res.stderr}")

@@ -24,8 +24,13 @@ def _fail(ex: WasiModuleExecutor, req: object) -> ExecutionError:
     return info.value
 
 
-def _probe(ex: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, cmd: str,
-           mounts: tuple[Mount, ...] = ()) -> dict[str, object]:
+def _probe(
+    ex: WasiModuleExecutor,
+    guest: Guest,
+    make_request: MakeRequest,
+    cmd: str,
+    mounts: tuple[Mount, ...] = (),
+) -> dict[str, object]:
     out = ex.execute(make_request(guest("fsprobe.c"), cmd, caps=Capabilities(mounts=mounts)))
     return dict(json.loads(out))
 
@@ -39,8 +44,9 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_sleep_in_host_call_still_times_out(executor: WasiModuleExecutor, guest: Guest,
-                                            make_request: MakeRequest) -> None:
+def test_sleep_in_host_call_still_times_out(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     err = _fail(executor, make_request(guest("sleep.c"), timeout_ms=150))
     assert err.error_code is ErrorCode.TIMEOUT
 
@@ -56,75 +62,94 @@ def test_stdout_flood_is_capped_and_host_memory_bounded(
     assert after - before < 128 * 1024
 
 
-def test_etc_passwd_is_not_reachable(executor: WasiModuleExecutor, guest: Guest,
-                                     make_request: MakeRequest, data_dir: Path) -> None:
+def test_etc_passwd_is_not_reachable(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
     for path in ["/etc/passwd", "../etc/passwd", "/data/../../etc/passwd"]:
-        res = _probe(executor, guest, make_request, f"r {path}",
-                     (Mount("/data", data_dir),))
+        res = _probe(executor, guest, make_request, f"r {path}", (Mount("/data", data_dir),))
         assert res["ok"] is False, path
 
 
-def test_mounted_file_is_readable(executor: WasiModuleExecutor, guest: Guest,
-                                  make_request: MakeRequest, data_dir: Path) -> None:
+def test_mounted_file_is_readable(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
     res = _probe(executor, guest, make_request, "r /data/hello.txt", (Mount("/data", data_dir),))
     assert res == {"ok": True, "data": "hello from the mount"}
 
 
-def test_dotdot_escape_fails(executor: WasiModuleExecutor, guest: Guest,
-                             make_request: MakeRequest, data_dir: Path) -> None:
-    res = _probe(executor, guest, make_request, "r /data/../secret.txt",
-                 (Mount("/data", data_dir),))
+def test_dotdot_escape_fails(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
+    res = _probe(
+        executor, guest, make_request, "r /data/../secret.txt", (Mount("/data", data_dir),)
+    )
     assert res["ok"] is False
 
 
 @pytest.mark.parametrize("target", ["../secret.txt", "/etc/passwd", "/"])
-def test_symlink_escape_fails(executor: WasiModuleExecutor, guest: Guest,
-                              make_request: MakeRequest, data_dir: Path, target: str) -> None:
+def test_symlink_escape_fails(
+    executor: WasiModuleExecutor,
+    guest: Guest,
+    make_request: MakeRequest,
+    data_dir: Path,
+    target: str,
+) -> None:
     link = data_dir / "escape"
     link.symlink_to(target if target.startswith("/") else data_dir / target)
-    res = _probe(executor, guest, make_request, "r /data/escape",
-                 (Mount("/data", data_dir),))
+    res = _probe(executor, guest, make_request, "r /data/escape", (Mount("/data", data_dir),))
     assert res["ok"] is False
-    res = _probe(executor, guest, make_request, "r /data/escape/etc/passwd",
-                 (Mount("/data", data_dir),))
+    res = _probe(
+        executor, guest, make_request, "r /data/escape/etc/passwd", (Mount("/data", data_dir),)
+    )
     assert res["ok"] is False
 
 
-def test_symlink_inside_mount_works(executor: WasiModuleExecutor, guest: Guest,
-                                    make_request: MakeRequest, data_dir: Path) -> None:
+def test_symlink_inside_mount_works(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
     (data_dir / "alias.txt").symlink_to("hello.txt")
     res = _probe(executor, guest, make_request, "r /data/alias.txt", (Mount("/data", data_dir),))
     assert res["ok"] is True
 
 
-def test_readonly_mount_refuses_writes(executor: WasiModuleExecutor, guest: Guest,
-                                       make_request: MakeRequest, data_dir: Path) -> None:
+def test_readonly_mount_refuses_writes(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
     for path in ["/data/new.txt", "/data/hello.txt"]:
-        res = _probe(executor, guest, make_request, f"w {path}",
-                     (Mount("/data", data_dir, writable=False),))
+        res = _probe(
+            executor, guest, make_request, f"w {path}", (Mount("/data", data_dir, writable=False),)
+        )
         assert res["ok"] is False, path
     assert not (data_dir / "new.txt").exists()
     assert (data_dir / "hello.txt").read_text() == "hello from the mount"
 
 
-def test_writable_mount_accepts_writes(executor: WasiModuleExecutor, guest: Guest,
-                                       make_request: MakeRequest, data_dir: Path) -> None:
-    res = _probe(executor, guest, make_request, "w /data/new.txt",
-                 (Mount("/data", data_dir, writable=True),))
+def test_writable_mount_accepts_writes(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, data_dir: Path
+) -> None:
+    res = _probe(
+        executor, guest, make_request, "w /data/new.txt", (Mount("/data", data_dir, writable=True),)
+    )
     assert res == {"ok": True}
     assert (data_dir / "new.txt").read_text() == "written"
 
 
-def test_missing_mount_dir_is_fs_denied(executor: WasiModuleExecutor, guest: Guest,
-                                        make_request: MakeRequest, tmp_path: Path) -> None:
-    req = make_request(guest("fsprobe.c"), "r /data/x",
-                       caps=Capabilities(mounts=(Mount("/data", tmp_path / "gone"),)))
+def test_missing_mount_dir_is_fs_denied(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, tmp_path: Path
+) -> None:
+    req = make_request(
+        guest("fsprobe.c"),
+        "r /data/x",
+        caps=Capabilities(mounts=(Mount("/data", tmp_path / "gone"),)),
+    )
     err = _fail(executor, req)
     assert err.error_code is ErrorCode.FS_DENIED and str(tmp_path) not in err.message
 
 
 def test_env_is_empty_and_argv_is_only_the_name(
-    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest,
+    executor: WasiModuleExecutor,
+    guest: Guest,
+    make_request: MakeRequest,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BASTION_TEST_SECRET", "do-not-leak")

@@ -87,7 +87,7 @@ def test_damaged_entry_is_recompiled_not_loaded(
     if damage == "flip":
         # Flip bytes in the middle of the native code section.
         mid = len(blob) // 2
-        blob[mid:mid + 16] = bytes(b ^ 0xFF for b in blob[mid:mid + 16])
+        blob[mid : mid + 16] = bytes(b ^ 0xFF for b in blob[mid : mid + 16])
         art.write_bytes(blob)
     elif damage == "truncate":
         art.write_bytes(blob[: len(blob) // 3])

@@ -59,7 +59,7 @@ def test_ticker_advances_epoch_and_restarts() -> None:
 def test_epoch_interrupts_a_guest() -> None:
     ticker.ensure_running()
     store = wasmtime.Store(get_engine())
-    module = wasmtime.Module(get_engine(), "(module (func (export \"f\") (loop (br 0))))")
+    module = wasmtime.Module(get_engine(), '(module (func (export "f") (loop (br 0))))')
     inst = wasmtime.Instance(store, module, [])
     store.set_epoch_deadline(deadline_ticks(20))
     with pytest.raises(wasmtime.Trap) as info:

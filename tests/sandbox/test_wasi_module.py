@@ -27,15 +27,17 @@ def test_implements_the_executor_protocol(executor: WasiModuleExecutor) -> None:
     assert executor.runtime == "wasm"
 
 
-def test_echo_returns_stdout(executor: WasiModuleExecutor, guest: Guest,
-                             make_request: MakeRequest) -> None:
+def test_echo_returns_stdout(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     data = json.dumps({"q": "héllo", "n": list(range(100))})
     out = executor.execute(make_request(guest("echo.c"), data))
     assert json.loads(out) == json.loads(data)
 
 
-def test_prepare_then_execute(executor: WasiModuleExecutor, guest: Guest,
-                              make_request: MakeRequest) -> None:
+def test_prepare_then_execute(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     executor.prepare(guest("echo.c"))
     assert executor.execute(make_request(guest("echo.c"), "[1]")) == b"[1]"
 
@@ -50,29 +52,33 @@ def test_nonzero_exit_is_skill_error_with_scrubbed_stderr(
     assert "\x1b" not in err.message
 
 
-def test_infinite_loop_times_out(executor: WasiModuleExecutor, guest: Guest,
-                                 make_request: MakeRequest) -> None:
+def test_infinite_loop_times_out(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     err = _fail(executor, make_request(guest("loop.wat"), timeout_ms=100))
     assert err.error_code is ErrorCode.TIMEOUT
     assert "100 ms" in err.message and err.retryable
 
 
-def test_deadline_already_passed(executor: WasiModuleExecutor, guest: Guest,
-                                 make_request: MakeRequest) -> None:
+def test_deadline_already_passed(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     req = make_request(guest("echo.c"))
     object.__setattr__(req, "deadline", req.deadline - 60)
     assert _fail(executor, req).error_code is ErrorCode.TIMEOUT
 
 
-def test_short_sleep_is_allowed(executor: WasiModuleExecutor, guest: Guest,
-                                make_request: MakeRequest) -> None:
+def test_short_sleep_is_allowed(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     out = executor.execute(make_request(guest("nap.c"), timeout_ms=2000))
     assert json.loads(out) == {"slept": True}
 
 
 @pytest.mark.parametrize("name", ["grow.wat", "grow_oob.wat", "memhog.c"])
-def test_memory_growth_past_cap(executor: WasiModuleExecutor, guest: Guest,
-                                make_request: MakeRequest, name: str) -> None:
+def test_memory_growth_past_cap(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest, name: str
+) -> None:
     err = _fail(executor, make_request(guest(name), memory_mb=8))
     assert err.error_code is ErrorCode.MEMORY_LIMIT
     assert "8 MiB" in err.message
@@ -80,8 +86,9 @@ def test_memory_growth_past_cap(executor: WasiModuleExecutor, guest: Guest,
     assert executor.execute(make_request(guest("echo.c"), "{}")) == b"{}"
 
 
-def test_initial_memory_over_cap(executor: WasiModuleExecutor, guest: Guest,
-                                 make_request: MakeRequest) -> None:
+def test_initial_memory_over_cap(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     err = _fail(executor, make_request(guest("bigmem.wat"), memory_mb=16))
     assert err.error_code is ErrorCode.MEMORY_LIMIT
 
@@ -100,22 +107,26 @@ def test_deep_recursion_crashes_guest_not_host(
 def test_other_traps_are_skill_crashed(
     executor: WasiModuleExecutor, wat_file: Callable[[str], Path], make_request: MakeRequest
 ) -> None:
-    div = wat_file('(module (memory (export "memory") 1) (func (export "_start") '
-                   "(drop (i32.div_u (i32.const 1) (i32.const 0)))))")
+    div = wat_file(
+        '(module (memory (export "memory") 1) (func (export "_start") '
+        "(drop (i32.div_u (i32.const 1) (i32.const 0)))))"
+    )
     err = _fail(executor, make_request(div))
     assert (err.error_code, err.message) == (ErrorCode.SKILL_CRASHED, "integer division by zero")
 
 
-def test_output_over_cap(executor: WasiModuleExecutor, guest: Guest,
-                         make_request: MakeRequest) -> None:
+def test_output_over_cap(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
     big = json.dumps({"s": "x" * 5000})
     err = _fail(executor, make_request(guest("echo.c"), big, output_kb=4))
     assert err.error_code is ErrorCode.OUTPUT_LIMIT
     assert "4 KiB" in err.message
 
 
-def test_missing_entry_and_invalid_module(executor: WasiModuleExecutor, tmp_path: Path,
-                                          make_request: MakeRequest) -> None:
+def test_missing_entry_and_invalid_module(
+    executor: WasiModuleExecutor, tmp_path: Path, make_request: MakeRequest
+) -> None:
     err = _fail(executor, make_request(tmp_path / "nope.wasm"))
     assert err.error_code is ErrorCode.NOT_FOUND and str(tmp_path) not in err.message
     bad = tmp_path / "bad.wasm"
@@ -124,17 +135,21 @@ def test_missing_entry_and_invalid_module(executor: WasiModuleExecutor, tmp_path
     assert err.error_code is ErrorCode.SKILL_CRASHED and str(tmp_path) not in err.message
 
 
-def test_unknown_import_is_refused(executor: WasiModuleExecutor, wat_file: Callable[[str], Path],
-                                   make_request: MakeRequest) -> None:
-    mod = wat_file('(module (import "env" "system" (func)) (memory (export "memory") 1) '
-                   '(func (export "_start")))')
+def test_unknown_import_is_refused(
+    executor: WasiModuleExecutor, wat_file: Callable[[str], Path], make_request: MakeRequest
+) -> None:
+    mod = wat_file(
+        '(module (import "env" "system" (func)) (memory (export "memory") 1) '
+        '(func (export "_start")))'
+    )
     err = _fail(executor, make_request(mod))
     assert err.error_code is ErrorCode.SKILL_CRASHED
     assert "env" in err.message and "system" in err.message
 
 
-def test_not_a_command(executor: WasiModuleExecutor, wat_file: Callable[[str], Path],
-                       make_request: MakeRequest) -> None:
+def test_not_a_command(
+    executor: WasiModuleExecutor, wat_file: Callable[[str], Path], make_request: MakeRequest
+) -> None:
     mod = wat_file('(module (memory (export "memory") 1) (func (export "main")))')
     err = _fail(executor, make_request(mod))
     assert err.error_code is ErrorCode.SKILL_CRASHED and "_start" in err.message

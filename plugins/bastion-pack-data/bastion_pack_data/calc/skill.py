@@ -4,7 +4,6 @@ numbers, operators and a fixed set of math functions are evaluated. Nothing reac
 The sandbox does not offer the ``ast`` module, so the tree comes from the built-in ``compile``
 with the ``PyCF_ONLY_AST`` flag, and nodes are told apart by their class names."""
 
-
 import math
 from collections.abc import Callable
 from typing import Any, TypedDict
@@ -19,6 +18,7 @@ MAX_FACTORIAL = 1000
 MAX_NESTING = 40
 """Parentheses nested deeper, or longer runs of signs or powers, are refused before parsing:
 the parser recurses on them and the sandbox's stack is small."""
+
 
 class CalcError(ValueError):
     """A problem with the expression that the caller can fix (reported as SKILL_ERROR)."""
@@ -52,22 +52,51 @@ def _log(x: float, base: float | None = None) -> float:
 
 
 FUNCTIONS: dict[str, Callable[..., float | int]] = {
-    "sqrt": math.sqrt, "cbrt": math.cbrt, "exp": math.exp, "log": _log,
-    "ln": math.log, "log10": math.log10, "log2": math.log2,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
-    "atan": math.atan, "atan2": math.atan2, "sinh": math.sinh, "cosh": math.cosh,
-    "tanh": math.tanh, "asinh": math.asinh, "acosh": math.acosh, "atanh": math.atanh,
-    "degrees": math.degrees, "radians": math.radians, "hypot": math.hypot,
-    "floor": math.floor, "ceil": math.ceil, "trunc": math.trunc, "abs": abs, "round": round,
-    "min": min, "max": max, "gcd": math.gcd, "lcm": math.lcm, "isqrt": math.isqrt,
-    "factorial": _bounded_factorial, "comb": _bounded_comb, "perm": _bounded_perm,
+    "sqrt": math.sqrt,
+    "cbrt": math.cbrt,
+    "exp": math.exp,
+    "log": _log,
+    "ln": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "atan2": math.atan2,
+    "sinh": math.sinh,
+    "cosh": math.cosh,
+    "tanh": math.tanh,
+    "asinh": math.asinh,
+    "acosh": math.acosh,
+    "atanh": math.atanh,
+    "degrees": math.degrees,
+    "radians": math.radians,
+    "hypot": math.hypot,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "trunc": math.trunc,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "gcd": math.gcd,
+    "lcm": math.lcm,
+    "isqrt": math.isqrt,
+    "factorial": _bounded_factorial,
+    "comb": _bounded_comb,
+    "perm": _bounded_perm,
 }
 
 _BINOPS = frozenset({"Add", "Sub", "Mult", "Div", "FloorDiv", "Mod", "Pow"})
 _REFUSED_OPS: dict[str, str] = {
     "BitXor": "'^' is bitwise XOR here; write powers as '**', e.g. '2 ** 10'",
-    "BitAnd": "'&' is not supported", "BitOr": "'|' is not supported",
-    "LShift": "'<<' is not supported", "RShift": "'>>' is not supported",
+    "BitAnd": "'&' is not supported",
+    "BitOr": "'|' is not supported",
+    "LShift": "'<<' is not supported",
+    "RShift": "'>>' is not supported",
     "MatMult": "'@' is not supported",
 }
 
@@ -79,8 +108,13 @@ def _check_int(value: float | int) -> float | int:
 
 
 def _power(base: float | int, exp: float | int) -> float | int:
-    if (isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1
-            and exp * math.log2(abs(base)) > MAX_INT_BITS):
+    if (
+        isinstance(base, int)
+        and isinstance(exp, int)
+        and exp > 0
+        and abs(base) > 1
+        and exp * math.log2(abs(base)) > MAX_INT_BITS
+    ):
         raise CalcError(
             f"{base} ** {exp} is too large (more than {MAX_INT_BITS} bits); "
             "use smaller numbers or a float base such as 2.0"
@@ -94,8 +128,11 @@ def _binop(kind: str, left: float | int, right: float | int) -> float | int:
     if kind == "Sub":
         return _check_int(left - right)
     if kind == "Mult":
-        if (isinstance(left, int) and isinstance(right, int)
-                and left.bit_length() + right.bit_length() > MAX_INT_BITS + 1):
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > MAX_INT_BITS + 1
+        ):
             raise CalcError(f"the result has more than {MAX_INT_BITS} bits")
         return _check_int(left * right)
     if kind == "Div":
@@ -149,8 +186,7 @@ class _Evaluator:
         if kind == "Call":
             return self._call(node)
         raise CalcError(
-            f"{kind} is not allowed; use numbers, + - * / // % **, "
-            "parentheses and math functions"
+            f"{kind} is not allowed; use numbers, + - * / // % **, parentheses and math functions"
         )
 
     def _call(self, node: Any) -> float | int:
@@ -193,8 +229,9 @@ def _check_nesting(text: str) -> None:
         elif not ch.isspace():
             signs = 0
     if deepest > MAX_NESTING:
-        raise CalcError(f"parentheses are nested more than {MAX_NESTING} deep; simplify the "
-                        "expression")
+        raise CalcError(
+            f"parentheses are nested more than {MAX_NESTING} deep; simplify the expression"
+        )
     if text.count("**") > MAX_NESTING:
         raise CalcError(f"more than {MAX_NESTING} powers (**); simplify the expression")
 

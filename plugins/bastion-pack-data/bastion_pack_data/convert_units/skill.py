@@ -1,6 +1,5 @@
 """Unit conversion for length, mass, time, temperature, data size and speed."""
 
-
 import math
 from typing import TypedDict
 
@@ -164,6 +163,10 @@ def run(value: float, from_unit: str, to_unit: str, precision: int = 12) -> Conv
     result = float(f"{result:.{precision}g}") if result else 0.0
     shown = f"{result:.{precision}g}"
     return {
-        "value": value, "from_unit": src, "to_unit": dst, "category": src_cat,
-        "result": result, "text": f"{number:g} {src} = {shown} {dst}",
+        "value": value,
+        "from_unit": src,
+        "to_unit": dst,
+        "category": src_cat,
+        "result": result,
+        "text": f"{number:g} {src} = {shown} {dst}",
     }

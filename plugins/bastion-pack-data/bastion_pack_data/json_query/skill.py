@@ -1,6 +1,5 @@
 """Pick values out of a JSON document with a small path language (``items[0].name``)."""
 
-
 import json
 import re
 from typing import TypedDict
@@ -52,7 +51,7 @@ def parse_query(query: str) -> list[Step]:
             if not m:
                 raise ValueError(
                     f"expected a key name after '.' at position {pos} of {query[:100]!r}; "
-                    "quote unusual keys as [\"my key\"]"
+                    'quote unusual keys as ["my key"]'
                 )
             steps.append(("key", m.group()))
             pos = m.end()
@@ -71,8 +70,7 @@ def parse_query(query: str) -> list[Step]:
                 pos = m.end()
                 continue
             raise ValueError(
-                f"bad bracket at position {pos} of {query[:100]!r}; write [0], [-1], [*] "
-                "or [\"key\"]"
+                f'bad bracket at position {pos} of {query[:100]!r}; write [0], [-1], [*] or ["key"]'
             )
         if expect_name and pos == 0:
             if ch == "*":

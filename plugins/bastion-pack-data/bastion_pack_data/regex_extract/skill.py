@@ -1,6 +1,5 @@
 """Find every match of a regular expression in a text, with groups and named groups."""
 
-
 import re
 from typing import Literal, TypedDict
 
@@ -11,8 +10,11 @@ MAX_MATCH_CHARS = 2000
 """A single match's text (and each group) is cut to this many characters."""
 
 FLAGS: dict[str, re.RegexFlag] = {
-    "IGNORECASE": re.IGNORECASE, "MULTILINE": re.MULTILINE, "DOTALL": re.DOTALL,
-    "VERBOSE": re.VERBOSE, "ASCII": re.ASCII,
+    "IGNORECASE": re.IGNORECASE,
+    "MULTILINE": re.MULTILINE,
+    "DOTALL": re.DOTALL,
+    "VERBOSE": re.VERBOSE,
+    "ASCII": re.ASCII,
 }
 
 
@@ -76,11 +78,13 @@ def run(
         if len(matches) == max_matches:
             truncated = True
             break
-        matches.append({
-            "match": _cut(m.group(0)) or "",
-            "start": m.start(),
-            "end": m.end(),
-            "groups": [_cut(g) for g in m.groups()],
-            "named": {k: _cut(v) for k, v in m.groupdict().items()},
-        })
+        matches.append(
+            {
+                "match": _cut(m.group(0)) or "",
+                "start": m.start(),
+                "end": m.end(),
+                "groups": [_cut(g) for g in m.groups()],
+                "named": {k: _cut(v) for k, v in m.groupdict().items()},
+            }
+        )
     return {"count": len(matches), "truncated": truncated, "matches": matches}

@@ -1,6 +1,5 @@
 """List the files and folders under the /files mount."""
 
-
 import fnmatch
 import os
 from typing import Literal, TypedDict
@@ -24,7 +23,7 @@ def resolve_inside(path: str) -> str:
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
-    parts = joined[len(ROOT):].strip("/").split("/") if joined != ROOT else []
+    parts = joined[len(ROOT) :].strip("/").split("/") if joined != ROOT else []
     current = ROOT
     hops = 0
     while parts:
@@ -35,13 +34,13 @@ def resolve_inside(path: str) -> str:
         try:
             target = os.readlink(current)
         except OSError:
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}") from None
+            raise ValueError(
+                f"path {path[:200]!r} goes through a link that leads outside {ROOT}"
+            ) from None
         current = os.path.normpath(os.path.join(os.path.dirname(current), target))
         if hops > 40 or (current != ROOT and not current.startswith(ROOT + "/")):
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}")
-        rest = current[len(ROOT):].strip("/")
+            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside {ROOT}")
+        rest = current[len(ROOT) :].strip("/")
         parts = (rest.split("/") if rest else []) + parts
         current = ROOT
     return current
@@ -70,7 +69,9 @@ def _kind(entry: os.DirEntry[str]) -> Literal["file", "dir", "link", "other"]:
 
 
 def run(
-    path: str = "/files", recursive: bool = False, pattern: str | None = None,
+    path: str = "/files",
+    recursive: bool = False,
+    pattern: str | None = None,
     max_entries: int = 500,
 ) -> Listing:
     """List the files and folders in a folder under /files, sorted by path.

@@ -1,6 +1,5 @@
 """Read a text file under the /files mount, bounded, with encoding detection."""
 
-
 import codecs
 import os
 from typing import TypedDict
@@ -30,7 +29,7 @@ def resolve_inside(path: str) -> str:
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
-    parts = joined[len(ROOT):].strip("/").split("/") if joined != ROOT else []
+    parts = joined[len(ROOT) :].strip("/").split("/") if joined != ROOT else []
     current = ROOT
     hops = 0
     while parts:
@@ -41,13 +40,13 @@ def resolve_inside(path: str) -> str:
         try:
             target = os.readlink(current)
         except OSError:
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}") from None
+            raise ValueError(
+                f"path {path[:200]!r} goes through a link that leads outside {ROOT}"
+            ) from None
         current = os.path.normpath(os.path.join(os.path.dirname(current), target))
         if hops > 40 or (current != ROOT and not current.startswith(ROOT + "/")):
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}")
-        rest = current[len(ROOT):].strip("/")
+            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside {ROOT}")
+        rest = current[len(ROOT) :].strip("/")
         parts = (rest.split("/") if rest else []) + parts
         current = ROOT
     return current
@@ -135,6 +134,10 @@ def run(
             raise ValueError(f"file {path[:200]!r} looks binary; read_file returns text only")
         text, encoding = _detect(data, complete)
     return {
-        "path": real, "size": size, "offset": offset, "encoding": encoding, "text": text,
+        "path": real,
+        "size": size,
+        "offset": offset,
+        "encoding": encoding,
+        "text": text,
         "truncated": not complete,
     }

@@ -1,6 +1,5 @@
 """Search the text files under the /files mount for a substring or a regular expression."""
 
-
 import fnmatch
 import os
 import re
@@ -27,7 +26,7 @@ def resolve_inside(path: str) -> str:
             f"path {path[:200]!r} is outside {ROOT}; give a path inside {ROOT}, "
             f"e.g. '{ROOT}/notes.txt' or 'notes.txt'"
         )
-    parts = joined[len(ROOT):].strip("/").split("/") if joined != ROOT else []
+    parts = joined[len(ROOT) :].strip("/").split("/") if joined != ROOT else []
     current = ROOT
     hops = 0
     while parts:
@@ -38,13 +37,13 @@ def resolve_inside(path: str) -> str:
         try:
             target = os.readlink(current)
         except OSError:
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}") from None
+            raise ValueError(
+                f"path {path[:200]!r} goes through a link that leads outside {ROOT}"
+            ) from None
         current = os.path.normpath(os.path.join(os.path.dirname(current), target))
         if hops > 40 or (current != ROOT and not current.startswith(ROOT + "/")):
-            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside "
-                             f"{ROOT}")
-        rest = current[len(ROOT):].strip("/")
+            raise ValueError(f"path {path[:200]!r} goes through a link that leads outside {ROOT}")
+        rest = current[len(ROOT) :].strip("/")
         parts = (rest.split("/") if rest else []) + parts
         current = ROOT
     return current
@@ -94,8 +93,12 @@ def _read_text(path: str) -> str | None:
 
 
 def run(
-    query: str, path: str = "/files", regex: bool = False, ignore_case: bool = False,
-    glob: str | None = None, max_results: int = 100,
+    query: str,
+    path: str = "/files",
+    regex: bool = False,
+    ignore_case: bool = False,
+    glob: str | None = None,
+    max_results: int = 100,
 ) -> SearchResult:
     """Search text files under /files for a substring (or a regular expression) and list the
     matching lines with their line numbers. Binary files and files over 2 MB are skipped.
@@ -144,6 +147,8 @@ def run(
         if truncated and len(hits) == max_results:
             break
     return {
-        "matches": hits, "files_searched": searched, "files_skipped": skipped,
+        "matches": hits,
+        "files_searched": searched,
+        "files_skipped": skipped,
         "truncated": truncated,
     }

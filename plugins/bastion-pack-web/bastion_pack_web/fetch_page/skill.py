@@ -1,6 +1,5 @@
 """Fetch a web page through Bastion's mediated HTTP and return its readable text and links."""
 
-
 import re
 from html.parser import HTMLParser
 from typing import TypedDict
@@ -12,15 +11,57 @@ MAX_CHARS = 200_000
 MAX_LINKS = 500
 MAX_BODY_BYTES = 2_000_000
 _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object"})
-_BLOCK = frozenset({
-    "p", "div", "br", "hr", "li", "ul", "ol", "tr", "table", "section", "article", "header",
-    "footer", "nav", "aside", "main", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
-    "dt", "dd", "figure", "figcaption", "form", "title",
-})
-_VOID = frozenset({
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-    "track", "wbr",
-})
+_BLOCK = frozenset(
+    {
+        "p",
+        "div",
+        "br",
+        "hr",
+        "li",
+        "ul",
+        "ol",
+        "tr",
+        "table",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "main",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "dt",
+        "dd",
+        "figure",
+        "figcaption",
+        "form",
+        "title",
+    }
+)
+_VOID = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
+)
 _SPACE = re.compile(r"\s+")
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
@@ -176,9 +217,7 @@ def run(url: str, max_chars: int = 20000, max_links: int = 100) -> Page:
             f"{final_url[:200]!r} is {mime!r}, not a web page; fetch_page reads HTML and text only"
         )
     decoded = _decode(body, content_type)
-    if mime in ("", "text/html", "application/xhtml+xml") and (
-        mime or "<" in decoded[:1024]
-    ):
+    if mime in ("", "text/html", "application/xhtml+xml") and (mime or "<" in decoded[:1024]):
         reader = _Reader(final_url, max_links)
         reader.feed(decoded)
         reader.close()
@@ -189,6 +228,11 @@ def run(url: str, max_chars: int = 20000, max_links: int = 100) -> Page:
         title, text, links = "", decoded.strip(), []
     truncated = len(text) > max_chars
     return {
-        "url": final_url, "status": int(response.status), "content_type": mime, "title": title,
-        "text": text[:max_chars], "links": links, "truncated": truncated,
+        "url": final_url,
+        "status": int(response.status),
+        "content_type": mime,
+        "title": title,
+        "text": text[:max_chars],
+        "links": links,
+        "truncated": truncated,
     }

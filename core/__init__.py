@@ -36,10 +36,21 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .agent import Agent, AgentRun
     from .audit import AuditLog, NullAudit
+    from .breaker import CircuitBreaker
     from .conversations import ConversationStore
+    from .metrics import Metrics
     from .models import AnthropicModel, FallbackModel, ScriptedModel, TestModel
+    from .ratelimit import RateLimiter
+    from .resultcache import ResultCache
+    from .sanitize import SanitizeConfig, Sanitizer
 
 _LAZY = {
+    "CircuitBreaker": "breaker",
+    "Metrics": "metrics",
+    "RateLimiter": "ratelimit",
+    "ResultCache": "resultcache",
+    "SanitizeConfig": "sanitize",
+    "Sanitizer": "sanitize",
     "Agent": "agent",
     "AgentRun": "agent",
     "AnthropicModel": "models",
@@ -73,6 +84,7 @@ __all__ = [
     "AuditLog",
     "BastionError",
     "Capabilities",
+    "CircuitBreaker",
     "ConfigError",
     "ConversationStore",
     "ErrorCode",
@@ -87,6 +99,7 @@ __all__ = [
     "Kernel",
     "Limits",
     "ManifestError",
+    "Metrics",
     "Mount",
     "NativeSkill",
     "NetRule",
@@ -95,7 +108,11 @@ __all__ = [
     "PackManifest",
     "Policy",
     "PolicyError",
+    "RateLimiter",
+    "ResultCache",
     "RuleError",
+    "SanitizeConfig",
+    "Sanitizer",
     "ScriptedModel",
     "Skill",
     "SkillManifest",

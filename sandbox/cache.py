@@ -109,7 +109,7 @@ class CompileCache:
         self._engine = get_engine()
         self._fingerprint = engine_fingerprint()
         self._memo: dict[str, object] = {}
-        self._path_memo: dict[tuple[str, str, int, int], object] = {}
+        self._path_memo: dict[tuple[str, int, int, int, int], object] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.compiles = 0
@@ -174,13 +174,14 @@ class CompileCache:
             return lock
 
     def _from_file(self, kind: Kind, path: Path, cls: type[_T], progress: Progress | None) -> _T:
-        resolved = Path(path).resolve()
-        st = resolved.stat()
-        pkey = (kind, str(resolved), st.st_mtime_ns, st.st_size)
+        # One stat per call: the file's identity (device, inode) and version (mtime, size) key
+        # the memo, so a replaced or edited file is reloaded without resolving the path again.
+        st = os.stat(path)
+        pkey = (kind, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         hit = self._path_memo.get(pkey)
         if hit is not None:
             return hit  # type: ignore[return-value]
-        obj = self._get(kind, resolved.read_bytes(), cls, progress)
+        obj = self._get(kind, Path(path).read_bytes(), cls, progress)
         self._path_memo[pkey] = obj
         return obj
 

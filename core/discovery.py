@@ -238,14 +238,40 @@ def _register_plugin(
     return list(impl() or []) if callable(impl) else []
 
 
+def _native_skills(natives: Iterable[object], report: PackReport) -> list[Skill]:
+    """Skills for the NativeSkill objects a plugin returned; anything else is a problem."""
+    skills = []
+    for ns in natives:
+        if not isinstance(ns, NativeSkill):
+            report.problems.append(
+                Problem(report.name, f"bastion_skills returned {ns!r}, not a NativeSkill")
+            )
+            continue
+        skills.append(
+            Skill(
+                manifest=ns.manifest,
+                pack=report.name,
+                folder=None,
+                distribution=report.distribution,
+                input_schema=ns.manifest.input_schema or {"type": "object"},
+                description=ns.manifest.description,
+                output_schema=ns.manifest.output_schema,
+                native=ns.func,
+            )
+        )
+    return skills
+
+
 def discover(
     policy: Policy,
     pm: pluggy.PluginManager,
     *,
     pack_paths: Sequence[Path] = (),
     entry_points: bool = True,
+    embedded: Sequence[object] = (),
 ) -> Discovery:
-    """Find every pack (entry points, then ``pack_paths``) and return skills and problems."""
+    """Find every pack (entry points, ``pack_paths``, then ``embedded`` plugin objects an
+    embedder passed, trusted because they were passed) and return skills and problems."""
     found = Discovery()
 
     def add(report: PackReport, skills: list[Skill]) -> None:
@@ -304,26 +330,7 @@ def discover(
             )
             found.packs.append(report)
             continue
-        skills = []
-        for ns in natives:
-            if not isinstance(ns, NativeSkill):
-                report.problems.append(
-                    Problem(ep.name, f"bastion_skills returned {ns!r}, not a NativeSkill")
-                )
-                continue
-            skills.append(
-                Skill(
-                    manifest=ns.manifest,
-                    pack=ep.name,
-                    folder=None,
-                    distribution=dist,
-                    input_schema=ns.manifest.input_schema or {"type": "object"},
-                    description=ns.manifest.description,
-                    output_schema=ns.manifest.output_schema,
-                    native=ns.func,
-                )
-            )
-        add(report, skills)
+        add(report, _native_skills(natives, report))
 
     for path in pack_paths:
         folder = Path(path).expanduser().resolve()
@@ -346,4 +353,10 @@ def discover(
             continue
         report, skills = load_pack_folder(folder, origin=f"path {str(path)!r}")
         add(report, skills)
+    for plugin in embedded:
+        impl = getattr(plugin, "bastion_skills", None)
+        if not callable(impl):
+            continue
+        report = PackReport(name=type(plugin).__name__, origin="embedded plugin", kind="plugin")
+        add(report, _native_skills(impl() or [], report))
     return found

@@ -144,10 +144,12 @@ class Kernel:
         self._approved_lock = threading.Lock()
         self._pm = make_plugin_manager(list(plugins))
         self._discovery: Discovery = discover(
-            policy, self._pm, pack_paths=[Path(p) for p in pack_paths], entry_points=entry_points
+            policy,
+            self._pm,
+            pack_paths=[Path(p) for p in pack_paths],
+            entry_points=entry_points,
+            embedded=plugins,
         )
-        for plugin in plugins:
-            self._add_embedded_skills(plugin)
         self._executors: dict[str, Executor] = {}
         for group in self._pm.hook.bastion_executors():
             for ex in group or []:
@@ -227,39 +229,6 @@ class Kernel:
         """Build a kernel from a policy object, a policy file, or the usual search order."""
         loaded = policy if isinstance(policy, Policy) else load_policy(policy)
         return cls(loaded, **kwargs)
-
-    def _add_embedded_skills(self, plugin: object) -> None:
-        """Native skills offered by plugins an embedder passed directly (trusted by definition)."""
-        from .native import NativeSkill
-
-        impl = getattr(plugin, "bastion_skills", None)
-        if not callable(impl):
-            return
-        report = PackReport(name=type(plugin).__name__, origin="embedded plugin", kind="plugin")
-        for ns in impl() or []:
-            if not isinstance(ns, NativeSkill):
-                continue
-            if ns.manifest.name in self._discovery.skills:
-                report.problems.append(
-                    Problem(
-                        report.name,
-                        f"skill {ns.manifest.name!r} is "
-                        "already provided; the embedded one is skipped",
-                    )
-                )
-                continue
-            self._discovery.skills[ns.manifest.name] = Skill(
-                manifest=ns.manifest,
-                pack=report.name,
-                folder=None,
-                distribution=None,
-                input_schema=ns.manifest.input_schema or {"type": "object"},
-                description=ns.manifest.description,
-                output_schema=ns.manifest.output_schema,
-                native=ns.func,
-            )
-            report.skills.append(ns.manifest.name)
-        self._discovery.packs.append(report)
 
     # -- inspection -----------------------------------------------------------------------
 

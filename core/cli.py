@@ -295,22 +295,59 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks.append(("python", sys.version_info >= (3, 11), platform.python_version()))
     checks.append(("bastion", True, __version__))
     try:
-        import wasmtime
+        from importlib.metadata import version
 
-        checks.append(("wasmtime", True, getattr(wasmtime, "__version__", "installed")))
+        import wasmtime  # noqa: F401  (the check is that it imports)
+
+        checks.append(("wasmtime", True, version("wasmtime")))
     except Exception as exc:
         checks.append(("wasmtime", False, f"cannot import: {exc}"))
     with _kernel(args) as k:
         checks.append(("policy", not k.policy.problems, k.policy.source))
-        health = getattr(k, "health", None)
-        audit_path = getattr(k.audit, "path", None)
-        checks.append(("audit log", True, str(audit_path) if audit_path else "disabled"))
+        info = k.health()
+        sandbox = info["sandbox"]
+        checks.append(
+            (
+                "sandbox",
+                bool(sandbox["ready"]),
+                "ready" if sandbox["ready"] else str(sandbox["detail"]),
+            )
+        )
+        checks.append(("python runner", True, _runner_state()))
+        audit = info["audit"]
+        if audit["enabled"]:
+            checks.append(
+                (
+                    "audit log",
+                    bool(audit["writable"]) and not audit["failed_writes"],
+                    f"{audit['path']} ({'writable' if audit['writable'] else 'NOT writable'}"
+                    f", {audit['failed_writes']} failed writes)",
+                )
+            )
+        else:
+            checks.append(("audit log", True, "disabled by [audit] enabled = false"))
         packs = k.packs
         bad = [p for p in packs if not p.loaded or p.problems]
         checks.append(("packs", not bad, f"{len(packs)} found, {len(bad)} with problems"))
-        checks.append(("skills", True, f"{len(k.skills())} found, {len(k.tools())} usable"))
+        sk = info["skills"]
+        checks.append(
+            (
+                "skills",
+                True,
+                f"{len(k.skills())} found, {len(sk['usable'])} usable, "
+                f"{len(sk['denied'])} denied, {len(sk['unavailable'])} without executor",
+            )
+        )
+        checks.append(
+            (
+                "circuit breakers",
+                not info["open_breakers"],
+                "open: " + ", ".join(info["open_breakers"])
+                if info["open_breakers"]
+                else "all closed",
+            )
+        )
         problems = k.problems
-        info = health() if callable(health) else None
     if args.json:
         _emit_json(
             {
@@ -330,6 +367,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
         _print_problems(problems, sys.stdout)
     return EXIT_OK if all(ok for _, ok, _ in checks) and not problems else EXIT_FAILED
+
+
+def _runner_state() -> str:
+    try:
+        from .sandbox.runner_build import built_runner
+
+        path = built_runner()
+    except Exception as exc:  # doctor reports, it never crashes
+        return f"cannot check ({type(exc).__name__}: {exc})"
+    if path is None:
+        return "not built yet: the first Python skill run builds it (~15 s, once)"
+    return f"built ({path.stat().st_size // (1024 * 1024)} MiB, cached)"
 
 
 def cmd_new(args: argparse.Namespace) -> int:

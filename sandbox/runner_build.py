@@ -41,6 +41,7 @@ __all__ = [
     "RUNNER_WORLD",
     "RunnerBuildError",
     "allowed_modules",
+    "built_runner",
     "ensure_runner",
     "load_runner",
     "runner_digest",
@@ -180,6 +181,12 @@ def _prune(folder: Path, keep: Path) -> None:
                 old.unlink()
 
 
+def built_runner() -> Path | None:
+    """The runner ``.wasm`` for the current sources if it is already built, else None."""
+    dest = _runner_dir() / f"runner-{runner_digest()[:32]}.wasm"
+    return dest if dest.is_file() else None
+
+
 def ensure_runner(progress: Progress | None = None) -> Path:
     """Path of the built runner ``.wasm`` for the current sources, building it if needed.
 
@@ -188,7 +195,7 @@ def ensure_runner(progress: Progress | None = None) -> Path:
     digest = runner_digest()
     folder = _runner_dir()
     dest = folder / f"runner-{digest[:32]}.wasm"
-    if dest.is_file():
+    if dest.is_file():  # same name as built_runner()
         return dest
     with _lock, _file_lock(folder / ".lock"):
         if not dest.is_file():

@@ -167,7 +167,11 @@ def test_doctor(cli) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(p.stdout)
     names = {c["name"]: c for c in data["checks"]}
     assert names["wasmtime"]["ok"] is True
-    assert names["skills"]["detail"] == "2 found, 1 usable"
+    assert names["skills"]["detail"] == "2 found, 1 usable, 1 denied, 0 without executor"
+    assert names["sandbox"]["ok"] is True and names["circuit breakers"]["ok"] is True
+    assert data["health"]["skills"]["denied"] == ["needs_net"]
+    human = cli("doctor")
+    assert human.stdout.splitlines()[0].split() == ["CHECK", "OK", "DETAIL"]
 
 
 def test_audit_reads_what_run_wrote(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -173,7 +173,18 @@ class Kernel:
                 )
                 if not path.is_absolute():
                     path = policy.base_dir / path
-                audit = AuditLog(path)
+                try:
+                    audit = AuditLog(path)
+                except OSError as exc:
+                    # Fail closed: a kernel that cannot keep its audit trail does not start.
+                    self._pool.shutdown(wait=False)
+                    raise PolicyError(
+                        f"cannot open the audit log {str(path)!r} ({exc.strerror or exc})",
+                        source=policy.source,
+                        where="audit.path",
+                        fix="point [audit] path at a writable file, or set [audit] enabled = "
+                        "false to run without an audit log",
+                    ) from None
             else:
                 audit = NullAudit()
         self.audit = audit

@@ -486,7 +486,8 @@ def find_policy_path(path: str | Path | None = None) -> Path | None:
         p = Path(path).expanduser()
         if not p.is_file():
             raise PolicyError(
-                f"policy file {str(path)!r} does not exist",
+                f"policy file {str(path)!r} "
+                + ("is a folder, not a file" if p.is_dir() else "does not exist"),
                 fix="pass an existing --policy PATH",
             )
         return p.resolve()

@@ -199,3 +199,14 @@ def test_audit_reads_what_run_wrote(cli, tmp_path: Path) -> None:  # type: ignor
     assert "1 torn or corrupt line(s) skipped" in p.stderr
     p = cli("audit", "--since", "yesterday")
     assert p.returncode == 2 and "RFC 3339" in p.stderr
+
+
+def test_unwritable_audit_log_is_a_config_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the audit folder should be")
+    pol = tmp_path / "p3.toml"
+    pol.write_text(f'[audit]\npath = "{blocker / "audit.jsonl"}"\n')
+    p = cli("--policy", str(pol), "skills")
+    assert p.returncode == 2
+    assert "cannot open the audit log" in p.stderr and "[audit] path" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -26,6 +26,20 @@ def test_hello_world(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     assert json.loads(out) == {"greeting": "hello Ada"}
 
 
+def test_typed_code_idioms_work(python_executor: PythonExecutor, skill: MakeSkill) -> None:
+    """``from __future__ import annotations``, ``ast`` and ``posixpath`` are common in typed
+    code; a skill written the usual way must not trip over the sandbox's module list."""
+    src = (
+        "from __future__ import annotations\n"
+        "import ast, posixpath\n"
+        "def run(expression: str) -> dict[str, str]:\n"
+        "    node = ast.parse(expression, mode='eval').body\n"
+        "    return {'node': type(node).__name__, 'path': posixpath.join('/files', 'a')}\n"
+    )
+    out = python_executor.execute(skill(src, {"expression": "1 + 2"}))
+    assert json.loads(out) == {"node": "BinOp", "path": "/files/a"}
+
+
 def test_typed_inputs_and_allowed_stdlib(python_executor: PythonExecutor, skill: MakeSkill) -> None:
     src = (
         "import datetime, decimal, hashlib, re, statistics, urllib.parse\n"

@@ -23,6 +23,8 @@ ALLOWED_MODULES = (
     "struct", "hashlib", "hmac", "secrets", "zlib", "gzip", "zipfile",
     # files (only the mounts the policy grants are visible)
     "io", "os", "os.path", "pathlib", "glob",
+    # language tools (``from __future__ import annotations`` is common in typed code)
+    "__future__", "ast", "posixpath", "inspect",
     # the skill SDK
     "bastion_sdk", "bastion", "bastion.sdk",
 )

@@ -24,7 +24,7 @@ ALLOWED_MODULES = (
     # files (only the mounts the policy grants are visible)
     "io", "os", "os.path", "pathlib", "glob",
     # language tools (``from __future__ import annotations`` is common in typed code)
-    "__future__", "ast", "posixpath", "inspect",
+    "__future__", "ast", "posixpath",
     # the skill SDK
     "bastion_sdk", "bastion", "bastion.sdk",
 )

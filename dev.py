@@ -52,7 +52,7 @@ def setup() -> None:
     if STAMP.exists() and STAMP.read_text() == want:
         return
     _run(
-        [str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools>=69", "wheel"]
+        [str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools>=77", "wheel"]
     )
     cmd = [str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev,metrics]"]
     for pack in _packs():

@@ -110,17 +110,19 @@ def bench_discovery(n_packs: int = 50) -> None:
 
 
 def bench_wasm_invoke() -> None:
-    """kernel.invoke of the trivial echo WASI skill vs the bare executor vs raw wasmtime-py."""
-    import wasmtime
+    """kernel.invoke of the echo WASI skill vs its executor vs bare wasmtime-py, same run."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_wasm import INPUT, bare_runner
+    from bench_wasm import request as exec_request
 
-    from bastion.sandbox.wasi_module import WasiModuleExecutor
     from tests.sandbox.guestbuild import GUESTS, build_c
 
     wasm = build_c(GUESTS / "echo.c")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pack"
         (folder / "echo").mkdir(parents=True)
-        (folder / "echo" / "skill.wasm").write_bytes(wasm)
+        entry = folder / "echo" / "skill.wasm"
+        entry.write_bytes(wasm)
         (folder / "echo" / "skill.toml").write_text(
             'name = "echo"\nversion = "1.0.0"\ndescription = "echo"\nruntime = "wasm"\n'
             'entry = "skill.wasm"\ninput_schema = { type = "object" }\n'
@@ -128,45 +130,37 @@ def bench_wasm_invoke() -> None:
         (folder / "bastion-pack.toml").write_text(
             'name = "b"\nversion = "1.0.0"\nskills = ["echo"]\n'
         )
-        args = {"text": "hello"}
+        args = json.loads(INPUT)
         with Kernel(
             load_policy(text=""), pack_paths=[folder], entry_points=False, audit=NullAudit()
         ) as k:
-            for _ in range(100):
-                k.invoke("echo", args)
-            inv = timeit(lambda: k.invoke("echo", args), 1000)
-        # Raw wasmtime-py: the same module, fresh store + WASI + instantiate + _start.
-        from bastion.sandbox.engine import get_engine
-
-        engine = get_engine()
-        module = wasmtime.Module(engine, wasm)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        pre = linker.instantiate_pre(module)
-        stdin = Path(tmp) / "in.json"
-        stdin.write_text(json.dumps(args))
-
-        def raw() -> None:
-            store = wasmtime.Store(engine)
-            store.set_epoch_deadline(1_000_000)
-            cfg = wasmtime.WasiConfig()
-            cfg.stdin_file = str(stdin)
-            store.set_wasi(cfg)
-            inst = pre.instantiate(store)
-            start = inst.exports(store)["_start"]
-            assert isinstance(start, wasmtime.Func)
-            start(store)
-
-        for _ in range(100):
-            raw()
-        bare = timeit(raw, 1000)
-        ex = WasiModuleExecutor()
-        del ex
-    mi, mb = statistics.median(inv), statistics.median(bare)
-    print("\nkernel.invoke, trivial echo WASI skill, warm cache, 1000 calls (no audit I/O)")
-    print(f"  kernel.invoke      median {mi / 1000:6.3f} ms   p95 {pct(inv, 0.95) / 1000:6.3f} ms")
-    print(f"  bare wasmtime-py   median {mb / 1000:6.3f} ms   p95 {pct(bare, 0.95) / 1000:6.3f} ms")
-    print(f"  ratio kernel/bare: {mi / mb:.2f}x   (subprocess: see bench_wasm.py, ~25 ms)")
+            ex = k.executors["wasm"]
+            bare = bare_runner(wasm)
+            runs = {
+                "kernel.invoke": lambda: k.invoke("echo", args),
+                "executor.execute": lambda: ex.execute(exec_request(entry)),
+                "bare wasmtime-py": bare,
+            }
+            for fn in runs.values():
+                for _ in range(200):
+                    fn()
+            # Interleave rounds so that machine noise hits all three alike.
+            samples: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(5):
+                for name, fn in runs.items():
+                    samples[name] += timeit(fn, 300)
+    print("\necho WASI skill, warm cache, 1500 calls each, interleaved (no audit I/O)")
+    med = {name: statistics.median(xs) for name, xs in samples.items()}
+    for name, xs in samples.items():
+        print(
+            f"  {name:18s} median {med[name] / 1000:6.3f} ms   p95 {pct(xs, 0.95) / 1000:6.3f} ms"
+        )
+    bare_m = med["bare wasmtime-py"]
+    print(
+        f"  ratio kernel.invoke / bare: {med['kernel.invoke'] / bare_m:.2f}x;  executor / bare: "
+        f"{med['executor.execute'] / bare_m:.2f}x;  kernel's own steps: "
+        f"{(med['kernel.invoke'] - med['executor.execute']):.0f} us"
+    )
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 _MAX_PASSES: Final = 6
+_MEMO_MAX_LEN: Final = 64
+_MEMO_MAX_ENTRIES: Final = 4096
 _MIN_CAP: Final = 64
 
 # -- step 2: escapes and invisibles -------------------------------------------------------
@@ -345,6 +347,10 @@ class Sanitizer:
         # prefix itself is the host fact (a user name, a mount's location).
         self._paths = tuple(paths)
         self._path_re = re.compile("|".join(re.escape(p) for p in paths)) if paths else None
+        # Short strings already found clean (keys and small values repeat across a skill's
+        # outputs). Only unchanged strings are remembered, so the report stays exact; the
+        # config is frozen, so a clean string stays clean. Bounded, cleared when full.
+        self._known_clean: set[str] = set()
 
     # -- text ---------------------------------------------------------------------------
 
@@ -359,6 +365,9 @@ class Sanitizer:
 
     def _clean(self, text: str | bytes, report: SanitizeReport) -> str:
         """Steps 1-3 (no size cap)."""
+        original = text if isinstance(text, str) and len(text) <= _MEMO_MAX_LEN else None
+        if original is not None and original in self._known_clean:
+            return original
         if isinstance(text, (bytes, bytearray, memoryview)):
             raw = bytes(text)
             text = raw.decode("utf-8", errors="replace")
@@ -373,6 +382,10 @@ class Sanitizer:
             before = sum(report.redactions.values())
             text = self._redact(text, report)
             if sum(report.redactions.values()) == before:
+                if original is not None and text == original:
+                    if len(self._known_clean) >= _MEMO_MAX_ENTRIES:
+                        self._known_clean.clear()
+                    self._known_clean.add(original)
                 return text
         # A pathological secret that re-forms out of the markers themselves: drop the text.
         report.redactions["UNSTABLE"] += 1

@@ -537,3 +537,15 @@ def test_adversarial_mebibyte_inputs_finish(name: str) -> None:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert_clean_chars(out.text)
+
+
+@given(st.text(max_size=80), st.text(min_size=8, max_size=20))
+def test_a_remembered_clean_string_gives_the_same_text_and_report(text: str, secret: str) -> None:
+    """The sanitizer remembers short strings it found clean; a second pass must not differ."""
+    san = Sanitizer(SanitizeConfig(redact_secrets={"TOKEN": secret}, redact_paths=("/srv/app",)))
+    first = san.clean_text(text)
+    second = san.clean_text(text)
+    assert second.text == first.text
+    assert second.report.to_dict() == first.report.to_dict()
+    value = {text: [text, {"k": text}]}
+    assert san.clean_value(value).value == Sanitizer(san.config).clean_value(value).value

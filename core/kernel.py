@@ -12,9 +12,7 @@ metrics and writes the audit record. Each optional step costs nothing unless con
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import difflib
 import functools
 import os
 import sys
@@ -423,6 +421,8 @@ class Kernel:
         approver: Approver | None = None,
     ) -> ToolResult:
         """``invoke`` on the kernel's bounded thread pool, without blocking the event loop."""
+        import asyncio  # here, not at the top: a CLI run never needs the event loop machinery
+
         loop = asyncio.get_running_loop()
         call = functools.partial(self.invoke, name, arguments, context=context, approver=approver)
         return await loop.run_in_executor(self._pool, call)
@@ -461,6 +461,8 @@ class Kernel:
         extra: dict[str, Any] = {}
         st = self._status.get(name) if isinstance(name, str) else None
         if st is None:
+            import difflib
+
             close = difflib.get_close_matches(str(name), list(self._status), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             return self._fail(

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .executor import Executor
     from .grant import Grant
     from .guard import GuardDecision
+    from .models import Model
     from .native import NativeSkill
     from .result import InvocationContext
     from .skill import Skill
@@ -47,3 +50,8 @@ def bastion_guard(
 @hookspec
 def bastion_audit_event(event: str, fields: Mapping[str, Any]) -> None:
     """Observe an audit event after it was recorded (metrics, forwarding); must not raise."""
+
+
+@hookspec
+def bastion_model_providers() -> Mapping[str, Callable[[str], Model]]:  # type: ignore[empty-body]
+    """Return model factories by prefix, so that a model named 'PREFIX:NAME' resolves to them."""

@@ -148,6 +148,12 @@ class Kernel:
             entry_points=entry_points,
             embedded=plugins,
         )
+        for providers in self._pm.hook.bastion_model_providers():
+            if providers:
+                from .models import register_provider
+
+                for prefix, factory in providers.items():
+                    register_provider(prefix, factory)
         self._executors: dict[str, Executor] = {}
         for group in self._pm.hook.bastion_executors():
             for ex in group or []:

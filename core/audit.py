@@ -24,7 +24,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -413,6 +414,68 @@ class AuditReader:
                     self.corrupt += 1
                 continue
             if self._wanted(rec):
+                yield rec
+
+    def follow(
+        self, *, poll_s: float = 0.25, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[dict[str, Any]]:
+        """Records appended to the live file after this call, as they arrive (``tail -f``).
+
+        The file is opened (at its end) now, and kept open: on rotation the rest of the old
+        file is read through the open handle before the new file is read from its start, so
+        nothing is lost unless several whole files rotate away between two polls. Only complete
+        lines are yielded; ends when ``stop()`` is true; never raises on a bad line.
+        """
+        handle: IO[bytes] | None = None
+        try:
+            handle = self.path.open("rb")
+            handle.seek(0, os.SEEK_END)
+        except OSError:
+            handle = None
+        return self._follow(handle, poll_s, stop)
+
+    def _follow(
+        self, handle: IO[bytes] | None, poll_s: float, stop: Callable[[], bool]
+    ) -> Iterator[dict[str, Any]]:
+        pending = b""
+        try:
+            while not stop():
+                chunk = handle.read() if handle is not None else b""
+                if chunk:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    yield from self._parse_lines(lines)
+                    continue
+                try:
+                    st = self.path.stat()
+                except OSError:
+                    time.sleep(poll_s)
+                    continue
+                same = handle is not None and os.fstat(handle.fileno()).st_ino == st.st_ino
+                if not same:
+                    # Rotated (or created): the old handle is drained above; start the new file.
+                    if handle is not None:
+                        handle.close()
+                    try:
+                        handle, pending = self.path.open("rb"), b""
+                    except OSError:
+                        handle = None
+                    continue
+                time.sleep(poll_s)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def _parse_lines(self, lines: list[bytes]) -> Iterator[dict[str, Any]]:
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8", errors="replace"))
+            except (ValueError, RecursionError):
+                rec = None
+            if not isinstance(rec, dict):
+                self.corrupt += 1
+            elif self._wanted(rec):
                 yield rec
 
     def _wanted(self, rec: dict[str, Any]) -> bool:

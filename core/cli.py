@@ -418,6 +418,26 @@ def _audit_path(args: argparse.Namespace) -> Path | None:
     return path if path.is_absolute() else policy.base_dir / path
 
 
+_AUDIT_COLUMNS = ["TIME", "EVENT", "SKILL", "TENANT", "OUTCOME", "MS", "DETAIL"]
+
+
+def _audit_row(rec: dict[str, Any]) -> list[str]:
+    """One audit record as table cells."""
+    what = rec.get("outcome") or rec.get("status") or rec.get("denied") or ""
+    if rec.get("event") == "approval":
+        what = "approved" if rec.get("approved") else "refused"
+    ms = rec.get("duration_ms")
+    return [
+        str(rec.get("ts", ""))[:23],
+        str(rec.get("event", "")),
+        str(rec.get("skill", "")),
+        str(rec.get("tenant", "")),
+        str(what),
+        f"{ms:.1f}" if isinstance(ms, (int, float)) else "",
+        str(rec.get("url", rec.get("invocation_id", ""))),
+    ]
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import read_audit
 
@@ -425,7 +445,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if path is None:
         sys.stderr.write("bastion: the audit log is disabled ([audit] enabled = false)\n")
         return EXIT_USAGE
-    if not path.exists():
+    if not path.exists() and not args.follow:
         sys.stdout.write(f"No audit records yet ({path}).\n")
         return EXIT_OK
     try:
@@ -439,35 +459,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for rec in records:
             _emit_json(rec)
     else:
-        rows = []
-        for rec in records:
-            what = rec.get("outcome") or rec.get("status") or rec.get("denied") or ""
-            if rec.get("event") == "approval":
-                what = "approved" if rec.get("approved") else "refused"
-            rows.append(
-                [
-                    str(rec.get("ts", ""))[:23],
-                    str(rec.get("event", "")),
-                    str(rec.get("skill", "")),
-                    str(rec.get("tenant", "")),
-                    str(what),
-                    f"{rec['duration_ms']:.1f}"
-                    if isinstance(rec.get("duration_ms"), (int, float))
-                    else "",
-                    str(rec.get("url", rec.get("invocation_id", ""))),
-                ]
-            )
-        sys.stdout.write(
-            render_table(
-                ["TIME", "EVENT", "SKILL", "TENANT", "OUTCOME", "MS", "DETAIL"],
-                rows,
-                max_width=60,
-            )
-            + "\n"
-        )
+        table = render_table(_AUDIT_COLUMNS, [_audit_row(r) for r in records], max_width=60)
+        sys.stdout.write(table + "\n")
+    sys.stdout.flush()
     skipped = reader.torn + reader.corrupt
     if skipped:
         sys.stderr.write(f"({skipped} torn or corrupt line(s) skipped in {path})\n")
+    if args.follow:
+        try:
+            for rec in reader.follow():
+                if args.json:
+                    _emit_json(rec)
+                else:
+                    sys.stdout.write("  ".join(_audit_row(rec)) + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
 
 
@@ -556,7 +563,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_test)
 
     a = sub.add_parser("audit", help="read the audit log")
-    a.add_argument("--tail", type=int, metavar="N", help="only the last N records")
+    a.add_argument(
+        "--tail",
+        type=int,
+        nargs="?",
+        const=20,
+        metavar="N",
+        help="only the last N records (default 20)",
+    )
+    a.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="then keep printing new records as they arrive (Ctrl-C to stop)",
+    )
     a.add_argument("--skill", help="only this skill")
     a.add_argument("--event", help="only this event kind (invoke, http, approval, decision)")
     a.add_argument("--since", metavar="T", help="RFC 3339 time, e.g. 2026-11-22T10:00:00Z")

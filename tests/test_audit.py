@@ -228,3 +228,41 @@ def test_null_audit_has_the_same_interface() -> None:
         log.write("e", x=1)
         assert log.flush() == 0
     assert log.path is None
+
+
+def test_follow_yields_new_records_across_rotation(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from bastion.audit import AuditLog, read_audit
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, rotate_bytes=2048, keep=3)
+    log.write("invoke", skill="old")
+    log.flush()
+    reader = read_audit(path, event="invoke")
+    assert [r["skill"] for r in reader] == ["old"]
+    stream = reader.follow(poll_s=0.005, stop=lambda: len(seen) >= 60 or time.monotonic() > end)
+    seen: list[str] = []
+    end = time.monotonic() + 60  # bounds the loops; nothing here asserts a duration
+
+    def writer() -> None:
+        # Batches of ~1 KiB, each waiting until the follower has it, so that at most one
+        # rotation (2 KiB files) happens between two of the follower's polls.
+        for batch in range(12):
+            for i in range(batch * 5, batch * 5 + 5):
+                log.write("invoke", skill=f"s{i}", pad="x" * 100)
+                log.write("http", skill=f"s{i}")
+            log.flush()
+            while len(seen) < batch * 5 + 5 and time.monotonic() < end:
+                time.sleep(0.005)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for rec in stream:
+        seen.append(rec["skill"])
+    t.join()
+    log.close()
+    assert len(list(tmp_path.glob("audit.jsonl.*"))) >= 1, "the log should have rotated"
+    # Every new invoke record, in order, none twice, none from before, no other events.
+    assert seen == [f"s{i}" for i in range(60)]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,46 @@ def test_unwritable_audit_log_is_a_config_error(cli, tmp_path: Path) -> None:  #
     assert p.returncode == 2
     assert "cannot open the audit log" in p.stderr and "[audit] path" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_audit_follow_prints_new_records(tmp_path: Path) -> None:
+    import selectors
+
+    from bastion.audit import AuditLog
+
+    path = tmp_path / "follow.jsonl"
+    log = AuditLog(path)
+    log.write("invoke", skill="before", outcome="ok")
+    log.flush()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "audit", "--file", str(path), "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        lines: list[dict[str, Any]] = []
+        written = False
+        for _ in range(400):  # bounded: at most ~40 s of 0.1 s waits
+            if sel.select(timeout=0.1):
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(json.loads(line))
+            if lines and not written:
+                log.write("invoke", skill="after", outcome="TIMEOUT")
+                log.flush()
+                written = True
+            if len(lines) == 2:
+                break
+        assert [(r["skill"], r["outcome"]) for r in lines] == [
+            ("before", "ok"),
+            ("after", "TIMEOUT"),
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -146,11 +146,33 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
     )
 
 
+def _outside(root: Path, *paths: Path) -> str | None:
+    """The first of ``paths`` that resolves outside ``root`` (links are followed), or None.
+
+    A pack is data read from disk: a link to, say, ``~/.aws/credentials`` named ``skill.toml``
+    must not make the host read (and quote in errors) files the pack does not own.
+    """
+    for p in paths:
+        try:
+            p.resolve().relative_to(root)
+        except ValueError:
+            return str(p.relative_to(root) if p.is_relative_to(root) else p.name)
+        except (OSError, RuntimeError):
+            return p.name
+    return None
+
+
 def load_pack_folder(
     folder: Path, *, origin: str, distribution: str | None = None
 ) -> tuple[PackReport, list[Skill]]:
     """Read a pack folder (``bastion-pack.toml`` + skill folders) without importing anything."""
     try:
+        if _outside(folder.resolve(), folder / PACK_MANIFEST) is not None:
+            raise PackError(
+                f"{PACK_MANIFEST} is a link to a file outside the pack folder",
+                source=str(folder),
+                fix=f"make {PACK_MANIFEST} a regular file inside the pack",
+            )
         pm = load_pack_manifest(folder)
     except ConfigError as exc:
         report = PackReport(
@@ -173,9 +195,19 @@ def load_pack_folder(
     )
     skills: list[Skill] = []
     seen: set[str] = set()
+    root = folder.resolve()
     for rel in pm.skills:
         sdir = folder / rel
         try:
+            outside = _outside(root, sdir, sdir / SKILL_MANIFEST)
+            if outside is not None:
+                raise ManifestError(
+                    f"{outside!r} leads outside the pack folder (a symbolic link?); a pack may "
+                    "only use files inside its own folder",
+                    source=str(folder / PACK_MANIFEST),
+                    where="skills",
+                    fix=f"replace the link with the real folder or file for {rel!r}",
+                )
             if not (sdir / SKILL_MANIFEST).is_file():
                 raise ManifestError(
                     f"skill folder {rel!r} has no {SKILL_MANIFEST}",

@@ -198,3 +198,30 @@ def test_native_runtime_cannot_come_from_a_data_pack(tmp_path: Path, only) -> No
     found = run(pack_paths=[folder])
     assert found.skills == {}
     assert "trusted plugins" in found.problems[0].message
+
+
+def test_links_out_of_the_pack_are_refused_not_read(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    """A pack's manifests must be its own files: a link to a host file is never read."""
+    only()
+    secret = tmp_path / "host-secret.toml"
+    secret.write_text('name = "leak"\naws_secret = "hunter2-very-secret"\n')
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "s").mkdir(parents=True)
+    (elsewhere / "s" / "skill.toml").write_text(skill_toml("outsider"))
+    (elsewhere / "s" / "skill.wasm").write_bytes(b"x")
+    folder = tmp_path / "p"
+    (folder / "a").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("p", "a", "b"))
+    (folder / "a" / "skill.toml").symlink_to(secret)
+    (folder / "b").symlink_to(elsewhere / "s", target_is_directory=True)
+    found = run(pack_paths=[folder])
+    assert found.skills == {}
+    msgs = [p.message for p in found.problems]
+    assert len(msgs) == 2 and all("outside the pack folder" in m for m in msgs)
+    assert not any("hunter2" in m for m in msgs)
+    linked = tmp_path / "q"
+    linked.mkdir()
+    (linked / "bastion-pack.toml").symlink_to(secret)
+    found = run(pack_paths=[linked])
+    assert "outside the pack folder" in found.problems[0].message
+    assert "hunter2" not in found.problems[0].message

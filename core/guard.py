@@ -66,15 +66,18 @@ def arguments_hash(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def approval_binding(skill: str, version: str, arguments: Mapping[str, Any], grant: Grant) -> str:
-    """The hash an approval is bound to: skill, version, exact arguments and the grants."""
+def approval_binding(
+    skill: str, version: str, arguments: Mapping[str, Any], grant: Grant, tenant: str = ""
+) -> str:
+    """The hash an approval is bound to: skill, version, exact arguments, the grants and the
+    tenant (one tenant's approval never approves another tenant's call)."""
     caps = grant.caps
     grants = {
         "network": sorted(str(r) for r in caps.network),
         "mounts": sorted(f"{m.guest}:{'rw' if m.writable else 'ro'}" for m in caps.mounts),
         "secrets": sorted(caps.secrets),
     }
-    text = json.dumps([skill, version, arguments_hash(arguments), grants], sort_keys=True)
+    text = json.dumps([skill, version, arguments_hash(arguments), grants, tenant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

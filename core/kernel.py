@@ -594,7 +594,7 @@ class Kernel:
             ), extra
         if decision.action is GuardAction.APPROVE:
             ok, who = self._ask_approval(
-                skill, arguments, grant, decision.reason, approver or self._approver
+                skill, arguments, grant, decision.reason, approver or self._approver, ctx.tenant
             )
             extra["approval"] = {"approved": ok, "approver": who}
             self._audit(
@@ -834,8 +834,9 @@ class Kernel:
         grant: Grant,
         reason: str,
         approver: Approver | None,
+        tenant: str,
     ) -> tuple[bool, str | None]:
-        binding = approval_binding(skill.name, skill.version, arguments, grant)
+        binding = approval_binding(skill.name, skill.version, arguments, grant, tenant)
         with self._approved_lock:
             if binding in self._approved:
                 return True, "remembered"

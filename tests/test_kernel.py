@@ -223,6 +223,12 @@ def test_guard_block_and_approval_binding(kernel: Kernel) -> None:
     r = kernel.invoke("echo", {"text": "danger", "n": 2}, approver=no)
     assert r.error is not None and r.error.code == "APPROVAL_REQUIRED" and len(no.asked) == 2
     assert yes.asked[0].binding != no.asked[1].binding
+    # Remembered approvals are per tenant: another tenant's identical call is asked again.
+    other = Recorder(False)
+    r = kernel.invoke(
+        "echo", {"text": "danger"}, approver=other, context=InvocationContext(tenant="acme")
+    )
+    assert r.error is not None and r.error.code == "APPROVAL_REQUIRED" and len(other.asked) == 1
 
 
 def test_audit_has_one_record_per_invocation_without_raw_arguments(

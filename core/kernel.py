@@ -530,20 +530,6 @@ class Kernel:
         if problem:
             return self._fail(ErrorCode.INVALID_INPUT, problem, start, ctx), extra
 
-        # Result cache (deterministic skills; the key never crosses tenants).
-        cache_key = None
-        if self._cache is not None and skill.manifest.deterministic:
-            cache_key = ResultCache.key(ctx.tenant, name, skill.version, extra["args_sha256"])
-            cached = self._cache.get(cache_key)
-            if cached is not ResultCache.MISS:
-                extra["cache"] = "hit"
-                return ToolResult.success(
-                    cached,
-                    duration_ms=(time.perf_counter() - start) * 1000,
-                    invocation_id=ctx.invocation_id,
-                ), extra
-            extra["cache"] = "miss"
-
         # Guard.
         decisions = self._pm.hook.bastion_guard(
             skill=skill, arguments=arguments, grant=grant, context=ctx
@@ -615,6 +601,21 @@ class Kernel:
                     start,
                     ctx,
                 ), extra
+
+        # Result cache (deterministic skills; the key never crosses tenants). After the guard,
+        # so a guardrail or hook (per caller, per role) applies to cached answers too.
+        cache_key = None
+        if self._cache is not None and skill.manifest.deterministic:
+            cache_key = ResultCache.key(ctx.tenant, name, skill.version, extra["args_sha256"])
+            cached = self._cache.get(cache_key)
+            if cached is not ResultCache.MISS:
+                extra["cache"] = "hit"
+                return ToolResult.success(
+                    cached,
+                    duration_ms=(time.perf_counter() - start) * 1000,
+                    invocation_id=ctx.invocation_id,
+                ), extra
+            extra["cache"] = "miss"
 
         # Rate limits, tenant quotas, circuit breaker: each undoes the earlier ones on refusal.
         refused = self._admit(name, ctx, start, extra)

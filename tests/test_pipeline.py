@@ -488,6 +488,27 @@ def test_cache_hits_misses_ttl_and_tenant_isolation(make: Any, tmp_path: Path) -
     assert k.health()["cache"]["hits"] == 1
 
 
+def test_guard_hooks_apply_to_cached_answers(make: Any) -> None:
+    """A hook that refuses one caller refuses them the cached result of another's call too."""
+
+    class NoMallory:
+        @hookimpl
+        def bastion_guard(self, skill: Any, arguments: Any, grant: Any, context: Any) -> Any:
+            if context.caller == "mallory":
+                return GuardDecision(GuardAction.BLOCK, "mallory may not", rule="no-mallory")
+            return None
+
+    k = make("[cache]\nttl_s = 60\n", plugins=(NoMallory(),))
+    RUNS.clear()
+    alice = InvocationContext(tenant="t", caller="alice")
+    mallory = InvocationContext(tenant="t", caller="mallory")
+    assert k.invoke("calc", {"a": 2, "b": 3}, context=alice).output == {"sum": 5}
+    r = k.invoke("calc", {"a": 2, "b": 3}, context=mallory)
+    assert code(r) == "DENIED" and "mallory may not" in r.error.message
+    assert k.invoke("calc", {"a": 2, "b": 3}, context=alice).output == {"sum": 5}
+    assert RUNS["calc"] == 1  # alice's second call was a hit
+
+
 def test_only_ok_results_are_cached(make: Any) -> None:
     @native_skill(
         name="det_fail", version="1.0.0", description="x", input_schema=OBJ, deterministic=True

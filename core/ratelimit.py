@@ -41,6 +41,7 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
         self._lock = threading.Lock()
+        self._retired = False
 
     def _refill(self) -> float:
         now = self._clock()
@@ -52,11 +53,30 @@ class TokenBucket:
     def try_acquire(self) -> float:
         """Take a token: 0.0 if taken, else the seconds until one will be available."""
         with self._lock:
+            return self._take()
+
+    def _take(self) -> float:
+        """``try_acquire`` under the lock; -1.0 if the bucket was retired (fetch it again)."""
+        if self._retired:
+            return -1.0
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    def take_or_retired(self) -> float:
+        """Like ``try_acquire``, but -1.0 if a limiter retired this bucket meanwhile."""
+        with self._lock:
+            return self._take()
+
+    def retire_if_full(self) -> bool:
+        """Retire the bucket if it has refilled completely (then it is the same as a new one)."""
+        with self._lock:
             self._refill()
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self.rate
+            if self._tokens >= self.burst:
+                self._retired = True
+            return self._retired
 
     def refund(self) -> None:
         """Give a token back (the call it was taken for did not go ahead)."""
@@ -84,7 +104,13 @@ class RateLimiter:
         tenant_default: RateSpec | None = None,
         tenants: Mapping[str, RateSpec] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_buckets: int = 10_000,
     ) -> None:
+        """``max_buckets`` bounds memory when callers send many tenant names: past it, buckets
+        that have refilled completely are dropped (a full bucket is the same as a new one, so
+        this changes no decision)."""
+        self._max_buckets = max_buckets
+        self._sweep_at = max_buckets
         self._default = default
         self._skills = dict(skills or {})
         self._tenant_default = tenant_default
@@ -105,6 +131,12 @@ class RateLimiter:
             spec = self._tenants.get(name, self._tenant_default)
         with self._lock:
             if key not in self._buckets:
+                if len(self._buckets) >= self._max_buckets:
+                    self._buckets = {
+                        k: b
+                        for k, b in self._buckets.items()
+                        if b is not None and b.tokens < b.burst
+                    }
                 self._buckets[key] = (
                     None if spec is None else TokenBucket(spec.rate, spec.burst, clock=self._clock)
                 )
@@ -116,19 +148,26 @@ class RateLimiter:
         Returns None when both allowed the call, else ``(which, retry_after_s)`` with ``which``
         ``"skill"`` or ``"tenant"``; a token already taken is given back.
         """
-        sb = self._bucket("skill", skill)
-        if sb is not None:
-            wait = sb.try_acquire()
-            if wait > 0:
-                return ("skill", wait)
-        tb = self._bucket("tenant", tenant)
-        if tb is not None:
-            wait = tb.try_acquire()
-            if wait > 0:
-                if sb is not None:
-                    sb.refund()
-                return ("tenant", wait)
+        sb, wait = self._take("skill", skill)
+        if wait > 0:
+            return ("skill", wait)
+        _, wait = self._take("tenant", tenant)
+        if wait > 0:
+            if sb is not None:
+                sb.refund()
+            return ("tenant", wait)
         return None
+
+    def _take(self, kind: str, name: str) -> tuple[TokenBucket | None, float]:
+        """Take a token from the current bucket for ``(kind, name)``; a bucket retired by a
+        concurrent sweep is fetched again, so no token is ever taken from a forgotten one."""
+        while True:
+            bucket = self._bucket(kind, name)
+            if bucket is None:
+                return None, 0.0
+            wait = bucket.take_or_retired()
+            if wait >= 0:
+                return bucket, wait
 
     def refund(self, skill: str, tenant: str) -> None:
         """Give back the tokens ``acquire`` took (a later check refused the call)."""

@@ -56,6 +56,7 @@ class TenantGate:
         self._wall = wall_clock
         self._lock = threading.Lock()
         self._day: dict[str, tuple[int, int]] = {}
+        self._swept = -1
         """tenant -> (UTC day number, invocations counted that day)."""
         self._running: dict[str, int] = {}
 
@@ -95,6 +96,10 @@ class TenantGate:
         now = self._wall()
         today = int(now // _DAY_S)
         with self._lock:
+            if today != self._swept:
+                # A new UTC day: yesterday's counts are over; forget them (bounded memory).
+                self._day = {t: v for t, v in self._day.items() if v[0] == today}
+                self._swept = today
             day, count = self._day.get(tenant, (today, 0))
             if day != today:
                 count = 0

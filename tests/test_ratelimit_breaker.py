@@ -244,3 +244,44 @@ def test_breaker_release_gives_the_probe_back() -> None:
 def test_breaker_refuses_bad_settings(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         CircuitBreaker(**bad)  # type: ignore[arg-type]
+
+
+def test_limiter_memory_is_bounded_without_changing_decisions() -> None:
+    """Many tenant names: refilled buckets are dropped past the cap; a partly used one is kept,
+    so its tenant still sees its own history."""
+    clock = Clock()
+    lim = RateLimiter(tenant_default=RateSpec(1.0, 2), clock=clock, max_buckets=50)
+    assert lim.acquire("s", "busy") is None and lim.acquire("s", "busy") is None
+    for i in range(500):
+        assert lim.acquire("s", f"t{i}") is None
+        clock.now += 0.1
+    # Only buckets still refilling are kept past the cap: one token at 1/s refills in 1 s, so
+    # at most the last ~10 tenants (0.1 s apart) are, on top of the cap of 50.
+    assert len(lim._buckets) <= 61
+    # "busy" spent its burst 50 s ago (refilled at 1/s: full again), so it may have been dropped;
+    # a new bucket is full too, so the decision is the same either way.
+    assert lim.acquire("s", "busy") is None
+    # A tenant that is mid-window keeps its state through a sweep.
+    assert lim.acquire("s", "hot") is None and lim.acquire("s", "hot") is None
+    for i in range(100):
+        lim.acquire("s", f"u{i}")
+    refused = lim.acquire("s", "hot")
+    assert refused is not None and refused[0] == "tenant"
+
+
+def test_daily_counts_of_past_days_are_forgotten() -> None:
+    from bastion.policy import load_policy
+    from bastion.tenants import TenantGate
+
+    doc = load_policy(text='[tenants."*"]\ninvocations_per_day = 2\n').doc
+    now = [86_400.0 * 20_000 + 10]
+    gate = TenantGate(doc.tenants, doc.roles, wall_clock=lambda: now[0])
+    for i in range(300):
+        assert gate.admit(f"t{i}") is None
+        gate.release(f"t{i}")
+    assert gate.admit("t0") is None and gate.admit("t0") is not None  # 2 a day, counted
+    gate.release("t0")
+    now[0] += 86_400  # the next UTC day
+    assert gate.admit("new") is None
+    assert set(gate._day) == {"new"}  # yesterday's 300 counters are gone
+    assert gate.admit("t0") is None  # and t0 starts afresh

@@ -10,13 +10,11 @@ from __future__ import annotations
 import http.server
 import json
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from .localserver import serve_local
 from .table import render_table
 
 __all__ = ["run_demo"]
@@ -59,18 +57,6 @@ class _Site(http.server.BaseHTTPRequestHandler):
         """Keep the demo's output clean."""
 
 
-@contextmanager
-def _site() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _files(root: Path) -> None:
     (root / "minutes").mkdir(parents=True)
     (root / "notes.txt").write_text(
@@ -98,7 +84,10 @@ def run_demo(out: TextIO) -> int:
         out.write(text + "\n")
         out.flush()
 
-    with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp, _site() as site:
+    with (
+        tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp,
+        serve_local(_Site, name="bastion-demo-site") as site,
+    ):
         root = Path(tmp)
         files = root / "files"
         _files(files)

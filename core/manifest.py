@@ -31,6 +31,7 @@ __all__ = [
     "Permissions",
     "SkillManifest",
     "check_json_schema",
+    "check_rules",
     "load_pack_manifest",
     "load_skill_manifest",
     "normalize_guest_path",
@@ -68,6 +69,26 @@ def normalize_guest_path(value: str) -> str:
     if norm == "/":
         raise ValueError("guest path '/' is not allowed; mount a named folder such as '/data'")
     return norm
+
+
+def check_rules(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate network rules for a pydantic field: a bad rule is a ValueError quoting it."""
+    for text in texts:
+        try:
+            NetRule.parse(text)
+        except RuleError as exc:
+            raise ValueError(exc.message) from None
+    return texts
+
+
+def _relative_inside(rel: str) -> bool:
+    """True for a non-empty relative path that stays inside its folder (no ``..``, no ``\\``)."""
+    return (
+        bool(rel.strip())
+        and not rel.startswith("/")
+        and "\\" not in rel
+        and (".." not in rel.split("/"))
+    )
 
 
 def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
@@ -111,12 +132,7 @@ class Permissions(_Model):
     @field_validator("network")
     @classmethod
     def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for text in v:
-            try:
-                NetRule.parse(text)
-            except RuleError as exc:
-                raise ValueError(exc.message) from None
-        return v
+        return check_rules(v)
 
     @field_validator("secrets")
     @classmethod
@@ -175,7 +191,7 @@ class SkillManifest(_Model):
     def _entry(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if v.startswith("/") or "\\" in v or ".." in v.split("/") or not v.strip():
+        if not _relative_inside(v):
             raise ValueError(f"entry {v!r} must be a relative path inside the skill folder")
         return v
 
@@ -224,7 +240,7 @@ class PackManifest(_Model):
     @classmethod
     def _skills(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for rel in v:
-            if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or not rel:
+            if not _relative_inside(rel):
                 raise ValueError(f"skill folder {rel!r} must be a relative path inside the pack")
         if len(set(v)) != len(v):
             raise ValueError("skills lists the same folder twice")

@@ -18,9 +18,9 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .configfile import config_error_from_validation, read_toml, read_toml_text
-from .errors import ErrorCode, PolicyError, RuleError
+from .errors import ErrorCode, PolicyError
 from .executor import IPNetwork, Limits
-from .manifest import NAME_PATTERN, normalize_guest_path
+from .manifest import NAME_PATTERN, check_rules, normalize_guest_path
 from .netrule import NetRule
 
 __all__ = [
@@ -65,15 +65,6 @@ class MountEntry(_Model):
         return normalize_guest_path(v)
 
 
-def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
-    for text in v:
-        try:
-            NetRule.parse(text)
-        except RuleError as exc:
-            raise ValueError(exc.message) from None
-    return v
-
-
 def _check_networks(v: tuple[str, ...]) -> tuple[str, ...]:
     for text in v:
         try:
@@ -94,7 +85,7 @@ class NetworkSection(_Model):
     @field_validator("allow")
     @classmethod
     def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_rules(v)
+        return check_rules(v)
 
     @field_validator("allow_private")
     @classmethod
@@ -146,7 +137,7 @@ class SkillPolicy(_Model):
     @field_validator("network")
     @classmethod
     def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_rules(v)
+        return check_rules(v)
 
 
 class PluginsSection(_Model):

@@ -25,12 +25,13 @@ import sys
 import tempfile
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from .errors import ConfigError
+from .localserver import serve_local
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -333,18 +334,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         return
 
 
-@contextlib.contextmanager
-def _fixture_server(folder: Path) -> Iterator[str]:
+def _fixture_server(folder: Path) -> contextlib.AbstractContextManager[str]:
+    """Serve the pack's ``fixtures/http`` folder on 127.0.0.1; yields the base URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="bastion-fixtures", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return serve_local(handler, name="bastion-fixtures")
 
 
 # -- the run --------------------------------------------------------------------------------

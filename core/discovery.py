@@ -86,7 +86,7 @@ class Discovery:
 
 def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any], str]:
     """Input schema and description of a Python skill, by static analysis of its source."""
-    from .pyschema import derive_schema
+    from .pyschema import derive_schema_memoized
 
     assert manifest.entry is not None
     path = folder / manifest.entry
@@ -98,7 +98,7 @@ def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any
             source=str(path),
             fix="save the skill's source as UTF-8",
         ) from None
-    derived = derive_schema(source, manifest.entry)
+    derived = derive_schema_memoized(source, manifest.entry)
     return derived.input_schema, derived.description
 
 

@@ -6,6 +6,7 @@ bad manifest is refused with the file, the field and the fix, never half-loaded.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .configfile import config_error_from_validation, read_toml
 from .errors import ManifestError, RuleError
+from .memo import default_memo
 from .netrule import NetRule
 
 __all__ = [
@@ -48,6 +50,8 @@ _SEMVER = re.compile(
 )
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _PACK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_SCHEMA_OK = "schema-ok-draft2020-12"
+"""Memo namespace: schemas that passed the draft 2020-12 metaschema check."""
 
 
 def check_semver(value: str) -> str:
@@ -91,13 +95,32 @@ def _relative_inside(rel: str) -> bool:
     )
 
 
-def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
-    """Validate ``schema`` as a JSON Schema (draft 2020-12) describing an object."""
+def _canonical(schema: dict[str, Any]) -> str | None:
+    """One spelling per schema (sorted keys, no spaces), or None if it is not plain JSON."""
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        path = "/".join(str(p) for p in exc.path) or "(root)"
-        raise ValueError(f"{what} is not a valid JSON Schema at {path}: {exc.message}") from None
+        return json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
+    """Validate ``schema`` as a JSON Schema (draft 2020-12) describing an object.
+
+    A schema that passed the metaschema check once is remembered (``bastion.memo``) by its
+    canonical JSON, so discovery does not re-walk the metaschema in every process.
+    """
+    memo = default_memo()
+    canonical = _canonical(schema) if memo is not None else None
+    if memo is None or canonical is None or memo.get(_SCHEMA_OK, canonical) is not True:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            path = "/".join(str(p) for p in exc.path) or "(root)"
+            raise ValueError(
+                f"{what} is not a valid JSON Schema at {path}: {exc.message}"
+            ) from None
+        if memo is not None and canonical is not None:
+            memo.put(_SCHEMA_OK, True, canonical)
     if what == "input_schema" and schema.get("type") != "object":
         raise ValueError(
             f"input_schema must have type 'object' (got {schema.get('type')!r}); "

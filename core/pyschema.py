@@ -16,15 +16,19 @@ Every problem is a ``ManifestError`` naming the file, line, parameter and the fi
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import jsonschema
 
 from .errors import ManifestError
+from .memo import default_memo
 
-__all__ = ["DerivedSkill", "derive_schema"]
+__all__ = ["DerivedSkill", "derive_schema", "derive_schema_memoized"]
 
 _SUPPORTED: Final = (
     "str, int, float, bool, None, list[X], dict[str, X], Optional[X], X | None, Union[...], "
@@ -496,3 +500,51 @@ def derive_schema(source: str, filename: str) -> DerivedSkill:
         except _Unsupported:
             output = None
     return DerivedSkill(schema, description, output)
+
+
+_MEMO_NAMESPACE: Final = "pyschema"
+_code_digest: str | None = None
+
+
+def _analyzer_digest() -> str:
+    """sha256 of this analyzer's own source and the Python version (part of every memo key)."""
+    global _code_digest
+    if _code_digest is None:
+        h = hashlib.sha256(f"python-{sys.version_info[0]}.{sys.version_info[1]}\0".encode())
+        h.update(Path(__file__).read_bytes())
+        _code_digest = h.hexdigest()
+    return _code_digest
+
+
+def derive_schema_memoized(source: str, filename: str) -> DerivedSkill:
+    """``derive_schema`` through the persistent memo (``bastion.memo``).
+
+    Keyed by the source, the file name and this analyzer's own code, so an edit to either
+    derives afresh. Only successes are remembered: errors are recomputed to be reported.
+    """
+    memo = default_memo()
+    if memo is None:
+        return derive_schema(source, filename)
+    try:
+        parts = (_analyzer_digest(), filename, source)
+    except OSError:
+        return derive_schema(source, filename)
+    hit = memo.get(_MEMO_NAMESPACE, *parts)
+    if (
+        isinstance(hit, dict)
+        and isinstance(hit.get("input_schema"), dict)
+        and isinstance(hit.get("description"), str)
+        and (hit.get("output_schema") is None or isinstance(hit.get("output_schema"), dict))
+    ):
+        return DerivedSkill(hit["input_schema"], hit["description"], hit["output_schema"])
+    derived = derive_schema(source, filename)
+    memo.put(
+        _MEMO_NAMESPACE,
+        {
+            "input_schema": derived.input_schema,
+            "description": derived.description,
+            "output_schema": derived.output_schema,
+        },
+        *parts,
+    )
+    return derived

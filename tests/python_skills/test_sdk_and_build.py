@@ -46,3 +46,18 @@ def test_allowed_modules_is_read_as_data() -> None:
     mods = runner_build.allowed_modules()
     assert "json" in mods and "bastion_sdk" in mods
     assert not {"socket", "subprocess", "ctypes", "_thread"} & set(mods)
+
+
+def test_runner_digest_is_read_from_its_record_and_rebuilt_when_bad(tmp_path: Path) -> None:
+    import hashlib
+
+    runner = tmp_path / "runner-0123.wasm"
+    runner.write_bytes(b"\0asm runner bytes")
+    want = hashlib.sha256(runner.read_bytes()).hexdigest()
+    record = tmp_path / "runner-0123.wasm.sha256"
+    assert runner_build.runner_sha256(runner) == want  # no record yet: hashed and recorded
+    assert record.read_text() == want
+    for bad in ("", "zz" * 32, want[:-1], "not a digest\n"):
+        record.write_text(bad)
+        assert runner_build.runner_sha256(runner) == want
+        assert record.read_text() == want

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from bastion.sandbox.cache import CACHE_ENV, CacheDirError, CompileCache
+from bastion.sandbox.cache import (
+    CACHE_ENV,
+    CacheDirError,
+    CompileCache,
+    tree_digest_bytes,
+    tree_digest_fd,
+)
 from bastion.sandbox.wasi_module import WasiModuleExecutor
 from tests.sandbox.conftest import MakeRequest
 from tests.sandbox.guestbuild import GUESTS, build_c
@@ -131,3 +138,74 @@ def test_component_roundtrip(tmp_path: Path) -> None:
     c2 = CompileCache(tmp_path)
     c2.component(comp)
     assert c2.disk_loads == 1
+
+
+@pytest.mark.parametrize("size", [0, 1, (4 << 20) - 1, 4 << 20, (4 << 20) + 1, (13 << 20) + 7])
+def test_parallel_file_digest_equals_the_serial_one(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        assert tree_digest_fd(fd) == tree_digest_bytes(data)
+    finally:
+        os.close(fd)
+    flipped = bytearray(data or b"\0")
+    flipped[len(flipped) // 2] ^= 1
+    assert tree_digest_bytes(bytes(flipped)) != tree_digest_bytes(data)
+
+
+def test_entry_with_a_plain_sha256_record_is_verified_then_rewritten(
+    tmp_path: Path, echo_wasm: bytes
+) -> None:
+    root = tmp_path / "c"
+    first = CompileCache(root)
+    first.module(echo_wasm)
+    key = first.key("module", echo_wasm)
+    art, dig = first.artifact_path(key), first.digest_path(key)
+    dig.write_text(hashlib.sha256(art.read_bytes()).hexdigest())  # as older versions wrote it
+    second = CompileCache(root)
+    second.module(echo_wasm)
+    assert (second.compiles, second.disk_loads) == (0, 1)
+    assert dig.read_text() == tree_digest_bytes(art.read_bytes())
+
+
+def test_plain_sha256_record_of_a_tampered_entry_is_recompiled(
+    tmp_path: Path, echo_wasm: bytes
+) -> None:
+    root = tmp_path / "c"
+    first = CompileCache(root)
+    first.module(echo_wasm)
+    key = first.key("module", echo_wasm)
+    art, dig = first.artifact_path(key), first.digest_path(key)
+    dig.write_text(hashlib.sha256(art.read_bytes()).hexdigest())
+    blob = bytearray(art.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    art.write_bytes(blob)
+    again = CompileCache(root)
+    again.module(echo_wasm)
+    assert (again.compiles, again.disk_loads) == (1, 0)
+
+
+def test_component_by_known_digest_loads_without_reading_the_file(tmp_path: Path) -> None:
+    comp = b"\x00asm\x0d\x00\x01\x00"
+    f = tmp_path / "c.wasm"
+    f.write_bytes(comp)
+    digest = hashlib.sha256(comp).hexdigest()
+    CompileCache(tmp_path / "c").component_from_file(f, sha256=digest)
+    f.unlink()  # a cached entry needs only the digest
+    cache = CompileCache(tmp_path / "c")
+    cache.component_from_file(f, sha256=digest)
+    assert (cache.compiles, cache.disk_loads) == (0, 1)
+
+
+def test_a_wrong_known_digest_never_keys_fresh_code(tmp_path: Path) -> None:
+    comp = b"\x00asm\x0d\x00\x01\x00"
+    f = tmp_path / "c.wasm"
+    f.write_bytes(comp)
+    cache = CompileCache(tmp_path / "c")
+    cache.component_from_file(f, sha256="ab" * 32)  # nothing cached under that digest
+    assert cache.compiles == 1
+    # The compiled code went under the key of what the file really hashes to.
+    assert cache.artifact_path(cache.key("component", comp)).is_file()
+    assert not cache.artifact_path(cache.key_for_digest("component", "ab" * 32)).exists()

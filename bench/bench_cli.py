@@ -1,7 +1,10 @@
-"""End to end: ``bastion run calc`` as a whole process (warm cache), and where the time goes.
+"""End to end: ``bastion run hello --input '{}'`` as a whole process (warm cache), and where the
+time goes.
 
 Run on demand: ``.venv/bin/python bench/bench_cli.py``. Prints figures; asserts nothing.
 Bytecode caching is left on (``PYTHONDONTWRITEBYTECODE`` unset), as on an installed system.
+``hello`` is a one-line Python skill in a pack folder made here (``--pack``); ``calc`` (the
+first-party data pack, a bigger guest program) is measured the same way for comparison.
 """
 
 from __future__ import annotations
@@ -11,65 +14,116 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
+HELLO_PY = '''\
+def run(name: str = "world") -> str:
+    """Say hello.
+
+    Args:
+        name: Who to greet.
+    """
+    return f"Hello, {name}!"
+'''
+HELLO_TOML = (
+    'name = "hello"\nversion = "1.0.0"\ndescription = "Say hello."\n'
+    'runtime = "python"\nentry = "skill.py"\n'
+)
+PACK_TOML = 'name = "hello-bench"\nversion = "1.0.0"\nskills = ["hello"]\n'
+
 PHASES = r"""
-import json, sys, time
+import gc, json, sys, time
 t0 = time.perf_counter()
-import bastion
+import bastion.cli
+t1 = time.perf_counter()
+gc.disable()  # as the CLI does during start-up (bastion.cli._startup)
 from bastion.kernel import Kernel
 from bastion.policy import load_policy
-t1 = time.perf_counter()
-import wasmtime, wasmtime.component
 t2 = time.perf_counter()
-k = Kernel(load_policy())
+import wasmtime, wasmtime.component
 t3 = time.perf_counter()
-k.prepare(["calc"])
+k = Kernel(load_policy(), pack_paths=[sys.argv[1]])
 t4 = time.perf_counter()
-r = k.invoke("calc", {"expression": "1+1"})
+k.prepare(["hello"])
+gc.freeze()
+gc.enable()
 t5 = time.perf_counter()
-r2 = k.invoke("calc", {"expression": "2+2"})
+r = k.invoke("hello", {})
 t6 = time.perf_counter()
 k.close()
 t7 = time.perf_counter()
-assert r.ok and r2.ok, (r, r2)
-print(json.dumps({"import bastion": t1 - t0, "import wasmtime": t2 - t1,
-                  "discover + grant (Kernel())": t3 - t2, "load cached runner": t4 - t3,
-                  "first call": t5 - t4, "second call": t6 - t5, "close": t7 - t6}))
+assert r.ok, r
+print(json.dumps({"import bastion.cli (argparse, errors)": t1 - t0,
+                  "import kernel, policy (pydantic, jsonschema, structlog)": t2 - t1,
+                  "import wasmtime": t3 - t2, "discover + grant (Kernel())": t4 - t3,
+                  "load cached runner (verify + map)": t5 - t4, "call": t6 - t5,
+                  "close": t7 - t6}))
 """
 
 
-def main(runs: int = 7) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    cmd = [str(BIN / "bastion"), "run", "calc", "--input", '{"expression": "1+1"}', "--json"]
+def _walls(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm caches, write .pyc
     walls = []
     for _ in range(runs):
         t = time.perf_counter()
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         walls.append(time.perf_counter() - t)
-        assert json.loads(out.stdout)["ok"]
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
-    bare = time.perf_counter() - t
-    print(f"`bastion run calc --json`, whole process, warm cache, {runs} runs")
+        assert json.loads(out.stdout)["ok"], out.stdout
+    return walls
+
+
+def _row(label: str, xs: list[float]) -> None:
     print(
-        f"  median {statistics.median(walls) * 1000:6.0f} ms   min {min(walls) * 1000:6.0f} ms"
-        f"   (python -c pass: {bare * 1000:.0f} ms)"
+        f"  {label:44s} median {statistics.median(xs) * 1000:5.0f} ms   "
+        f"min {min(xs) * 1000:5.0f} ms"
     )
-    phases: dict[str, list[float]] = {}
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", PHASES], env=env, capture_output=True, text=True, check=True
-        )
-        for name, secs in json.loads(out.stdout).items():
-            phases.setdefault(name, []).append(secs)
-    print("where the time goes (median of the same steps in one process):")
+
+
+def main(runs: int = 11) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        pack = Path(tmp) / "pack"
+        (pack / "hello").mkdir(parents=True)
+        (pack / "bastion-pack.toml").write_text(PACK_TOML)
+        (pack / "hello" / "skill.toml").write_text(HELLO_TOML)
+        (pack / "hello" / "skill.py").write_text(HELLO_PY)
+        bastion = str(BIN / "bastion")
+        hello = [bastion, "--pack", str(pack), "run", "hello", "--input", "{}", "--json"]
+        calc = [bastion, "run", "calc", "--input", '{"expression": "1+1"}', "--json"]
+        bare = [sys.executable, "-c", "pass"]
+        print(f"whole process, warm cache, {runs} runs each (interleaved)")
+        results: dict[str, list[float]] = {"hello": [], "calc": [], "bare": []}
+        for cmd in (hello, calc):
+            subprocess.run(cmd, env=env, capture_output=True, check=True)
+        for _ in range(runs):
+            results["hello"] += _walls(hello, env, 1)
+            results["calc"] += _walls(calc, env, 1)
+            t = time.perf_counter()
+            subprocess.run(bare, env=env, check=True)
+            results["bare"].append(time.perf_counter() - t)
+        _row("bastion --pack DIR run hello --input '{}'", results["hello"])
+        _row("bastion run calc (first-party data pack)", results["calc"])
+        _row("python -c pass (same venv)", results["bare"])
+        phases: dict[str, list[float]] = {}
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", PHASES, str(pack)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for name, secs in json.loads(out.stdout).items():
+                phases.setdefault(name, []).append(secs)
+    print("where the time goes in `run hello` (median of the same steps in one process):")
     for name, xs in phases.items():
-        print(f"  {name:28s} {statistics.median(xs) * 1000:7.1f} ms")
+        print(f"  {name:58s} {statistics.median(xs) * 1000:6.1f} ms")
+    rest = statistics.median(results["hello"]) - sum(statistics.median(x) for x in phases.values())
+    print(f"  {'the rest: interpreter start and exit, CLI, output':58s} {rest * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -7,16 +7,20 @@ Output is for people (tables, one-line fixes on stderr) unless ``--json`` is giv
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import ConfigError
-from .guard import ApprovalRequest
 from .progress import progress_after
 from .table import render_table
+
+if TYPE_CHECKING:
+    from .guard import ApprovalRequest
 
 __all__ = ["TerminalApprover", "main"]
 
@@ -61,10 +65,30 @@ class TerminalApprover:
         return answer in ("y", "yes")
 
 
-def _kernel(args: argparse.Namespace, **kw: Any) -> Any:
-    from .kernel import Kernel
+@contextlib.contextmanager
+def _startup() -> Iterator[None]:
+    """Start-up work (imports, policy, discovery, runner load) without the cyclic GC, then
+    ``gc.freeze()`` what it built.
 
-    return Kernel.from_policy(args.policy, pack_paths=args.pack or (), **kw)
+    Start-up allocates a few hundred thousand objects that live until exit (modules, pydantic
+    and jsonschema structures); collecting them repeatedly while importing, and once more at
+    exit, cost ~60 ms of a ~300 ms ``bastion run``. Frozen, later collections skip them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _kernel(args: argparse.Namespace, **kw: Any) -> Any:
+    with _startup():
+        from .kernel import Kernel
+
+        return Kernel.from_policy(args.policy, pack_paths=args.pack or (), **kw)
 
 
 def _emit_json(obj: Any) -> None:
@@ -229,7 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sys.stderr,
             )
             try:
-                k.prepare([args.name])
+                with _startup():
+                    k.prepare([args.name])
             finally:
                 stop()
         result = k.invoke(args.name, value, context=InvocationContext(caller="cli"))

@@ -51,9 +51,10 @@ def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
         BASTION_POLICY=str(policy),
     )
 
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def run(*args: str, stdin: str = "", code: str = "") -> subprocess.CompletedProcess[str]:
+        launcher = ["-c", code] if code else ["-m", "bastion.cli"]
         return subprocess.run(
-            [sys.executable, "-m", "bastion.cli", *args],
+            [sys.executable, *launcher, *args],
             env=env,
             capture_output=True,
             text=True,
@@ -73,6 +74,17 @@ def test_run_json_envelope_ok(cli) -> None:  # type: ignore[no-untyped-def]
     env = json.loads(lines[0])
     assert env["ok"] is True and env["output"] == {"greeting": "hello ada"}
     assert env["error"] is None and isinstance(env["duration_ms"], (int, float))
+
+
+def test_run_leaves_the_garbage_collector_on_with_start_up_frozen(cli) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import gc, sys, bastion.cli\n"
+        "rc = bastion.cli.main(sys.argv[1:])\n"
+        "print(rc, gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+    )
+    p = cli("run", "greet", "--input", '{"who": "ada"}', "--json", code=code)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "0 True True"
 
 
 @pytest.mark.parametrize(

@@ -617,9 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .logs import configure_logging
+    with _startup():
+        from .logs import configure_logging
 
-    configure_logging(level=args.log_level, json=args.log_json)
+        configure_logging(level=args.log_level, json=args.log_json)
     if getattr(args, "command", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -131,10 +131,25 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
         )
     description = manifest.description
     schema = manifest.input_schema
-    if manifest.runtime == "python" and schema is None:
-        schema, derived_desc = _derive_python(folder, manifest)
-        description = manifest.description or derived_desc
-    assert schema is not None
+    if manifest.runtime == "python" and (schema is None or description is None):
+        derived_schema, derived_desc = _derive_python(folder, manifest)
+        schema = derived_schema if schema is None else schema
+        description = description or derived_desc.strip() or None
+        if description is None:
+            raise ManifestError(
+                "the skill has no description: skill.toml has none and run() has no docstring",
+                source=str(folder / SKILL_MANIFEST),
+                where="description",
+                fix="add a docstring to run() saying what the skill does, or a 'description'",
+            )
+        if len(description) > 4096:
+            raise ManifestError(
+                f"run()'s docstring summary is {len(description)} characters; the limit is 4096",
+                source=str(folder / SKILL_MANIFEST),
+                where="description",
+                fix="shorten the docstring's first paragraph, or set 'description'",
+            )
+    assert schema is not None and description is not None
     return Skill(
         manifest=manifest,
         pack=pack,
@@ -286,7 +301,7 @@ def _native_skills(natives: Iterable[object], report: PackReport) -> list[Skill]
                 folder=None,
                 distribution=report.distribution,
                 input_schema=ns.manifest.input_schema or {"type": "object"},
-                description=ns.manifest.description,
+                description=ns.manifest.description or "",
                 output_schema=ns.manifest.output_schema,
                 native=ns.func,
             )

@@ -194,7 +194,8 @@ class SkillManifest(_Model):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     version: str
-    description: Annotated[str, Field(min_length=1, max_length=4096)]
+    description: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """Required except for ``python`` skills, which may take it from ``run()``'s docstring."""
     runtime: Literal["wasm", "component", "python", "native"]
     entry: str | None = None
     input_schema: dict[str, Any] | None = None
@@ -235,6 +236,11 @@ class SkillManifest(_Model):
         if self.runtime != "python" and self.input_schema is None:
             raise ValueError(
                 "input_schema is required (only Python skills can derive it from run())"
+            )
+        if self.runtime != "python" and self.description is None:
+            raise ValueError(
+                "description is required (only Python skills can take it from run()'s "
+                "docstring); say in a sentence what the skill does and returns"
             )
         return self
 

@@ -598,11 +598,13 @@ def _load_manifests(
     return manifests
 
 
-def _manifest_problems(m: SkillManifest) -> list[str]:
+def _manifest_problems(m: SkillManifest, description: str) -> list[str]:
+    """Problems a model would have with the skill as declared; ``description`` is the one it
+    reads (``skill.toml``'s, or the docstring's for a Python skill)."""
     out = []
-    if len(m.description.split()) < 4:
+    if len(description.split()) < 4:
         out.append(
-            f"description {m.description!r} is too short for a model to know when to "
+            f"description {description!r} is too short for a model to know when to "
             "call the skill. Fix: say in a sentence or two what it does and returns"
         )
     if not m.examples:
@@ -666,7 +668,9 @@ def _run_checks(
         for name, run in runs.items():
             m = run.manifest
             st = statuses.get(name)
-            problems = _manifest_problems(m)
+            problems = _manifest_problems(
+                m, st.skill.description if st is not None else m.description or ""
+            )
             if _uses_fixtures(m) and not fixtures.is_dir():
                 problems.append(
                     f"examples use {FIXTURES_PLACEHOLDER} but {fixtures} does not "

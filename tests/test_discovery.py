@@ -225,3 +225,64 @@ def test_links_out_of_the_pack_are_refused_not_read(tmp_path: Path, only) -> Non
     found = run(pack_paths=[linked])
     assert "outside the pack folder" in found.problems[0].message
     assert "hunter2" not in found.problems[0].message
+
+
+def _python_pack(folder: Path, toml_extra: str, source: str) -> Path:
+    (folder / "s").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("p", "s"))
+    (folder / "s" / "skill.toml").write_text(
+        'name = "py"\nversion = "1.0.0"\nruntime = "python"\nentry = "skill.py"\n' + toml_extra
+    )
+    (folder / "s" / "skill.py").write_text(source)
+    return folder
+
+
+DOCUMENTED = (
+    'def run(n: int) -> int:\n    """Double a number and return it.\n\n    More.\n    """\n'
+    "    return 2 * n\n"
+)
+
+
+def test_python_skill_takes_its_description_from_the_docstring(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    only()
+    found = run(pack_paths=[_python_pack(tmp_path / "p", "", DOCUMENTED)])
+    assert found.skills["py"].description == "Double a number and return it."
+    # An explicit description wins, and a declared schema does not stop the docstring's use.
+    found = run(
+        pack_paths=[_python_pack(tmp_path / "q", 'description = "Doubles n."\n', DOCUMENTED)]
+    )
+    assert found.skills["py"].description == "Doubles n."
+    schema = 'input_schema = { type = "object", properties = { n = { type = "integer" } } }\n'
+    found = run(pack_paths=[_python_pack(tmp_path / "r", schema, DOCUMENTED)])
+    assert found.skills["py"].description == "Double a number and return it."
+    assert found.skills["py"].input_schema == {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+    }
+
+
+def test_no_description_anywhere_is_a_problem_that_says_where_to_add_one(
+    tmp_path: Path,
+    only,  # type: ignore[no-untyped-def]
+) -> None:
+    only()
+    found = run(
+        pack_paths=[_python_pack(tmp_path / "p", "", "def run(n: int) -> int:\n    return n\n")]
+    )
+    assert found.skills == {}
+    (problem,) = found.problems
+    assert "no description" in problem.message and "docstring to run()" in problem.message
+    assert problem.code == "MANIFEST_INVALID"
+
+
+def test_wasm_skill_still_needs_a_description(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    only()
+    folder = tmp_path / "w"
+    (folder / "s").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("w", "s"))
+    toml = skill_toml("wsk").replace('description = "The wsk skill."\n', "")
+    (folder / "s" / "skill.toml").write_text(toml)
+    (folder / "s" / "skill.wasm").write_bytes(b"x")
+    found = run(pack_paths=[folder])
+    assert found.skills == {}
+    assert "description is required" in found.problems[0].message

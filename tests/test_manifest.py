@@ -138,8 +138,18 @@ def test_missing_required_keys_are_listed(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_skill_manifest(tmp_path)
     msg = str(info.value)
-    for key in ("version", "description", "runtime"):
+    for key in ("version", "runtime"):
         assert f"{key}: required key is missing" in msg
+
+
+def test_description_is_required_unless_a_docstring_can_give_it(tmp_path: Path) -> None:
+    base = 'name = "x"\nversion = "1.0.0"\nentry = "s.wasm"\ninput_schema = { type = "object" }\n'
+    write(tmp_path, base + 'runtime = "wasm"\n')
+    with pytest.raises(ManifestError, match="description is required") as info:
+        load_skill_manifest(tmp_path)
+    assert "docstring" in str(info.value)
+    write(tmp_path, base.replace("s.wasm", "s.py") + 'runtime = "python"\n')
+    assert load_skill_manifest(tmp_path).description is None
 
 
 def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:

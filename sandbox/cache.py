@@ -216,24 +216,24 @@ class CompileCache:
         self, kind: Kind, path: Path, sha256: str, progress: Progress | None
     ) -> wasmtime.component.Component:
         cls = wasmtime.component.Component
-        key = self.key_for_digest(kind, sha256)
-        hit = self._memo.get(key)
-        if hit is not None:
-            return hit  # type: ignore[return-value]
-        with self._lock_for(key):
-            hit = self._memo.get(key)
-            if hit is not None:
-                return hit  # type: ignore[return-value]
-            obj = self._load(key, cls)
-            if obj is not None:
-                self._memo[key] = obj
-                return obj
+        obj = self._cached(self.key_for_digest(kind, sha256), cls, None)
+        if obj is not None:
+            return obj
         # Not compiled yet (or the entry was bad): compile from the file's bytes, keyed by what
         # they really hash to, so a stale digest can never attach code to the wrong key.
         return self._get(kind, Path(path).read_bytes(), cls, progress)
 
     def _get(self, kind: Kind, wasm: bytes, cls: type[_T], progress: Progress | None) -> _T:
         key = self.key(kind, wasm)
+        obj = self._cached(
+            key, cls, lambda: self._compile(key, wasm, cls, progress or self.progress)
+        )
+        assert obj is not None  # compile() returns an object or raises
+        return obj
+
+    def _cached(self, key: str, cls: type[_T], compile: Callable[[], _T] | None) -> _T | None:
+        """The object under ``key``: from memory, else verified from disk, else ``compile()``d
+        (once, under the key's lock); None if it is nowhere and there is nothing to compile."""
         hit = self._memo.get(key)
         if hit is not None:
             return hit  # type: ignore[return-value]
@@ -242,9 +242,10 @@ class CompileCache:
             if hit is not None:
                 return hit  # type: ignore[return-value]
             obj = self._load(key, cls)
-            if obj is None:
-                obj = self._compile(key, wasm, cls, progress or self.progress)
-            self._memo[key] = obj
+            if obj is None and compile is not None:
+                obj = compile()
+            if obj is not None:
+                self._memo[key] = obj
             return obj
 
     def _load(self, key: str, cls: type[_T]) -> _T | None:

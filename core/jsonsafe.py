@@ -57,7 +57,12 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
 
     Strings are blanked first so brackets inside them do not count; the rest runs at C speed.
     An unterminated string leaves a stray quote behind: the parse that follows reports it.
+    Text whose raw bracket and comma counts are already within both limits is let through
+    without the scan: blanking strings only removes brackets and commas, never adds them.
     """
+    opens = text.count("[") + text.count("{")
+    if opens <= max_depth and opens + text.count(",") <= max_items:
+        return
     skeleton = _STRING.sub("0", text)
     items = skeleton.count(",") + skeleton.count("[") + skeleton.count("{")
     if items > max_items:
@@ -80,6 +85,11 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: ``json.loads``/``json.dumps`` with options construct a new coder per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _repair_surrogates(value: Any) -> Any:
@@ -145,7 +155,7 @@ def loads_bounded(
         text = text[1:]
     _scan(text, max_depth, max_items, code)
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JSONInvalidError(
             code,
@@ -232,6 +242,6 @@ def dumps_compact(value: JSONValue, *, code: ErrorCode = ErrorCode.INVALID_OUTPU
     Call ``check_value`` first on untrusted values: ``json.dumps`` itself recurses.
     """
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _COMPACT.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise JSONInvalidError(code, f"cannot write the value as JSON: {exc}"[:300]) from None

@@ -57,6 +57,8 @@ _MAX_PASSES: Final = 6
 _MEMO_MAX_LEN: Final = 64
 _MEMO_MAX_ENTRIES: Final = 4096
 _MIN_CAP: Final = 64
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Compact JSON for sizes (built once: ``json.dumps`` with options builds one per call)."""
 
 # -- step 2: escapes and invisibles -------------------------------------------------------
 
@@ -427,7 +429,7 @@ class Sanitizer:
         """
         report = SanitizeReport()
         cleaned, strings = self._walk(value, report)
-        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        size = len(_COMPACT.encode(cleaned).encode("utf-8"))
         cap = self.config.max_output_bytes
         if size > cap:
             cleaned = self._fit(cleaned, strings, size, cap, report)
@@ -489,11 +491,11 @@ class Sanitizer:
                     slot.set(
                         _truncate_to(slot.get(), best + worst_marker, self, report, json_cost=True)
                     )
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = _COMPACT.encode(value)
             if len(text.encode("utf-8")) <= cap:
                 return value
         # Structure alone is over the cap: hand back the JSON text, cut, as one string.
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = _COMPACT.encode(value)
         return _truncate_to(text, cap, self, report, json_cost=True)
 
 

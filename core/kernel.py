@@ -163,6 +163,11 @@ class Kernel:
         for name, skill in sorted(self._discovery.skills.items()):
             grant = review(skill.manifest, policy, environ=env)
             self._status[name] = SkillStatus(skill, grant, skill.runtime in self._executors)
+        # Entry and folder paths once per skill (``Skill.entry_path`` joins a new Path per use).
+        self._paths: dict[str, tuple[Path, Path]] = {
+            n: (st.skill.entry_path or Path(), st.skill.folder or Path())
+            for n, st in self._status.items()
+        }
         self._validators: dict[str, Draft202012Validator] = {}
         self._sanitizers: dict[str, Sanitizer] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -702,6 +707,7 @@ class Kernel:
     ) -> ToolResult:
         """Run the skill and clean what comes back."""
         skill, grant, name = st.skill, st.grant, st.name
+        entry, folder = self._paths[name]
         logger = log.bind(
             skill=name, pack=skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
         )
@@ -709,8 +715,8 @@ class Kernel:
             skill=name,
             version=skill.version,
             runtime=skill.runtime,
-            entry=skill.entry_path or Path(),
-            folder=skill.folder or Path(),
+            entry=entry,
+            folder=folder,
             input=arguments,
             input_json=input_json,
             caps=grant.caps,

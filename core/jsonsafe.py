@@ -186,6 +186,23 @@ def _where(link: _Link, limit: int = 12) -> str:
     return text + ("..." if depth > limit else "")
 
 
+_CONTAINERS: Final = (list, tuple, dict)
+_PLAIN: Final = (str, int)  # bool is an int
+
+
+def _check_scalar(node: Any, link: _Link, code: ErrorCode) -> None:
+    """Raise unless ``node`` (neither a container, None, str nor int) is a finite float."""
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            raise JSONInvalidError(code, f"{_where(link)} is {node!r}, which is not JSON")
+        return
+    raise JSONInvalidError(
+        code,
+        f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
+        "not JSON; use dict, list, str, int, float, bool or None",
+    )
+
+
 def check_value(
     value: Any,
     *,
@@ -194,46 +211,43 @@ def check_value(
     code: ErrorCode = ErrorCode.INVALID_OUTPUT,
 ) -> None:
     """Check that a Python value is JSON (dict with str keys, list/tuple, str, int, finite float,
-    bool, None) within depth and item limits, without recursion; raise with ``code`` if not."""
+    bool, None) within depth and item limits, without recursion; raise with ``code`` if not.
+
+    Only containers go on the stack; scalars are checked as their container is read.
+    """
+    if not isinstance(value, _CONTAINERS):
+        if value is not None and not isinstance(value, _PLAIN):
+            _check_scalar(value, None, code)
+        return
     items = 0
     stack: list[tuple[Any, int, _Link]] = [(value, 0, None)]
     while stack:
         node, depth, link = stack.pop()
-        if node is None or isinstance(node, (str, bool, int)):
-            continue
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                raise JSONInvalidError(code, f"{_where(link)} is {node!r}, which is not JSON")
-            continue
-        if isinstance(node, (list, tuple, dict)):
-            depth += 1
-            if depth > max_depth:
-                raise JSONLimitError(
+        depth += 1
+        if depth > max_depth:
+            raise JSONLimitError(
+                code,
+                f"{_where(link, 8)} is nested over the limit of {max_depth} "
+                "levels (or refers to itself)",
+                limit="depth",
+            )
+        items += len(node)
+        if items > max_items:
+            raise JSONLimitError(code, f"value holds over {max_items} items", limit="items")
+        is_dict = isinstance(node, dict)
+        for key, item in node.items() if is_dict else enumerate(node):
+            if is_dict and not isinstance(key, str):
+                raise JSONInvalidError(
                     code,
-                    f"{_where(link, 8)} is nested over the limit of {max_depth} "
-                    "levels (or refers to itself)",
-                    limit="depth",
+                    f"{_where(link)} has the key {key!r} of type "
+                    f"{type(key).__name__}; JSON object keys must be strings",
                 )
-            items += len(node)
-            if items > max_items:
-                raise JSONLimitError(code, f"value holds over {max_items} items", limit="items")
-            if isinstance(node, dict):
-                for key, item in node.items():
-                    if not isinstance(key, str):
-                        raise JSONInvalidError(
-                            code,
-                            f"{_where(link)} has the key {key!r} of type "
-                            f"{type(key).__name__}; JSON object keys must be strings",
-                        )
-                    stack.append((item, depth, (link, key)))
+            if item is None or isinstance(item, _PLAIN):
+                continue
+            if isinstance(item, _CONTAINERS):
+                stack.append((item, depth, (link, key)))
             else:
-                stack.extend((item, depth, (link, i)) for i, item in enumerate(node))
-            continue
-        raise JSONInvalidError(
-            code,
-            f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
-            "not JSON; use dict, list, str, int, float, bool or None",
-        )
+                _check_scalar(item, (link, key), code)
 
 
 def dumps_compact(value: JSONValue, *, code: ErrorCode = ErrorCode.INVALID_OUTPUT) -> str:

@@ -166,6 +166,28 @@ def test_check_value_refuses_values_that_are_not_json(bad: Any) -> None:
             dumps_compact(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        (math.nan, "value is nan"),
+        ({"a": [1, "x", {"b": (2, math.inf)}]}, "value['a'][2]['b'][1] is inf"),
+        ([None, True, 1.5, {"k": {3}}], "value[3]['k'] is a set"),
+        ({"ok": 1, "x": {2: 0}}, "value['x'] has the key 2"),
+    ],
+)
+def test_check_value_names_where_the_bad_value_is(bad: Any, where: str) -> None:
+    with pytest.raises(JSONInvalidError) as exc:
+        check_value(bad, code=ErrorCode.INVALID_INPUT)
+    assert exc.value.message.startswith(where)
+    assert exc.value.error_code is ErrorCode.INVALID_INPUT
+
+
+@given(json_values)
+def test_check_value_accepts_every_json_value(value: Any) -> None:
+    check_value(value, max_depth=10**6, max_items=10**7)
+    check_value((value, [value]), max_depth=10**6, max_items=10**7)
+
+
 def test_a_self_referencing_value_is_too_deep_not_a_recursion_error() -> None:
     loop: dict[str, Any] = {}
     loop["self"] = loop

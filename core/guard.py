@@ -49,20 +49,27 @@ class GuardDecision:
     """Which guard or policy rule decided, for the audit log."""
 
 
+_ALLOW = GuardDecision(GuardAction.ALLOW)
+
+
 def strongest(decisions: list[GuardDecision | None]) -> GuardDecision:
     """Combine several guards: the strictest decision wins (block > approve > warn > allow)."""
-    best = GuardDecision(GuardAction.ALLOW)
+    best = _ALLOW
     for d in decisions:
         if d is not None and _RANK[d.action] > _RANK[best.action]:
             best = d
     return best
 
 
+# Built once (``json.dumps`` with options builds an encoder per call); it holds no state.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+)
+
+
 def arguments_hash(arguments: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the arguments (what the audit log records instead)."""
-    text = json.dumps(
-        arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
-    )
+    text = _CANONICAL.encode(arguments)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

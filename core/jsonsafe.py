@@ -57,7 +57,12 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
 
     Strings are blanked first so brackets inside them do not count; the rest runs at C speed.
     An unterminated string leaves a stray quote behind: the parse that follows reports it.
+    Text whose raw bracket and comma counts are already within both limits is let through
+    without the scan: blanking strings only removes brackets and commas, never adds them.
     """
+    opens = text.count("[") + text.count("{")
+    if opens <= max_depth and opens + text.count(",") <= max_items:
+        return
     skeleton = _STRING.sub("0", text)
     items = skeleton.count(",") + skeleton.count("[") + skeleton.count("{")
     if items > max_items:
@@ -80,6 +85,11 @@ def _scan(text: str, max_depth: int, max_items: int, code: ErrorCode) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: ``json.loads``/``json.dumps`` with options construct a new coder per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _repair_surrogates(value: Any) -> Any:
@@ -145,7 +155,7 @@ def loads_bounded(
         text = text[1:]
     _scan(text, max_depth, max_items, code)
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JSONInvalidError(
             code,
@@ -176,6 +186,23 @@ def _where(link: _Link, limit: int = 12) -> str:
     return text + ("..." if depth > limit else "")
 
 
+_CONTAINERS: Final = (list, tuple, dict)
+_PLAIN: Final = (str, int)  # bool is an int
+
+
+def _check_scalar(node: Any, link: _Link, code: ErrorCode) -> None:
+    """Raise unless ``node`` (neither a container, None, str nor int) is a finite float."""
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            raise JSONInvalidError(code, f"{_where(link)} is {node!r}, which is not JSON")
+        return
+    raise JSONInvalidError(
+        code,
+        f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
+        "not JSON; use dict, list, str, int, float, bool or None",
+    )
+
+
 def check_value(
     value: Any,
     *,
@@ -184,46 +211,43 @@ def check_value(
     code: ErrorCode = ErrorCode.INVALID_OUTPUT,
 ) -> None:
     """Check that a Python value is JSON (dict with str keys, list/tuple, str, int, finite float,
-    bool, None) within depth and item limits, without recursion; raise with ``code`` if not."""
+    bool, None) within depth and item limits, without recursion; raise with ``code`` if not.
+
+    Only containers go on the stack; scalars are checked as their container is read.
+    """
+    if not isinstance(value, _CONTAINERS):
+        if value is not None and not isinstance(value, _PLAIN):
+            _check_scalar(value, None, code)
+        return
     items = 0
     stack: list[tuple[Any, int, _Link]] = [(value, 0, None)]
     while stack:
         node, depth, link = stack.pop()
-        if node is None or isinstance(node, (str, bool, int)):
-            continue
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                raise JSONInvalidError(code, f"{_where(link)} is {node!r}, which is not JSON")
-            continue
-        if isinstance(node, (list, tuple, dict)):
-            depth += 1
-            if depth > max_depth:
-                raise JSONLimitError(
+        depth += 1
+        if depth > max_depth:
+            raise JSONLimitError(
+                code,
+                f"{_where(link, 8)} is nested over the limit of {max_depth} "
+                "levels (or refers to itself)",
+                limit="depth",
+            )
+        items += len(node)
+        if items > max_items:
+            raise JSONLimitError(code, f"value holds over {max_items} items", limit="items")
+        is_dict = isinstance(node, dict)
+        for key, item in node.items() if is_dict else enumerate(node):
+            if is_dict and not isinstance(key, str):
+                raise JSONInvalidError(
                     code,
-                    f"{_where(link, 8)} is nested over the limit of {max_depth} "
-                    "levels (or refers to itself)",
-                    limit="depth",
+                    f"{_where(link)} has the key {key!r} of type "
+                    f"{type(key).__name__}; JSON object keys must be strings",
                 )
-            items += len(node)
-            if items > max_items:
-                raise JSONLimitError(code, f"value holds over {max_items} items", limit="items")
-            if isinstance(node, dict):
-                for key, item in node.items():
-                    if not isinstance(key, str):
-                        raise JSONInvalidError(
-                            code,
-                            f"{_where(link)} has the key {key!r} of type "
-                            f"{type(key).__name__}; JSON object keys must be strings",
-                        )
-                    stack.append((item, depth, (link, key)))
+            if item is None or isinstance(item, _PLAIN):
+                continue
+            if isinstance(item, _CONTAINERS):
+                stack.append((item, depth, (link, key)))
             else:
-                stack.extend((item, depth, (link, i)) for i, item in enumerate(node))
-            continue
-        raise JSONInvalidError(
-            code,
-            f"{_where(link)} is a {type(node).__name__} ({repr(node)[:40]}), which is "
-            "not JSON; use dict, list, str, int, float, bool or None",
-        )
+                _check_scalar(item, (link, key), code)
 
 
 def dumps_compact(value: JSONValue, *, code: ErrorCode = ErrorCode.INVALID_OUTPUT) -> str:
@@ -232,6 +256,6 @@ def dumps_compact(value: JSONValue, *, code: ErrorCode = ErrorCode.INVALID_OUTPU
     Call ``check_value`` first on untrusted values: ``json.dumps`` itself recurses.
     """
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _COMPACT.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise JSONInvalidError(code, f"cannot write the value as JSON: {exc}"[:300]) from None

@@ -43,7 +43,7 @@ from .guard import (
 )
 from .guardrails import PolicyGuardrails, grant_kinds
 from .jsonsafe import check_value, dumps_compact, loads_bounded
-from .logs import ensure_logging
+from .logs import CallLoggers, ensure_logging
 from .metrics import Metrics, prometheus_text
 from .plugins import make_plugin_manager
 from .policy import Policy, load_policy
@@ -163,8 +163,14 @@ class Kernel:
         for name, skill in sorted(self._discovery.skills.items()):
             grant = review(skill.manifest, policy, environ=env)
             self._status[name] = SkillStatus(skill, grant, skill.runtime in self._executors)
+        # Entry and folder paths once per skill (``Skill.entry_path`` joins a new Path per use).
+        self._paths: dict[str, tuple[Path, Path]] = {
+            n: (st.skill.entry_path or Path(), st.skill.folder or Path())
+            for n, st in self._status.items()
+        }
         self._validators: dict[str, Draft202012Validator] = {}
         self._sanitizers: dict[str, Sanitizer] = {}
+        self._loggers = CallLoggers(log)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             policy.doc.kernel.max_workers, thread_name_prefix="bastion-invoke"
         )
@@ -436,7 +442,9 @@ class Kernel:
     def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
         try:
             self.audit.write(event, **fields)
-            self._pm.hook.bastion_audit_event(event=event, fields=fields)
+            hook = self._pm.hook.bastion_audit_event
+            if hook.get_hookimpls():  # calling a hook nobody implements costs more than this
+                hook(event=event, fields=fields)
         except Exception:
             log.exception("audit_failed", audit_event=event)
 
@@ -531,8 +539,11 @@ class Kernel:
             return self._fail(ErrorCode.INVALID_INPUT, problem, start, ctx), extra
 
         # Guard.
-        decisions = self._pm.hook.bastion_guard(
-            skill=skill, arguments=arguments, grant=grant, context=ctx
+        guard = self._pm.hook.bastion_guard
+        decisions = (
+            guard(skill=skill, arguments=arguments, grant=grant, context=ctx)
+            if guard.get_hookimpls()
+            else []
         )
         decision = strongest(list(decisions))
         if decision.action is not GuardAction.ALLOW:
@@ -702,15 +713,16 @@ class Kernel:
     ) -> ToolResult:
         """Run the skill and clean what comes back."""
         skill, grant, name = st.skill, st.grant, st.name
-        logger = log.bind(
-            skill=name, pack=skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
+        entry, folder = self._paths[name]
+        logger = self._loggers.bind(
+            name, skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
         )
         request = ExecutionRequest(
             skill=name,
             version=skill.version,
             runtime=skill.runtime,
-            entry=skill.entry_path or Path(),
-            folder=skill.folder or Path(),
+            entry=entry,
+            folder=folder,
             input=arguments,
             input_json=input_json,
             caps=grant.caps,
@@ -765,9 +777,10 @@ class Kernel:
         if validator is None:
             validator = Draft202012Validator(skill.input_schema)
             self._validators[skill.name] = validator
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: (len(e.path), e.path))
+        errors = list(validator.iter_errors(arguments))
         if not errors:
             return None
+        errors.sort(key=lambda e: (len(e.path), e.path))
         err = errors[0]
         where = "input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
         msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."

@@ -37,6 +37,9 @@ class LazyExecutor:
         return self._impl is not None
 
     def _get(self) -> Executor:
+        impl = self._impl
+        if impl is not None:
+            return impl
         with self._lock:
             if self._impl is None:
                 module, _, attr = self._target.partition(":")

@@ -57,6 +57,8 @@ _MAX_PASSES: Final = 6
 _MEMO_MAX_LEN: Final = 64
 _MEMO_MAX_ENTRIES: Final = 4096
 _MIN_CAP: Final = 64
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Compact JSON for sizes (built once: ``json.dumps`` with options builds one per call)."""
 
 # -- step 2: escapes and invisibles -------------------------------------------------------
 
@@ -146,6 +148,10 @@ def _iban_ok(s: str) -> bool:
         return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
     except ValueError:
         return False
+
+
+_Slot = tuple[Any, Any]
+"""Where a string value lives in the cleaned copy: (container, key or index)."""
 
 
 @dataclass(frozen=True)
@@ -427,40 +433,45 @@ class Sanitizer:
         """
         report = SanitizeReport()
         cleaned, strings = self._walk(value, report)
-        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        size = len(_COMPACT.encode(cleaned).encode("utf-8"))
         cap = self.config.max_output_bytes
         if size > cap:
             cleaned = self._fit(cleaned, strings, size, cap, report)
         return CleanValue(cleaned, report)
 
     def _walk(self, value: Any, report: SanitizeReport) -> tuple[Any, list[_Slot]]:
-        """Copy ``value`` with every string cleaned; return the slots holding string values."""
+        """Copy ``value`` with every string cleaned; return where the string values are.
+
+        Only containers go on the stack, as (source, its new copy); scalars are copied
+        (strings cleaned) as their container is filled.
+        """
+        clean = self._clean
         strings: list[_Slot] = []
+        child: Any
         root: list[Any] = [None]
-        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+        stack: list[tuple[Any, Any]] = [([value], root)]
         while stack:
-            node, parent, key = stack.pop()
-            if isinstance(node, str):
-                parent[key] = self._clean(node, report)
-                strings.append(_Slot(parent, key))
-            elif isinstance(node, dict):
-                new: dict[str, Any] = {}
-                for k, v in node.items():
-                    ck = self._clean(str(k), report)
-                    if ck in new:
+            src, dst = stack.pop()
+            is_dict = isinstance(src, dict)
+            for k, v in src.items() if is_dict else enumerate(src):
+                if is_dict:
+                    k = clean(str(k), report)
+                    if k in dst:
                         n = 2
-                        while f"{ck}#{n}" in new:
+                        while f"{k}#{n}" in dst:
                             n += 1
-                        ck = f"{ck}#{n}"
-                    new[ck] = None
-                    stack.append((v, new, ck))
-                parent[key] = new
-            elif isinstance(node, (list, tuple)):
-                lst: list[Any] = [None] * len(node)
-                stack.extend((v, lst, i) for i, v in enumerate(node))
-                parent[key] = lst
-            else:
-                parent[key] = node
+                        k = f"{k}#{n}"
+                if isinstance(v, str):
+                    dst[k] = clean(v, report)
+                    strings.append((dst, k))
+                elif isinstance(v, dict):
+                    dst[k] = child = {}
+                    stack.append((v, child))
+                elif isinstance(v, (list, tuple)):
+                    dst[k] = child = [None] * len(v)
+                    stack.append((v, child))
+                else:
+                    dst[k] = v
         return root[0], strings
 
     def _fit(
@@ -471,7 +482,7 @@ class Sanitizer:
         cap: int,
         report: SanitizeReport,
     ) -> Any:
-        costs = [_json_len(s.get()) for s in strings]
+        costs = [_json_len(str(parent[key])) for parent, key in strings]
         fixed = size - sum(costs)
         worst_marker = _json_len(self.config.marker.format(bytes=10**12))
         # Largest per-string content budget L such that the total fits (binary search).
@@ -484,31 +495,17 @@ class Sanitizer:
             else:
                 hi = mid - 1
         if best >= 0:
-            for slot, cost in zip(strings, costs, strict=True):
+            for (parent, key), cost in zip(strings, costs, strict=True):
                 if cost > best + worst_marker:
-                    slot.set(
-                        _truncate_to(slot.get(), best + worst_marker, self, report, json_cost=True)
+                    parent[key] = _truncate_to(
+                        str(parent[key]), best + worst_marker, self, report, json_cost=True
                     )
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = _COMPACT.encode(value)
             if len(text.encode("utf-8")) <= cap:
                 return value
         # Structure alone is over the cap: hand back the JSON text, cut, as one string.
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = _COMPACT.encode(value)
         return _truncate_to(text, cap, self, report, json_cost=True)
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Where a string value lives in the cleaned copy (container and key or index)."""
-
-    parent: Any
-    key: Any
-
-    def get(self) -> str:
-        return str(self.parent[self.key])
-
-    def set(self, value: str) -> None:
-        self.parent[self.key] = value
 
 
 def _json_len(s: str) -> int:

@@ -15,6 +15,10 @@ the output callbacks and the epoch callback share. Set-up, and why:
 - each mount preopened with ``fs_mutable`` passed explicitly (writable only if
   ``Mount.writable``). wasmtime-py 50 exposes no ``dir_perms``/``file_perms``; ``fs_mutable``
   is the only knob, and read-only is enforced by it (tested by attack).
+
+The output and epoch callbacks are registered with NULL finalizers and ``close()`` unregisters
+their entries itself: a Python finalizer makes wasmtime re-take the GIL while it drops the
+store, which cost more than the rest of the set-up together.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ _WRITE_CB_T = ctypes.CFUNCTYPE(
     ctypes.c_ssize_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t
 )
 _FREE_CB_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_NO_FINALIZER: Final = ctypes.cast(0, _FREE_CB_T)
+"""A NULL finalizer: nothing runs while wasmtime drops the store (``Sandbox.close`` unregisters
+the sinks itself), so deleting a store calls no Python code."""
 
 
 def _sink_write_py(data: int | None, buf: Any, size: int) -> int:
@@ -137,10 +144,6 @@ def _sink_write_py(data: int | None, buf: Any, size: int) -> int:
         return sink.write(ctypes.cast(buf, ctypes.c_void_p).value or 0, size)
     except BaseException:
         return -5  # EIO; never raise into wasmtime
-
-
-def _sink_free_py(data: int | None) -> None:
-    _SINKS.pop(data or 0, None)
 
 
 _EPOCH_CB_T = ctypes.CFUNCTYPE(
@@ -168,21 +171,27 @@ def _epoch_expired_py(ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
     return ctypes.cast(err, ctypes.c_void_p).value or 0
 
 
-def _noop_free_py(_data: Any) -> None:
-    return None
-
-
 _sink_write = _WRITE_CB_T(_sink_write_py)
-_sink_free = _FREE_CB_T(_sink_free_py)
 _epoch_expired = _EPOCH_CB_T(_epoch_expired_py)
-_noop_free = _FREE_CB_T(_noop_free_py)
+
+_ARGV_MEMO_MAX: Final = 1024
+_argv_memo: dict[str, Any] = {}
+"""Skill name -> its ``argv`` as a C ``char**`` (kept alive here; wasmtime copies it)."""
+_NO_ENV: Final = ctypes.cast((ctypes.c_char_p * 1)(), ctypes.POINTER(ctypes.POINTER(ctypes.c_char)))
 
 
-def _set_output(cfg: wasmtime.WasiConfig, setter: Any, sink: OutputSink) -> None:
-    with _reg_lock:
-        sid = next(_ids)
-        _SINKS[sid] = sink
-    setter(cfg.ptr(), _sink_write, sid, _sink_free)
+def _argv(skill: str) -> Any:
+    """``[skill]`` as a C string array, built once per skill name (bounded memo)."""
+    argv = _argv_memo.get(skill)
+    if argv is None:
+        argv = ctypes.cast(
+            (ctypes.c_char_p * 1)(skill.encode("utf-8")),
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_char)),
+        )
+        if len(_argv_memo) >= _ARGV_MEMO_MAX:
+            _argv_memo.clear()
+        _argv_memo[skill] = argv
+    return argv
 
 
 class Sandbox:
@@ -212,8 +221,12 @@ class Sandbox:
         store = wasmtime.Store(get_engine())
         self.store: wasmtime.Store | None = store
         self.key = context_key(store._context())
+        # Stdout and stderr sinks are 2n and 2n+1; unregistered by close(), not by wasmtime.
+        self._sink_id = 2 * next(_ids)
         with _reg_lock:
             _STATES[self.key] = self.state
+            _SINKS[self._sink_id] = self.state.stdout
+            _SINKS[self._sink_id + 1] = self.state.stderr
         try:
             store.set_limits(
                 memory_size=limits.memory_bytes,
@@ -224,7 +237,7 @@ class Sandbox:
             )
             store.set_wasi(self._wasi(skill, stdin, mounts))
             ffi.wasmtime_store_epoch_deadline_callback(
-                store.ptr(), _epoch_expired, None, _noop_free
+                store.ptr(), _epoch_expired, None, _NO_FINALIZER
             )
             store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
         except BaseException:
@@ -233,16 +246,18 @@ class Sandbox:
 
     def _wasi(self, skill: str, stdin: bytes, mounts: Sequence[Mount]) -> wasmtime.WasiConfig:
         cfg = wasmtime.WasiConfig()
-        cfg.argv = [skill]
-        cfg.env = []
+        ptr = cfg.ptr()
+        if not ffi.wasi_config_set_argv(ptr, 1, _argv(skill)):
+            raise wasmtime.WasmtimeError("failed to configure argv")
+        ffi.wasi_config_set_env(ptr, 0, _NO_ENV, _NO_ENV)  # explicitly none
         vec = ffi.wasm_byte_vec_t()
         buf = ctypes.create_string_buffer(stdin, len(stdin))
         ffi.wasm_byte_vec_new(
             ctypes.byref(vec), len(stdin), ctypes.cast(buf, ctypes.POINTER(ffi.wasm_byte_t))
         )
-        ffi.wasi_config_set_stdin_bytes(cfg.ptr(), ctypes.byref(vec))  # takes ownership
-        _set_output(cfg, ffi.wasi_config_set_stdout_custom, self.state.stdout)
-        _set_output(cfg, ffi.wasi_config_set_stderr_custom, self.state.stderr)
+        ffi.wasi_config_set_stdin_bytes(ptr, ctypes.byref(vec))  # takes ownership
+        ffi.wasi_config_set_stdout_custom(ptr, _sink_write, self._sink_id, _NO_FINALIZER)
+        ffi.wasi_config_set_stderr_custom(ptr, _sink_write, self._sink_id + 1, _NO_FINALIZER)
         for m in mounts:
             if not m.host.is_dir():
                 raise ExecutionError(
@@ -269,12 +284,18 @@ class Sandbox:
         )
 
     def close(self) -> None:
-        """Drop the store (its memory, WASI context and output callbacks)."""
+        """Drop the store (its memory, WASI context and output callbacks) and its registry
+        entries. The state goes first: once the store is freed its context key may be reused."""
         with _reg_lock:
             _STATES.pop(self.key, None)
         store, self.store = self.store, None
-        if store is not None:
-            store.close()
+        try:
+            if store is not None:
+                store.close()
+        finally:
+            with _reg_lock:
+                _SINKS.pop(self._sink_id, None)
+                _SINKS.pop(self._sink_id + 1, None)
 
     def __enter__(self) -> Sandbox:
         return self

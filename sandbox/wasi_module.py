@@ -106,12 +106,15 @@ class WasiModuleExecutor:
                     err = fault_to_error(fault, sb.state, instantiating=True)
                     raise err or ExecutionError(ErrorCode.SKILL_CRASHED, "instantiation failed")
                 fault = call_start(sb.store, instance)
-                err = fault_to_error(fault, sb.state, memory_bytes=sb.memory_size(instance))
+                # The memory size only matters for a run that did not end normally.
+                mem = sb.memory_size(instance) if fault is not None else 0
+                err = fault_to_error(fault, sb.state, memory_bytes=mem)
             finally:
                 client: Any = sb.state.extra.pop("http_client", None)
                 if client is not None and hasattr(client, "close"):
                     client.close()
-            _log.debug(
+            # The request's logger is already bound; the module's lazy one would bind per call.
+            (request.logger or _log).debug(
                 "wasm.run",
                 skill=request.skill,
                 ok=err is None,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion import jsonsafe
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.jsonsafe import (
     JSONInvalidError,
@@ -68,6 +69,29 @@ def test_brackets_inside_strings_do_not_count(inner: str, d: int) -> None:
     for _ in range(d - 1):
         value = [value]
     assert loads_bounded(json.dumps(value), max_bytes=10**6, max_depth=d) == value
+
+
+def _full_scan_refuses(text: str, max_depth: int, max_items: int) -> bool:
+    """The scan without its shortcut: blank strings, then count items and the real depth."""
+    skeleton = jsonsafe._STRING.sub("0", text)
+    items = skeleton.count(",") + skeleton.count("[") + skeleton.count("{")
+    level = deepest = 0
+    for c in skeleton:
+        level += {"[": 1, "{": 1, "]": -1, "}": -1}.get(c, 0)
+        deepest = max(deepest, level)
+    return items > max_items or deepest > max_depth
+
+
+@given(st.text(alphabet='[]{}",\\1 ', max_size=40), st.integers(0, 6), st.integers(0, 12))
+def test_the_scan_shortcut_never_lets_through_what_the_full_scan_refuses(
+    text: str, max_depth: int, max_items: int
+) -> None:
+    try:
+        jsonsafe._scan(text, max_depth, max_items, ErrorCode.INVALID_OUTPUT)
+        refused = False
+    except JSONLimitError:
+        refused = True
+    assert refused == _full_scan_refuses(text, max_depth, max_items)
 
 
 @pytest.mark.parametrize("opener", ["[", '{"a":', '[{"a":'])
@@ -140,6 +164,28 @@ def test_check_value_refuses_values_that_are_not_json(bad: Any) -> None:
     if not isinstance(bad, dict) or not isinstance(next(iter(bad)), int):  # json allows int keys
         with pytest.raises(JSONInvalidError):
             dumps_compact(bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        (math.nan, "value is nan"),
+        ({"a": [1, "x", {"b": (2, math.inf)}]}, "value['a'][2]['b'][1] is inf"),
+        ([None, True, 1.5, {"k": {3}}], "value[3]['k'] is a set"),
+        ({"ok": 1, "x": {2: 0}}, "value['x'] has the key 2"),
+    ],
+)
+def test_check_value_names_where_the_bad_value_is(bad: Any, where: str) -> None:
+    with pytest.raises(JSONInvalidError) as exc:
+        check_value(bad, code=ErrorCode.INVALID_INPUT)
+    assert exc.value.message.startswith(where)
+    assert exc.value.error_code is ErrorCode.INVALID_INPUT
+
+
+@given(json_values)
+def test_check_value_accepts_every_json_value(value: Any) -> None:
+    check_value(value, max_depth=10**6, max_items=10**7)
+    check_value((value, [value]), max_depth=10**6, max_items=10**7)
 
 
 def test_a_self_referencing_value_is_too_deep_not_a_recursion_error() -> None:

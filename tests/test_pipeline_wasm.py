@@ -90,3 +90,15 @@ def test_every_call_is_audited(kernel: Kernel, tmp_path: Path) -> None:
         ("spin", "TIMEOUT", "wasm"),
     ]
     assert all(json.dumps(r) for r in recs)
+
+
+def test_each_skill_runs_its_own_entry_when_calls_interleave(kernel: Kernel) -> None:
+    """Entry paths are resolved once per skill at start-up: interleaved calls of different
+    skills each reach their own module and folder."""
+    for _ in range(2):
+        r = kernel.invoke("probe", {})  # fsprobe exits 3 on input shorter than a command
+        assert r.error is not None and r.error.code == "SKILL_ERROR"
+        assert "status 3" in r.error.message
+        assert kernel.invoke("raw_echo", {"n": 1}).output == {"n": 1}
+        assert kernel.invoke("spin", {}).error.code == "TIMEOUT"  # type: ignore[union-attr]
+        assert kernel.invoke("echo", {"v": 2}).output == {"v": 2}

@@ -277,6 +277,17 @@ def test_clean_value_under_the_cap_keeps_the_shape(value: Any) -> None:
         assert_clean_chars(s)
 
 
+def test_keys_that_collide_once_cleaned_are_numbered_and_scalars_are_copied() -> None:
+    san = Sanitizer()
+    value = {"a\x1b[1m": 1, "a": [2.5, None, True], "a\u200b": {"a": "x\x07"}, "b": ("t",)}
+    out = san.clean_value(value).value
+    assert out == {"a": 1, "a#2": [2.5, None, True], "a#3": {"a": "x"}, "b": ["t"]}
+    assert list(out) == ["a", "a#2", "a#3", "b"]
+    assert out["a#2"] is not value["a"]
+    assert san.clean_value("lone \x1b[2Jstring").value == "lone string"
+    assert san.clean_value(7).value == 7
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values, st.integers(64, 400))
 def test_clean_value_over_the_cap_fits_and_is_still_json(value: Any, cap: int) -> None:

@@ -153,3 +153,36 @@ def test_not_a_command(
     mod = wat_file('(module (memory (export "memory") 1) (func (export "main")))')
     err = _fail(executor, make_request(mod))
     assert err.error_code is ErrorCode.SKILL_CRASHED and "_start" in err.message
+
+
+def test_every_run_leaves_the_store_registries_empty(
+    executor: WasiModuleExecutor, guest: Guest, tmp_path: Path, make_request: MakeRequest
+) -> None:
+    """Sinks and states are unregistered by ``Sandbox.close`` (no finalizer runs for them):
+    after a success, a guest failure, an output cap and a set-up refused before the store
+    exists (a missing mount), nothing is left behind."""
+    from bastion.executor import Capabilities, Mount
+    from bastion.sandbox import store
+
+    sinks, states = dict(store._SINKS), dict(store._STATES)
+    assert executor.execute(make_request(guest("echo.c"), "[1]")) == b"[1]"
+    _fail(executor, make_request(guest("fail.c")))
+    _fail(executor, make_request(guest("echo.c"), json.dumps({"s": "x" * 5000}), output_kb=4))
+    gone = Mount(guest="/data", host=tmp_path / "missing")
+    err = _fail(executor, make_request(guest("echo.c"), caps=Capabilities(mounts=(gone,))))
+    assert err.error_code is ErrorCode.FS_DENIED
+    assert sinks == store._SINKS and states == store._STATES
+
+
+def test_argv_is_the_skill_name_for_each_skill(
+    executor: WasiModuleExecutor, guest: Guest, make_request: MakeRequest
+) -> None:
+    """The per-name argv memo gives each skill its own name, also after the memo is reset."""
+    from bastion.sandbox import store
+
+    for name in ("alpha", "beta", "alpha", "héllo-ünïcode"):
+        out = executor.execute(make_request(guest("envargs.c"), skill=name))
+        assert json.loads(out) == {"argc": 1, "argv0": name, "envc": 0, "home": False}
+    store._argv_memo.clear()
+    out = executor.execute(make_request(guest("envargs.c"), skill="beta"))
+    assert json.loads(out)["argv0"] == "beta"

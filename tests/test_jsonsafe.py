@@ -133,10 +133,17 @@ def test_invalid_utf8_and_lone_surrogate_escapes_become_replacement_characters()
     json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-@pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"a": -Infinity}'])
+@pytest.mark.parametrize(
+    "text", ["NaN", "[Infinity]", '{"a": -Infinity}', "1e400", '{"a": [-1.5e999]}', "1E309"]
+)
 def test_nan_and_infinity_are_refused(text: str) -> None:
     with pytest.raises(JSONInvalidError, match="not valid JSON"):
         loads_bounded(text, max_bytes=100)
+
+
+@pytest.mark.parametrize("text", ["1.7976931348623157e308", "-2.5e-400", "0.1", "1e-5"])
+def test_finite_floats_parse_as_json_does(text: str) -> None:
+    assert loads_bounded(text, max_bytes=100) == json.loads(text)
 
 
 @pytest.mark.parametrize("text", ['{"a": 1', "[1,]", "", "'x'", '{"a" 1}', "1" * 5000])

@@ -13,11 +13,12 @@ One pipeline, in this order (the order matters; see ``Sanitizer``):
    This runs first so that invisibles cannot split a secret to slip past redaction.
 3. **Redaction**, repeated until nothing more matches (so the result is a fixed point):
    granted secret values in raw, base64 (standard and URL-safe, at all three byte alignments,
-   so a secret inside longer base64 is caught), hex (lower/upper) and URL-encoded forms
-   -> ``[REDACTED:NAME]``; credential shapes (``sk-``, ``AKIA``/``ASIA``, ``ghp_`` and
-   ``github_pat_``, ``xox?-``, Bearer tokens, PEM private key blocks, JWTs); host path
-   prefixes -> ``[path]`` wherever they occur; optionally PII (email, phone, card numbers
-   passing Luhn, IBANs passing mod-97, IPv4 and IPv6 addresses).
+   so a secret inside longer base64 is caught), hex (lower/upper) and URL-encoded forms,
+   also when ASCII whitespace splits them (base64 wrapped at 64/76 columns, spaced hex dumps;
+   forms of 8+ characters) -> ``[REDACTED:NAME]``; credential shapes (``sk-``, ``AKIA``/``ASIA``,
+   ``ghp_`` and ``github_pat_``, ``xox?-``, Bearer tokens, PEM private key blocks, JWTs);
+   host path prefixes -> ``[path]`` wherever they occur; optionally PII (email, phone, card
+   numbers passing Luhn, IBANs passing mod-97, IPv4 and IPv6 addresses).
 4. **Size cap**: text over ``max_output_bytes`` (UTF-8) is cut and ends with a visible marker
    ``…[truncated N bytes]``; the marker counts against the cap, so the output is never longer
    than the cap and cleaning it again changes nothing (idempotence).
@@ -249,6 +250,14 @@ def _label(name: str) -> str:
     return cleaned[:40] or "SECRET"
 
 
+_WHITESPACE: Final = " \t\n\r\v\f"
+_WHITESPACE_RE: Final = re.compile(f"[{re.escape(_WHITESPACE)}]")
+_NOT_WHITESPACE_RE: Final = re.compile(f"[^{re.escape(_WHITESPACE)}]")
+_DROP_WHITESPACE: Final = str.maketrans("", "", _WHITESPACE)
+_MIN_WRAPPED: Final = 8
+"""Shortest secret form looked for across whitespace (shorter ones could form by chance)."""
+
+
 def _base64_cores(raw: bytes) -> set[str]:
     """Substrings that any base64 text containing ``raw`` must contain, at each alignment."""
     cores: set[str] = set()
@@ -302,7 +311,52 @@ class _SecretMatcher:
             if urllib.parse.quote(value, safe="") != value:
                 self.url_forms.append((_url_pattern(value), label))
         self.literals = sorted(literals.items(), key=lambda f: -len(f[0]))
+        # Forms also looked for across whitespace: base64 wrapped at 64/76 columns (PEM, MIME),
+        # hex dumps split into groups or lines, a long token wrapped by a fixed-width column.
+        self.wrappable = [
+            (form, label)
+            for form, label in self.literals
+            if len(form) >= _MIN_WRAPPED and not _WHITESPACE_RE.search(form)
+        ]
         self._cache: dict[tuple[int, ...], tuple[re.Pattern[str], list[str]]] = {}
+
+    def sub_wrapped(self, text: str, counts: Counter[str]) -> str:
+        """Redact forms that whitespace splits (run after ``sub``, which took the whole ones).
+
+        The text is searched with its whitespace removed; a hit is mapped back to the span of
+        the original text it covers (whitespace inside included) and that span is replaced.
+        """
+        if not self.wrappable:
+            return text
+        collapsed = text.translate(_DROP_WHITESPACE)  # ~1 ms per MiB; a regex is 25x slower
+        if len(collapsed) == len(text):
+            return text
+        hits = [(form, label) for form, label in self.wrappable if form in collapsed]
+        if not hits:
+            return text
+        where = [m.start() for m in _NOT_WHITESPACE_RE.finditer(text)]
+        spans: list[tuple[int, int, str]] = []
+        for form, label in hits:
+            i = collapsed.find(form)
+            while i != -1:
+                spans.append((where[i], where[i + len(form) - 1] + 1, label))
+                i = collapsed.find(form, i + len(form))
+        spans.sort()
+        merged: list[tuple[int, int, str]] = []
+        for start, end, label in spans:
+            if merged and start < merged[-1][1]:
+                prev = merged[-1]
+                merged[-1] = (prev[0], max(prev[1], end), prev[2])
+            else:
+                merged.append((start, end, label))
+        parts: list[str] = []
+        pos = 0
+        for start, end, label in merged:
+            counts[label] += 1
+            parts += [text[pos:start], f"[REDACTED:{label}]"]
+            pos = end
+        parts.append(text[pos:])
+        return "".join(parts)
 
     def sub(self, text: str, counts: Counter[str]) -> str:
         present = [i for i, (form, _) in enumerate(self.literals) if form in text]
@@ -409,6 +463,7 @@ class Sanitizer:
     def _redact(self, text: str, report: SanitizeReport) -> str:
         counts = report.redactions
         text = self._secrets.sub(text, counts)
+        text = self._secrets.sub_wrapped(text, counts)
         if self.config.credential_shapes:
             text = _redact_pem(text, counts)
             for name, anchors, rx in _CREDENTIALS:

@@ -29,11 +29,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final
 
 import structlog
 
+from .closing import Closeable
 from .sanitize import SanitizeConfig, Sanitizer
 
 __all__ = ["AuditLog", "AuditReader", "NullAudit", "read_audit"]
@@ -73,7 +73,7 @@ def _hide_secret_fields(value: Any) -> Any:
     return value
 
 
-class AuditLog:
+class AuditLog(Closeable):
     """Append-only JSON-lines audit log with a background flusher and size-based rotation."""
 
     def __init__(
@@ -176,17 +176,6 @@ class AuditLog:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -318,7 +307,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @dataclass
-class NullAudit:
+class NullAudit(Closeable):
     """An audit log that records nothing, for tests and embedders that opt out."""
 
     path: Path | None = None
@@ -332,17 +321,6 @@ class NullAudit:
 
     def close(self) -> None:
         """Nothing to close."""
-
-    def __enter__(self) -> NullAudit:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _parse_ts(value: Any) -> datetime | None:

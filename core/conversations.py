@@ -17,9 +17,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, final
 
+from .closing import Closeable
 from .errors import BastionError
 
 __all__ = [
@@ -131,7 +131,7 @@ class ToolCallRecord:
 
 
 @final
-class ConversationStore:
+class ConversationStore(Closeable):
     """A SQLite file of sessions; thread-safe; use ``open`` and ``close`` (or ``with``)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -157,17 +157,6 @@ class ConversationStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def schema_version(self) -> int:

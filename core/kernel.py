@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, final
 
 import structlog
@@ -29,6 +28,7 @@ from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
 from .breaker import CircuitBreaker
+from .closing import Closeable
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
 from .executor import ExecutionRequest, Executor
@@ -117,7 +117,7 @@ def _sandbox_health() -> dict[str, Any]:
 
 
 @final
-class Kernel:
+class Kernel(Closeable):
     """Loads packs under a policy and runs skills through the invocation pipeline."""
 
     def __init__(
@@ -892,14 +892,3 @@ class Kernel:
             except Exception:
                 log.exception("executor_close_failed", runtime=ex.runtime)
         self.audit.close()
-
-    def __enter__(self) -> Kernel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

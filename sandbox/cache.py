@@ -31,6 +31,7 @@ import wasmtime
 import wasmtime.component
 
 from bastion.cachedir import CACHE_ENV, CacheDirError, default_cache_root, secure_dir
+from bastion.closing import Closeable
 
 from .engine import engine_fingerprint, get_engine
 
@@ -114,7 +115,7 @@ def tree_digest_fd(fd: int) -> str:
     return _tree_digest(digests)
 
 
-class CompileCache:
+class CompileCache(Closeable):
     """Compiles WASM modules and components once, caches them verified on disk and in memory.
 
     Thread-safe: concurrent requests for the same key compile once; different keys proceed in
@@ -184,12 +185,6 @@ class CompileCache:
 
     def close(self) -> None:
         self.clear_memory()
-
-    def __enter__(self) -> CompileCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals --------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ import typing
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from types import TracebackType
 from typing import Any, Final, Protocol
 from urllib.parse import urljoin
 
@@ -38,6 +37,7 @@ import httpcore
 import httpx
 import structlog
 
+from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError, RuleError
 from bastion.executor import AuditSink, IPNetwork
 from bastion.netrule import IPAddress, NetRule, ParsedURL, first_match, parse_url
@@ -276,7 +276,7 @@ def _allow_hint(u: ParsedURL) -> str:
     return f'add "{u.scheme}://{u.authority}" to [network] allow in bastion.toml'
 
 
-class HostHttp:
+class HostHttp(Closeable):
     """One skill invocation's HTTP client: rules, address checks, redirects, caps, audit.
 
     ``secrets`` are the granted secret values: a header carrying one is dropped, like
@@ -408,17 +408,6 @@ class HostHttp:
         if not self._closed:
             self._closed = True
             self._client.close()
-
-    def __enter__(self) -> HostHttp:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- steps ----------------------------------------------------------------------------
 

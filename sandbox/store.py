@@ -33,6 +33,7 @@ from typing import Any, Final, cast
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Limits, Mount
 
@@ -194,7 +195,7 @@ def _argv(skill: str) -> Any:
     return argv
 
 
-class Sandbox:
+class Sandbox(Closeable):
     """One fresh store for one invocation; ``close()`` (or ``with``) releases it."""
 
     def __init__(
@@ -296,9 +297,3 @@ class Sandbox:
             with _reg_lock:
                 _SINKS.pop(self._sink_id, None)
                 _SINKS.pop(self._sink_id + 1, None)
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

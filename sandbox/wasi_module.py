@@ -20,6 +20,7 @@ from typing import Any, final
 import structlog
 import wasmtime
 
+from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
@@ -37,7 +38,7 @@ _log = structlog.get_logger("bastion.sandbox.wasm")
 
 
 @final
-class WasiModuleExecutor:
+class WasiModuleExecutor(Closeable):
     """``runtime = "wasm"``: WASI command modules, sandboxed by wasmtime."""
 
     runtime = "wasm"
@@ -75,12 +76,6 @@ class WasiModuleExecutor:
             linker, self._linker = self._linker, None
         if linker is not None:
             linker.close()
-
-    def __enter__(self) -> WasiModuleExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- lower-level API (tests, benchmarks, other executors) ---------------------------------
 

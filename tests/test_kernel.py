@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from bastion import (
-    ApprovalRequest,
     GuardAction,
     GuardDecision,
     InvocationContext,
@@ -22,6 +21,7 @@ from bastion import (
     native_skill,
 )
 from bastion.audit import read_audit
+from tests.approvers import RecordingApprover
 
 OBJ = {"type": "object"}
 
@@ -99,16 +99,6 @@ class Approve:
         if arguments.get("text") == "forbidden":
             return GuardDecision(GuardAction.BLOCK, "forbidden text", rule="test.block")
         return None
-
-
-class Recorder:
-    def __init__(self, answer: bool) -> None:
-        self.answer = answer
-        self.asked: list[ApprovalRequest] = []
-
-    def approve(self, request: ApprovalRequest) -> bool:
-        self.asked.append(request)
-        return self.answer
 
 
 @pytest.fixture
@@ -211,10 +201,10 @@ def test_guard_block_and_approval_binding(kernel: Kernel) -> None:
     assert r.error is not None and r.error.code == "DENIED" and "forbidden text" in r.error.message
     r = kernel.invoke("echo", {"text": "danger"})
     assert r.error is not None and r.error.code == "APPROVAL_REQUIRED"
-    no = Recorder(False)
+    no = RecordingApprover(False)
     r = kernel.invoke("echo", {"text": "danger"}, approver=no)
     assert r.error is not None and r.error.code == "APPROVAL_REQUIRED" and len(no.asked) == 1
-    yes = Recorder(True)
+    yes = RecordingApprover(True)
     r = kernel.invoke("echo", {"text": "danger"}, approver=yes)
     assert r.ok and len(yes.asked) == 1
     # Remembered for the same exact call; a different argument needs a new approval.
@@ -224,7 +214,7 @@ def test_guard_block_and_approval_binding(kernel: Kernel) -> None:
     assert r.error is not None and r.error.code == "APPROVAL_REQUIRED" and len(no.asked) == 2
     assert yes.asked[0].binding != no.asked[1].binding
     # Remembered approvals are per tenant: another tenant's identical call is asked again.
-    other = Recorder(False)
+    other = RecordingApprover(False)
     r = kernel.invoke(
         "echo", {"text": "danger"}, approver=other, context=InvocationContext(tenant="acme")
     )

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from bastion import (
-    ApprovalRequest,
     ErrorCode,
     ExecutionError,
     GuardAction,
@@ -25,6 +24,7 @@ from bastion import (
     native_skill,
 )
 from bastion.audit import read_audit
+from tests.approvers import RecordingApprover
 
 OBJ = {"type": "object"}
 RUNS: Counter[str] = Counter()
@@ -116,16 +116,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Recorder:
-    def __init__(self, answer: bool) -> None:
-        self.answer = answer
-        self.asked: list[ApprovalRequest] = []
-
-    def approve(self, request: ApprovalRequest) -> bool:
-        self.asked.append(request)
-        return self.answer
 
 
 BASE = """
@@ -226,7 +216,7 @@ skills = ["ec?o"]
 
 def test_policy_approval_is_bound_to_the_arguments(make: Any) -> None:
     k = make('[[guardrails]]\naction = "approve"\nreason = "writes"\nwhen = "write_mount"\n')
-    yes, no = Recorder(True), Recorder(False)
+    yes, no = RecordingApprover(True), RecordingApprover(False)
     assert code(k.invoke("save_file", {"path": "/files/a"}, approver=yes)) == "ok"
     assert code(k.invoke("save_file", {"path": "/files/a"}, approver=no)) == "ok"  # remembered
     assert code(k.invoke("save_file", {"path": "/files/b"}, approver=no)) == "APPROVAL_REQUIRED"
@@ -247,7 +237,7 @@ def test_policy_rules_combine_with_hooks_strictest_wins(make: Any) -> None:
         plugins=(Hook(),),
     )
     assert code(k.invoke("echo", {"x": "go"})) == "APPROVAL_REQUIRED"
-    r = k.invoke("echo", {"x": "stop"}, approver=Recorder(True))
+    r = k.invoke("echo", {"x": "stop"}, approver=RecordingApprover(True))
     assert code(r) == "DENIED" and "hook says no" in r.error.message
 
 

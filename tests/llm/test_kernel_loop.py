@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from bastion import (
-    ApprovalRequest,
     GuardAction,
     GuardDecision,
     Kernel,
@@ -20,6 +19,7 @@ from bastion import (
 from bastion.agent import Agent, ToolHost
 from bastion.models import AnthropicModel
 from bastion.tokens import tool_pairs_intact
+from tests.approvers import RecordingApprover
 from tests.llm.fake_anthropic import FakeAnthropic, Reply, text, tool_use
 
 SCHEMA = {
@@ -66,16 +66,6 @@ class NeedsApproval:
         if arguments.get("text") == "launch":
             return GuardDecision(GuardAction.APPROVE, "launching needs a person", rule="t")
         return None
-
-
-class Person:
-    def __init__(self, answer: bool) -> None:
-        self.answer = answer
-        self.asked: list[ApprovalRequest] = []
-
-    def approve(self, request: ApprovalRequest) -> bool:
-        self.asked.append(request)
-        return self.answer
 
 
 @pytest.fixture
@@ -137,7 +127,7 @@ def test_invalid_input_is_reported(kernel: Kernel, fake: FakeAnthropic) -> None:
 
 @pytest.mark.parametrize("answer", [False, True])
 def test_approval_callback(kernel: Kernel, fake: FakeAnthropic, answer: bool) -> None:
-    person = Person(answer)
+    person = RecordingApprover(answer)
     fake.script(Reply([tool_use("shout", {"text": "launch"}, "c1")]), Reply([text("ok")]))
     Agent(kernel, model=claude(fake), approver=person).run("launch it")
     assert [r.skill for r in person.asked] == ["shout"]

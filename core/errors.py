@@ -50,6 +50,10 @@ class ErrorCode(StrEnum):
     SKILL_CRASHED = "SKILL_CRASHED"
     INVALID_OUTPUT = "INVALID_OUTPUT"
     INTERNAL = "INTERNAL"
+    CANCELLED = "CANCELLED"
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    NOT_READY = "NOT_READY"
+    STATE_UNAVAILABLE = "STATE_UNAVAILABLE"
 
     @property
     def retryable(self) -> bool:
@@ -73,6 +77,10 @@ RETRYABLE: Final[dict[ErrorCode, bool]] = {
     ErrorCode.SKILL_CRASHED: False,
     ErrorCode.INVALID_OUTPUT: False,
     ErrorCode.INTERNAL: False,
+    ErrorCode.CANCELLED: False,
+    ErrorCode.AUDIT_UNAVAILABLE: True,
+    ErrorCode.NOT_READY: True,
+    ErrorCode.STATE_UNAVAILABLE: True,
 }
 
 

@@ -9,6 +9,7 @@ runs it inside the request's ``caps`` and ``limits`` and before ``deadline``.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,10 @@ class ExecutionRequest:
     audit: AuditSink
     native: Callable[..., Any] | None = None
     """The Python callable of a native skill (trusted plugins only)."""
+    cancel: threading.Event | None = None
+    """Set by the kernel when the caller gave up on the call (``ainvoke`` cancelled, an MCP
+    cancel notification, a disconnect): the executor stops the guest as soon as it can and
+    raises ``ExecutionError(CANCELLED)``. ``None`` when the caller cannot cancel."""
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ metrics and writes the audit record. Each optional step costs nothing unless con
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
 import sys
@@ -387,8 +388,12 @@ class Kernel(Closeable):
         *,
         context: InvocationContext | None = None,
         approver: Approver | None = None,
+        cancel: threading.Event | None = None,
     ) -> ToolResult:
-        """Run one skill through the whole pipeline; never raises for skill-side failures."""
+        """Run one skill through the whole pipeline; never raises for skill-side failures.
+
+        ``cancel``, once set, stops the call: before it starts, or (through the executor) while
+        the guest runs; the result is then ``CANCELLED``."""
         ctx = context or InvocationContext()
         start = time.perf_counter()
         fields: dict[str, Any] = {
@@ -400,7 +405,7 @@ class Kernel(Closeable):
         if ctx.session is not None:
             fields["session"] = ctx.session
         try:
-            result, extra = self._run(name, arguments, ctx, approver, start)
+            result, extra = self._run(name, arguments, ctx, approver, start, cancel)
             fields.update(extra)
         except Exception as exc:  # the kernel survives anything
             log.exception("invoke_internal_error", skill=name, invocation_id=ctx.invocation_id)
@@ -432,12 +437,27 @@ class Kernel(Closeable):
         context: InvocationContext | None = None,
         approver: Approver | None = None,
     ) -> ToolResult:
-        """``invoke`` on the kernel's bounded thread pool, without blocking the event loop."""
+        """``invoke`` on the kernel's bounded thread pool, without blocking the event loop.
+
+        Cancelling the awaiting task cancels the call itself: the executor stops the guest, the
+        audit record says ``CANCELLED``, and the task's ``CancelledError`` is raised only once
+        the call has stopped, so no skill runs on after its caller gave up."""
         import asyncio  # here, not at the top: a CLI run never needs the event loop machinery
 
         loop = asyncio.get_running_loop()
-        call = functools.partial(self.invoke, name, arguments, context=context, approver=approver)
-        return await loop.run_in_executor(self._pool, call)
+        cancel = threading.Event()
+        call = functools.partial(
+            self.invoke, name, arguments, context=context, approver=approver, cancel=cancel
+        )
+        future = loop.run_in_executor(self._pool, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            # Wait for the call to stop (it is bounded by the skill's deadline in any case).
+            with contextlib.suppress(Exception):
+                await future
+            raise
 
     def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
         try:
@@ -471,6 +491,7 @@ class Kernel(Closeable):
         ctx: InvocationContext,
         approver: Approver | None,
         start: float,
+        cancel: threading.Event | None = None,
     ) -> tuple[ToolResult, dict[str, Any]]:
         extra: dict[str, Any] = {}
         st = self._status.get(name) if isinstance(name, str) else None
@@ -635,7 +656,14 @@ class Kernel(Closeable):
         breaker = self._breakers.get(name)
         verdict: str | None = None
         try:
-            result = self._execute(st, executor, arguments, input_json, ctx, start, extra)
+            if cancel is not None and cancel.is_set():
+                result = self._fail(
+                    ErrorCode.CANCELLED, "the caller cancelled the call before it ran", start, ctx
+                )
+            else:
+                result = self._execute(
+                    st, executor, arguments, input_json, ctx, start, extra, cancel
+                )
             verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
         finally:
             if self._tenants is not None:
@@ -710,6 +738,7 @@ class Kernel(Closeable):
         ctx: InvocationContext,
         start: float,
         extra: dict[str, Any],
+        cancel: threading.Event | None = None,
     ) -> ToolResult:
         """Run the skill and clean what comes back."""
         skill, grant, name = st.skill, st.grant, st.name
@@ -732,6 +761,7 @@ class Kernel(Closeable):
             logger=logger,
             audit=functools.partial(self._network_audit, ctx, name),
             native=skill.native,
+            cancel=cancel,
         )
         sanitizer = self._sanitizer(st)
         try:

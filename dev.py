@@ -100,6 +100,10 @@ def typecheck_tree() -> Path:
     pkg.mkdir(parents=True, exist_ok=True)
     for src in (ROOT / "core").glob("*.py"):
         (pkg / src.name).symlink_to(src)
+    # Subpackages (core/serve/, core/state/, ...): every folder of core/ holding an __init__.py.
+    for sub in (ROOT / "core").iterdir():
+        if sub.is_dir() and (sub / "__init__.py").is_file():
+            (pkg / sub.name).symlink_to(sub, target_is_directory=True)
     (pkg / "py.typed").touch()
     (pkg / "sandbox").symlink_to(ROOT / "sandbox", target_is_directory=True)
     return tree

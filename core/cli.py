@@ -220,24 +220,11 @@ def _print_problems(problems: Sequence[Any], out: TextIO | None = None) -> None:
 
 
 def _read_input(text: str) -> Any:
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            data = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"cannot read input file {text[1:]!r} ({exc})",
-                fix="pass --input @FILE with a readable UTF-8 JSON file",
-            ) from None
-    else:
-        data = text
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"--input is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            fix="""pass a JSON object, e.g. --input '{"text": "hello"}'""",
-        ) from None
+    """The ``--input`` value: JSON text, ``@FILE``, or ``-`` / ``@-`` for stdin, read with the
+    kernel's size cap before decoding; anything bad is a ``ConfigError`` (exit 2)."""
+    from .inputfile import read_input
+
+    return read_input(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

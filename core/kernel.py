@@ -31,6 +31,7 @@ from .audit import AuditLog, NullAudit
 from .breaker import CircuitBreaker
 from .closing import Closeable
 from .discovery import Discovery, PackReport, Problem, discover
+from .cachedir import CacheDirError
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
 from .executor import ExecutionRequest, Executor
 from .grant import Grant, review
@@ -388,6 +389,8 @@ class Kernel(Closeable):
                 progress(f"preparing {st.name} ({st.skill.runtime})")
             try:
                 self._executors[st.skill.runtime].prepare(st.skill.entry_path)
+            except CacheDirError:
+                raise  # an unsafe cache folder is the operator's to fix: exit 2, not a problem row
             except (ExecutionError, ConfigError) as exc:
                 problems.append(Problem(st.skill.pack, f"{st.name}: {exc}"))
         return problems
@@ -509,6 +512,12 @@ class Kernel(Closeable):
         try:
             result, extra = self._run(name, arguments, ctx, approver, start, cancel)
             fields.update(extra)
+        except CacheDirError as exc:
+            # The host's own configuration (an unsafe cache folder), not the skill's doing: the
+            # embedder gets the typed error (code CACHE_UNSAFE) and the CLI exits 2.
+            fields.update(outcome=exc.code, detail=str(exc)[:2000])
+            self._audit("invoke", fields)
+            raise
         except Exception as exc:  # the kernel survives anything
             log.exception("invoke_internal_error", skill=name, invocation_id=ctx.invocation_id)
             fields["detail"] = f"{type(exc).__name__}: {exc}"

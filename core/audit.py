@@ -233,6 +233,7 @@ class AuditLog(Closeable):
         self._next_retry = 0.0
         self._next_rotate = 0.0
         self._reopened = 0
+        self._attempts = 0
         self._flush_requested = False
         self._closing = False
         self._closed = False
@@ -319,11 +320,21 @@ class AuditLog(Closeable):
         """Wait until every record written before this call was attempted (written, or kept for
         retry after a failure); return the number of records acknowledged durable."""
         with self._cond:
-            target = self._seq
+            target, attempts = self._seq, self._attempts
             self._flush_requested = True
             self._next_retry = 0.0
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._handled >= target or self._closed, timeout)
+
+            def done() -> bool:
+                if self._closed:
+                    return True
+                if self._handled < target:
+                    return False
+                # Records kept after a failed attempt are tried once more for this flush.
+                waiting = bool(self._pending) and self._pending[0][0] <= target
+                return not waiting or self._attempts > attempts
+
+            self._cond.wait_for(done, timeout)
             return self._acked
 
     def close(self) -> None:
@@ -454,6 +465,7 @@ class AuditLog(Closeable):
             written, synced, error = self._append([line for _, line in batch])
             with self._cond:
                 self._handled = max(self._handled, top)
+                self._attempts += 1
                 if synced:
                     self._acked += written
                 rest = batch[written:]

@@ -15,7 +15,7 @@ The log fails closed and heals (docs/policy.md, "The audit log under faults"):
   behind (a partial line) are terminated with a newline before the next record;
 - ``accepting`` turns False once ``buffer`` records wait unwritten: the kernel then refuses to
   run skills (``AUDIT_UNAVAILABLE``) unless ``[audit] on_failure = "continue"``; records past
-  twice the buffer are dropped and counted in ``dropped``, never silently;
+  ``max_buffered`` (a memory bound) are dropped and counted in ``dropped``, never silently;
 - rotation takes an exclusive ``flock`` on ``<path>.lock``, renames first and always reopens: a
   rename that fails leaves the current file in use (and reported); a process that finds the file
   already rotated by another process only reopens, so two processes may share one log;
@@ -198,10 +198,11 @@ class AuditLog(Closeable):
         max_pending: int = 10_000,
         buffer: int = 1_000,
         retry_s: float = 0.5,
+        max_buffered: int | None = None,
     ) -> None:
         """``buffer``: records held in memory while writes fail before ``accepting`` turns
-        False (records past twice that are dropped and counted); ``retry_s``: the wait between
-        attempts while failing."""
+        False; ``max_buffered`` (default ``buffer + max_pending``): the memory bound past which
+        records are dropped and counted; ``retry_s``: the wait between attempts while failing."""
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
         self.batch = max(1, batch)
@@ -210,6 +211,7 @@ class AuditLog(Closeable):
         self.max_pending = max(1, max_pending)
         self.buffer = max(1, buffer)
         self.retry_s = max(0.001, retry_s)
+        self.max_buffered = max(self.buffer, max_buffered or self.buffer + self.max_pending)
         self._sanitizer = (
             redact
             if isinstance(redact, Sanitizer)
@@ -260,7 +262,7 @@ class AuditLog(Closeable):
 
     @property
     def dropped(self) -> int:
-        """Records lost: over twice ``buffer`` while failing, or still unwritten at close."""
+        """Records lost: over ``max_buffered`` while failing, or still unwritten at close."""
         with self._cond:
             return self._dropped
 
@@ -283,6 +285,7 @@ class AuditLog(Closeable):
                 "buffered": pending if failing else 0,
                 "acknowledged": self._acked,
                 "reopened": self._reopened,
+                "rotation_error": self._rotation_error,
             }
         space = self._free_bytes()
         info["free_bytes"] = space
@@ -301,7 +304,7 @@ class AuditLog(Closeable):
                 closed = self._closed
                 drain = False
                 if not closed:
-                    if self._failing and len(self._pending) >= 2 * self.buffer:
+                    if self._failing and len(self._pending) >= self.max_buffered:
                         self._dropped += 1
                         log.error("audit_record_dropped", audit_event=str(event)[:64])
                         return
@@ -475,11 +478,13 @@ class AuditLog(Closeable):
                     self._failing = False
                 else:
                     self._failed += 1
+                    if not self._failing or error != self._last_error:
+                        log.error("audit_append_failed", path=str(self.path), reason=error)
                     self._last_error = error
                     self._failing = True
                     self._next_retry = time.monotonic() + self.retry_s
                     self._pending = rest + self._pending
-                    over = len(self._pending) - 2 * self.buffer
+                    over = len(self._pending) - self.max_buffered
                     if over > 0:
                         self._dropped += over
                         del self._pending[-over:]
@@ -522,6 +527,7 @@ class AuditLog(Closeable):
         return len(lines), True, None
 
     _fd_needs_tail = False
+    _rotation_error: str | None = None
     _last_sync_error: str | None = None
 
     def _sync(self) -> bool:
@@ -539,7 +545,6 @@ class AuditLog(Closeable):
             if isinstance(exc, OSError)
             else f"{type(exc).__name__}: {exc}"
         )[:300]
-        log.error("audit_append_failed", path=str(self.path), reason=text)
         return text
 
     def _rotate(self) -> None:
@@ -574,7 +579,8 @@ class AuditLog(Closeable):
             self._reopen("rotated")
         except OSError as exc:
             self._next_rotate = time.monotonic() + 5.0
-            log.error("audit_rotation_failed", path=str(self.path), reason=self._report(exc))
+            self._rotation_error = self._report(exc)
+            log.error("audit_rotation_failed", path=str(self.path), reason=self._rotation_error)
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)  # releases the flock
@@ -598,7 +604,7 @@ class AuditLog(Closeable):
                     self._fd = None
                     os.close(fd)
             except (OSError, _PartialWrite, ConfigError) as exc:
-                self._report(exc)
+                log.error("audit_append_failed", path=str(self.path), reason=self._report(exc))
             with self._cond:
                 self._handled = max(self._handled, batch[-1][0])
                 if ok:

@@ -16,12 +16,14 @@ from typing import Any, BinaryIO
 from .errors import ConfigError, ErrorCode, ExecutionError
 from .jsonsafe import loads_bounded
 
-__all__ = ["INPUT_FIX", "read_input", "read_capped"]
+__all__ = ["INPUT_FIX", "read_capped", "read_input"]
 
 MAX_INPUT_BYTES = 1024 * 1024
 """The kernel's input limit (``kernel.MAX_INPUT_BYTES``), applied before parsing."""
 MAX_INPUT_DEPTH = 64
-INPUT_FIX = """pass a JSON object, e.g. --input '{"text": "hello"}', --input @FILE or --input - (stdin)"""
+INPUT_FIX = (
+    """pass a JSON object, e.g. --input '{"text": "hello"}', --input @FILE or --input - (stdin)"""
+)
 
 
 def read_capped(stream: BinaryIO, cap: int) -> bytes:
@@ -45,12 +47,12 @@ def _from_file(name: str) -> bytes:
             f"cannot read input file {name!r} ({exc.strerror or exc})",
             fix="pass --input @FILE with a readable UTF-8 JSON file",
         ) from None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(
+            f"input file {name!r} is a directory", fix="pass --input @FILE naming a file"
+        )
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(
-                f"input file {name!r} is a directory", fix="pass --input @FILE naming a file"
-            )
         try:
             return read_capped(f, MAX_INPUT_BYTES)
         except OSError as exc:

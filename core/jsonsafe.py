@@ -5,8 +5,9 @@ worse, the interpreter). ``loads_bounded`` measures size, nesting depth and item
 linear scan *before* parsing, repairs invalid UTF-8 instead of failing on it, and refuses
 ``NaN``/``Infinity``. With ``strict=True`` (every path *in*: CLI, embedding, the Agent) nothing is
 repaired: invalid UTF-8, a lone surrogate, an integer past Python's digit limit or nesting past
-the limit is refused with its position and the reason. ``check_value`` applies the same limits to Python values that native skills
-return directly, walking them with an explicit stack (a cycle is reported as too deep).
+the limit is refused with its position and the reason. ``check_value`` applies the same limits
+to Python values that native skills return directly, walking them with an explicit stack (a
+cycle is reported as too deep).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ _LONE_ESCAPE: Final = re.compile(
 _MAX_DIGITS: Final = 4300
 """Python's default ``sys.int_info.default_max_str_digits``: the longest integer JSON may hold."""
 _MAX_INT_BITS: Final = int(_MAX_DIGITS * 3.3219280948873626)
-_LONG_DIGITS: Final = re.compile(r"\d{%d}" % (_MAX_DIGITS + 1))
+_LONG_DIGITS: Final = re.compile(rf"\d{{{_MAX_DIGITS + 1}}}")
 _BRACKET_OR_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 
@@ -105,7 +106,7 @@ def _strict_text(text: str, code: ErrorCode) -> None:
             "send the text as UTF-8",
         )
     if _LONG_DIGITS.search(text):
-        hit = _outside_strings(text, r"-?\d{%d,}" % (_MAX_DIGITS + 1))
+        hit = _outside_strings(text, rf"-?\d{{{_MAX_DIGITS + 1},}}")
         if hit is not None:
             raise JSONInvalidError(
                 code,
@@ -402,7 +403,9 @@ def dumps_strict(value: Any, *, code: ErrorCode = ErrorCode.INVALID_INPUT) -> st
     if _SURROGATE.search(text):
         found = _find_surrogate(value)
         where = "a string" if found is None else _where(found[0])
-        what = "its key" if found is not None and found[1] < 0 else f"character {found and found[1]}"
+        what = (
+            "its key" if found is not None and found[1] < 0 else f"character {found and found[1]}"
+        )
         raise JSONInvalidError(
             code,
             f"{where} holds a lone surrogate ({what}): not valid Unicode, so not valid UTF-8; "

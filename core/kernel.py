@@ -29,9 +29,9 @@ from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
 from .breaker import CircuitBreaker
+from .cachedir import CacheDirError
 from .closing import Closeable
 from .discovery import Discovery, PackReport, Problem, discover
-from .cachedir import CacheDirError
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
 from .executor import ExecutionRequest, Executor
 from .grant import Grant, review
@@ -327,7 +327,9 @@ class Kernel(Closeable):
                     )
                     for n, st in self._status.items()
                 }
-                PolicyGuardrails.from_policy(new, {n: grant_kinds(st.grant) for n, st in status.items()})
+                PolicyGuardrails.from_policy(
+                    new, {n: grant_kinds(st.grant) for n, st in status.items()}
+                )
                 errors = self._policy_errors(new, status)
                 if errors:
                     raise PolicyError(
@@ -573,7 +575,9 @@ class Kernel(Closeable):
     def _audit_refusal(self, name: Any, ctx: InvocationContext, start: float) -> ToolResult:
         with self._refused_lock:
             self._audit_refused += 1
-        log.error("audit_unavailable_refused", skill=str(name)[:64], invocation_id=ctx.invocation_id)
+            n = self._audit_refused
+        if n & (n - 1) == 0 or n % 1000 == 0:  # 1, 2, 4, ... then every 1000th: no log flood
+            log.error("audit_unavailable_refused", refused_calls=n, skill=str(name)[:64])
         result = self._fail(
             ErrorCode.AUDIT_UNAVAILABLE,
             "the audit log cannot be written, so no skill runs until it can; "

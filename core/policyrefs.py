@@ -22,9 +22,7 @@ from .policy import Policy
 __all__ = ["SkillRef", "check_references", "glob_problem"]
 
 _GLOB_CHARS: Final = re.compile(r"^[a-z0-9_*?\[\]!-]+$")
-_OPTIONAL_FIX: Final = (
-    "or mark a skill that may appear later with [skills.NAME] optional = true"
-)
+_OPTIONAL_FIX: Final = "or mark a skill that may appear later with [skills.NAME] optional = true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +107,7 @@ class _Checker:
         if name not in self.names:
             self.error(
                 where,
-                f"[{where}] names a skill no loaded pack provides",
+                f"[{where}] names a skill no loaded pack provides ({name!r})",
                 f"install the pack, correct the name ({_closest(name, self.names)}), "
                 f"{_OPTIONAL_FIX}",
             )
@@ -117,8 +115,8 @@ class _Checker:
     def run(self) -> list[PolicyError]:
         doc = self.policy.doc
         requested: set[str] = set()
-        for ref in self.skills.values():
-            requested |= ref.secrets
+        for skill_ref in self.skills.values():
+            requested |= skill_ref.secrets
         for name, sp in doc.skills.items():
             if sp.optional:
                 continue

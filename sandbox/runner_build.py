@@ -39,8 +39,8 @@ from .cache import default_cache
 __all__ = [
     "GUEST_DIR",
     "RUNNER_APP",
-    "RUNNER_WORLD",
     "RUNNER_WAIT_ENV",
+    "RUNNER_WORLD",
     "RunnerBuildError",
     "allowed_modules",
     "built_runner",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bastion import ErrorCode, Kernel, PolicyError, hookimpl, load_policy, native_skill
+from bastion import Kernel, PolicyError, hookimpl, load_policy, native_skill
 from bastion.audit import AuditLog, AuditPathError, read_audit
 from tests.faults.diskfill import fill
 

@@ -320,3 +320,25 @@ def test_concurrent_writers_and_an_outside_mover_lose_nothing(tmp_path: Path) ->
     assert sorted((r["w"], r["i"]) for r in recs) == sorted(
         (w, i) for w in range(4) for i in range(500)
     )
+
+
+def test_doctor_and_run_tell_the_truth_on_a_full_disk(small_fs: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "bastion.toml"
+    policy.write_text(f'[audit]\npath = "{small_fs / "audit.jsonl"}"\n')
+    fill(small_fs)
+    cli = [sys.executable, "-m", "bastion.cli", "--policy", str(policy)]
+    doctor = subprocess.run(
+        [*cli, "doctor", "--json"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr
+    (row,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "audit log"]
+    assert row["ok"] is False and "NOT writable" in row["detail"]
+    run = subprocess.run(
+        [*cli, "run", "no_such_skill", "--input", "{}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "AUDIT_UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr

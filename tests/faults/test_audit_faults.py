@@ -166,13 +166,16 @@ def test_a_full_disk_stops_skills_after_the_buffer_and_recovers(small_fs: Path) 
 
 def test_on_failure_continue_runs_on_and_counts_the_dropped(small_fs: Path) -> None:
     path = small_fs / "audit.jsonl"
-    with kernel(path, 'buffer = 2\non_failure = "continue"\n') as k:
+    log = AuditLog(path, buffer=2, max_buffered=5, retry_s=0.01)
+    policy = load_policy(text='[audit]\non_failure = "continue"\n')
+    with Kernel(policy, plugins=[Skills()], entry_points=False, audit=log) as k:
         fill(small_fs)
-        assert all(k.invoke("echo", {"n": n}).ok for n in range(10))
-        k.audit.flush()
+        for n in range(40):  # enough records to need new pages of the full file system
+            assert k.invoke("echo", {"n": n}).ok
+            k.audit.flush()
         info = k.health()["audit"]
-        assert info["dropped"] > 0 and info["failing"]
-        assert k.readiness()["audit"] is True
+        assert info["failing"] and info["buffered"] == 5
+        assert info["dropped"] > 0 and k.readiness()["audit"] is True
 
 
 def test_dev_full_under_the_path_at_runtime_is_reported_and_healed(tmp_path: Path) -> None:

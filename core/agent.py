@@ -555,8 +555,15 @@ class Agent:
         queue: asyncio.Queue[ToolCallFinished] = asyncio.Queue()
 
         async def one(block: dict[str, Any]) -> dict[str, Any]:
-            async with sem:
-                result = await self._invoke(block, names)
+            try:
+                async with sem:
+                    result = await self._invoke(block, names)
+            except Exception:
+                # _invoke turns a failing host into INTERNAL; should even that fail (a log sink
+                # that raises), the call still ends here, or the loop below would wait forever.
+                result = ToolResult.failure(
+                    ErrorCode.INTERNAL, f"the tool host failed while running {block['name']!r}"
+                )
             out, truncated = self._result_block(block, result)
             st.records.append(
                 ToolCallRecord(

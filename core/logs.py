@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -16,6 +17,35 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class _StderrLogger:
+    """Writes each line to ``sys.stderr`` as it is *now*, never raising.
+
+    structlog's ``PrintLogger`` keeps the stream it was configured with; once that stream is
+    closed (a redirected stderr, a test's capture), every later log call raised, and a log
+    call in an error path turned a handled failure into a crash. A line that cannot be
+    written is lost; the call that logged it goes on.
+    """
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        try:
+            stream = sys.stderr
+            if stream is None:
+                return
+            with self._lock:
+                stream.write(message + "\n")
+                stream.flush()
+        except Exception:
+            return
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
 
 
 def configure_logging(*, level: str = "warning", json: bool = False) -> None:
@@ -31,7 +61,7 @@ def configure_logging(*, level: str = "warning", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.WARNING)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

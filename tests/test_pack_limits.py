@@ -41,10 +41,9 @@ def echo_wasm() -> bytes:
 
 def write_pack(folder: Path, name: str, skills: dict[str, dict[str, bytes | str]]) -> Path:
     folder.mkdir(parents=True)
+    listed = ", ".join(json.dumps(s) for s in skills)
     (folder / "bastion-pack.toml").write_text(
-        f'name = "{name}"\nversion = "1.0.0"\nskills = [{", ".join(repr(s) for s in skills)}]\n'.replace(
-            "'", '"'
-        )
+        f'name = "{name}"\nversion = "1.0.0"\nskills = [{listed}]\n'
     )
     for rel, files in skills.items():
         d = folder / rel
@@ -184,7 +183,8 @@ _RSS_CHILD = textwrap.dedent(
     from bastion.policy import load_policy
     found = discover(load_policy(text=""), make_plugin_manager(), entry_points=False,
                      pack_paths=[Path(p) for p in sys.argv[1:]])
-    print(json.dumps({"skills": sorted(found.skills), "problems": [p.message for p in found.problems],
+    print(json.dumps({"skills": sorted(found.skills),
+                      "problems": [p.message for p in found.problems],
                       "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
     """
 )

@@ -35,7 +35,7 @@ from .manifest import (
 from .native import NativeSkill
 from .policy import Policy
 from .skill import Skill
-from .textclean import clean_json_strings, clean_text
+from .textclean import clean_json_strings, clean_text, is_removed
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -185,6 +185,30 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
     )
 
 
+def _hidden_in_names(schema: Any) -> str | None:
+    """The first property name, ``required`` entry or enum/const string of ``schema`` holding a
+    character the cleaner would remove (quoted), or None."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        names: list[Any] = []
+        if isinstance(node.get("properties"), dict):
+            names += list(node["properties"])
+        for key in ("required", "enum"):
+            if isinstance(node.get(key), list):
+                names += node[key]
+        names.append(node.get("const"))
+        for name in names:
+            if isinstance(name, str) and any(is_removed(c) for c in name):
+                return ascii(name)[:80]
+    return None
+
+
 def _cleaned(skill: Skill, *, source: str) -> Skill:
     """``skill`` with its pack text cleaned for terminals and models, and what changed."""
     desc = clean_text(skill.description)
@@ -196,6 +220,19 @@ def _cleaned(skill: Skill, *, source: str) -> Skill:
             where="description",
             fix="write the description in plain visible text",
         )
+    for schema, what in (
+        (skill.input_schema, "input_schema"),
+        (skill.output_schema, "output_schema"),
+    ):
+        hidden = _hidden_in_names(schema)
+        if hidden is not None:
+            raise ManifestError(
+                f"{what} has an invisible or control character in {hidden}; property names "
+                "and enum/const values reach the model verbatim, so they cannot be cleaned",
+                source=source,
+                where=what,
+                fix="spell names and values in plain visible text",
+            )
     inp, found = clean_json_strings(
         skill.input_schema, "input_schema", keys=SCHEMA_TEXT_KEYS, deep_keys=("examples",)
     )

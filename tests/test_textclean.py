@@ -275,3 +275,32 @@ def test_problem_messages_and_pack_names_are_cleaned(tmp_path: Path) -> None:
         (problem,) = k.problems
         for text in (report.name, report.origin, problem.pack, problem.message):
             assert "\x1b" not in text and not _has_invisible(text.replace("\n", "")), text
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        '{ type = "object", properties = { "na\u200bme" = { type = "string" } } }',
+        '{ type = "object", properties = { m = { enum = ["ok", "o\u202ek"] } } }',
+        '{ type = "object", properties = { m = { const = "x\\u001b[2J" } } }',
+    ],
+    ids=["property-name", "enum", "const"],
+)
+def test_invisible_characters_in_names_and_values_refuse_the_skill(
+    tmp_path: Path, schema: str
+) -> None:
+    """Property names and enum/const values are echoed by the model and checked by the
+    validator: cleaning would change the interface, so the skill is refused with the reason."""
+    pack = tmp_path / "pack"
+    (pack / "s").mkdir(parents=True)
+    (pack / "bastion-pack.toml").write_text('name = "p"\nversion = "1.0.0"\nskills = ["s"]\n')
+    (pack / "s" / "skill.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (pack / "s" / "skill.toml").write_text(
+        'name = "s"\nversion = "1.0.0"\ndescription = "d"\nruntime = "wasm"\n'
+        f'entry = "skill.wasm"\ninput_schema = {schema}\n'
+    )
+    pol = load_policy(text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n')
+    with Kernel(pol, pack_paths=[pack], entry_points=False) as k:
+        assert k.skill("s") is None
+        (problem,) = k.problems
+        assert "invisible or control character" in problem.message

@@ -20,6 +20,7 @@ import re2
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema._utils import extras_msg, find_evaluated_item_indexes_by_schema
 from jsonschema.exceptions import ValidationError
+from re2 import _re2
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
@@ -33,6 +34,7 @@ __all__ = [
     "budget_for",
     "check_schema_document",
     "compile_pattern",
+    "search_pattern",
 ]
 
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -47,7 +49,7 @@ _RE2_MAX_MEM: Final = 8 << 20
 _BUDGET_BASE: Final = 20_000
 _BUDGET_PER_NODE: Final = 200
 _BUDGET_MAX: Final = 4_000_000
-"""Keyword evaluations allowed per validation: base + per instance node, capped."""
+"""Subschema applications allowed per validation: base + per instance node, capped."""
 _REF_KEYS: Final = ("$ref", "$dynamicRef")
 _IN_PLACE_LISTS: Final = ("allOf", "anyOf", "oneOf")
 _IN_PLACE_ONE: Final = ("not", "if", "then", "else")
@@ -58,26 +60,39 @@ _IN_PLACE_ONE: Final = ("not", "if", "then", "else")
 
 @functools.lru_cache(maxsize=2048)
 def compile_pattern(pattern: str) -> Any:
-    """``pattern`` compiled by RE2 (linear-time matching); raises ValueError naming the fault."""
+    """``pattern`` compiled by RE2 (linear-time matching); raises ValueError naming the fault.
+
+    The extension object ``re2._re2.RE2`` is used directly: google-re2's Python ``search``
+    wrapper costs ~9 us a call on short strings, the object's ``Match`` ~0.6 us (``re``: 1.4).
+    """
     if len(pattern) > MAX_PATTERN_CHARS:
         raise ValueError(f"is {len(pattern)} characters long; the limit is {MAX_PATTERN_CHARS}")
     options = re2.Options()
     options.max_mem = _RE2_MAX_MEM
     options.log_errors = False  # RE2 would write every refusal to the host's stderr
+    options.never_capture = True  # a yes/no search needs no submatches
     try:
-        return re2.compile(pattern, options)
-    except re2.error as exc:
-        raw = exc.args[0] if exc.args else exc
+        compiled = _re2.RE2(pattern.encode("utf-8"), options)
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate, which no regex engine can match") from None
+    if not compiled.ok():
+        raw = compiled.error()
         reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        raise ValueError(f"cannot be run in linear time by RE2 ({reason})") from None
+        raise ValueError(f"cannot be run in linear time by RE2 ({reason})")
+    return compiled
 
 
-def _search(pattern: str, text: str) -> bool:
+_UNANCHORED: Final = _re2.RE2.Anchor.UNANCHORED
+
+
+def search_pattern(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` matches anywhere in ``text`` (JSON Schema's ``pattern`` semantics)."""
     try:
         compiled = compile_pattern(pattern)
     except ValueError:
         return False  # refused at discovery; a schema that skipped discovery never matches
-    return compiled.search(text) is not None
+    data = text.encode("utf-8", "surrogatepass")
+    return bool(compiled.Match(_UNANCHORED, data, 0, len(data))[0] != (-1, -1))
 
 
 # -- work budget ----------------------------------------------------------------------------
@@ -134,7 +149,7 @@ _Keyword = Callable[[Any, Any, Any, Any], Iterable[ValidationError] | None]
 def _pattern(validator: Any, patrn: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
     if validator.is_type(instance, "string"):
         _charge(1 + len(instance) // 4096)
-        if not _search(patrn, instance):
+        if not search_pattern(patrn, instance):
             yield ValidationError(f"{_short(instance)} does not match {patrn!r}")
 
 
@@ -146,7 +161,7 @@ def _pattern_properties(
     for patrn, subschema in patterns.items():
         _charge(len(instance))
         for key, value in instance.items():
-            if _search(patrn, key):
+            if search_pattern(patrn, key):
                 yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
 
@@ -157,7 +172,7 @@ def _extras(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]
     return [
         key
         for key in instance
-        if key not in properties and not any(_search(p, key) for p in patterns)
+        if key not in properties and not any(search_pattern(p, key) for p in patterns)
     ]
 
 
@@ -211,7 +226,7 @@ def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> set[str]:
             keys |= {k for k, v in instance.items() if _is_valid(validator.descend(v, subschema))}
     for patrn in schema.get("patternProperties", {}):
         _charge(len(instance))
-        keys |= {k for k in instance if _search(patrn, k)}
+        keys |= {k for k in instance if search_pattern(patrn, k)}
     for prop, subschema in schema.get("dependentSchemas", {}).items():
         if prop in instance:
             keys |= _evaluated_keys(validator, instance, subschema)
@@ -296,14 +311,43 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _counted(fn: _Keyword) -> _Keyword:
-    """``fn`` charging one step of the call's budget each time a schema applies it."""
+_APPLICATORS: Final = frozenset(
+    {
+        "$ref",
+        "$dynamicRef",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "dependentSchemas",
+        "properties",
+        "patternProperties",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "contains",
+        "propertyNames",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+    }
+)
+"""Keywords that evaluate subschemas: each call is charged for the subschemas it may apply
+(its own list, and one per member of the instance). Every other keyword does bounded work per
+schema node it sits in, and every schema node is reached through one of these."""
 
-    def counted(
-        validator: Any, value: Any, instance: Any, schema: Any
-    ) -> Iterator[ValidationError]:
-        _charge()
-        yield from fn(validator, value, instance, schema) or ()
+
+def _counted(fn: _Keyword) -> _Keyword:
+    """``fn`` charging the call's budget before it runs (no extra generator frame)."""
+
+    def counted(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        steps = 1
+        if isinstance(instance, (dict, list)):
+            steps += len(instance)
+        if isinstance(value, (dict, list)):
+            steps += len(value)
+        _charge(steps)
+        return fn(validator, value, instance, schema)
 
     counted.__name__ = getattr(fn, "__name__", "keyword")
     return counted
@@ -330,7 +374,7 @@ _KEYWORDS.update(
 )
 _Bounded: Any = validators.extend(
     Draft202012Validator,
-    validators={name: _counted(fn) for name, fn in _KEYWORDS.items()},
+    validators={n: _counted(fn) if n in _APPLICATORS else fn for n, fn in _KEYWORDS.items()},
     format_checker=_FORMATS,
 )
 

@@ -507,6 +507,8 @@ def _check_keywords(schema: Any) -> list[tuple[str, str, str]]:
 
 def _check_refs(schema: Any, refs: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Resolve every reference inside the document; the targets by location."""
+    if not refs:
+        return {}
     resolver = _CLOSED.resolver_with_root(DRAFT202012.create_resource(schema))
     targets: dict[str, Any] = {}
     for where, key, target in refs:

@@ -445,3 +445,29 @@ class TestBoundedWork:
     ) -> None:
         with pytest.raises(ValueError, match=why):
             check_schema_document(schema, "input_schema")
+
+
+@pytest.mark.parametrize(
+    "schema, value",
+    [
+        ({"multipleOf": 1e-300}, 10**4000),
+        ({"minLength": 10**100}, "abc"),
+        ({"maxItems": 10**100, "minItems": 10**90}, [1]),
+        ({"minimum": 10**4000}, 1.5),
+        ({"multipleOf": 3}, 1e308),
+    ],
+    ids=[
+        "overflowing-multipleOf",
+        "huge-minLength",
+        "huge-item-counts",
+        "huge-minimum",
+        "big-float",
+    ],
+)
+def test_huge_numbers_in_schema_or_value_cost_nothing_and_never_raise(
+    schema: dict[str, Any], value: Any
+) -> None:
+    """Numeric limits are compared, never iterated; an arithmetic error in a keyword (the stock
+    ``multipleOf`` overflows converting a 4000-digit int) is a validation error, not a crash."""
+    errors = [e.message for e in SchemaValidator(schema).iter_errors(value)]
+    assert len(errors) == 1

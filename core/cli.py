@@ -174,8 +174,8 @@ def cmd_skills(args: argparse.Namespace) -> int:
             )
             if st.skill.cleaned:
                 lines.append(
-                    "  cleaned: the pack's text held control, escape or invisible characters; "
-                    "they were removed before this text reached the terminal or a model:"
+                    "  cleaned: control, escape or invisible characters were removed from the "
+                    "pack's text:"
                 )
                 lines += [f"    - {c.describe()}" for c in st.skill.cleaned]
             sys.stdout.write("\n".join(lines) + "\n")

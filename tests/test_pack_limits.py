@@ -254,3 +254,18 @@ def test_toml_nesting_scan_counts_brackets_outside_strings_only(
     text = tomli_w.dumps(doc, multiline_strings=True)
     assert tomllib.loads(text) == doc
     assert toml_nesting(text) == max(depth, 1)  # the [t] header and the s array are one level
+
+
+def test_conformance_kit_reports_a_deep_manifest_instead_of_crashing(tmp_path: Path) -> None:
+    """``bastion test`` reads each skill.toml itself to find duplicate names; that read goes
+    through the same bounded, depth-checked reader (before: tomllib's RecursionError)."""
+    from bastion.testing import check_pack
+
+    pack = write_pack(
+        tmp_path / "pack",
+        "deep",
+        {"d": {"skill.toml": GOOD.format(name="deep") + f"x = {deep_array(5000)}\n"}},
+    )
+    report = check_pack(pack, fuzz_examples=1)
+    failed = [r for r in report.results if not r.passed and not r.skipped]
+    assert any(r.check == "manifest" and "nest more than" in r.message for r in failed), failed

@@ -118,6 +118,7 @@ def _skill_dict(st: Any) -> dict[str, Any]:
             "output_kb": g.limits.output_kb,
         },
         "input_schema": s.input_schema,
+        "cleaned": [c.to_dict() for c in s.cleaned],
     }
 
 
@@ -171,6 +172,12 @@ def cmd_skills(args: argparse.Namespace) -> int:
             lines.append(
                 "  input schema: " + json.dumps(d["input_schema"], indent=2).replace("\n", "\n  ")
             )
+            if st.skill.cleaned:
+                lines.append(
+                    "  cleaned: control, escape or invisible characters were removed from the "
+                    "pack's text:"
+                )
+                lines += [f"    - {c.describe()}" for c in st.skill.cleaned]
             sys.stdout.write("\n".join(lines) + "\n")
             return EXIT_OK
         if args.json:

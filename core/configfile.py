@@ -12,6 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .boundedread import (
+    MAX_TOML_DEPTH,
+    MAX_TOML_NESTING,
+    ReadRefused,
+    read_capped,
+    toml_nesting,
+    value_depth,
+)
 from .errors import ConfigError
 
 __all__ = ["MAX_CONFIG_BYTES", "config_error_from_validation", "read_toml", "read_toml_text"]
@@ -23,38 +31,20 @@ MAX_CONFIG_BYTES = 256 * 1024
 def read_toml(path: Path, error: type[ConfigError]) -> dict[str, Any]:
     """Read a TOML file, refusing huge, unreadable or non-UTF-8 files with ``error``."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise error(
-            f"cannot read the file ({exc.strerror or exc})",
-            source=str(path),
-            fix="check that the file exists and is readable",
-        ) from None
-    if size > MAX_CONFIG_BYTES:
-        raise error(
-            f"the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
-            source=str(path),
-            fix="a manifest or policy is a few kilobytes: check the file",
-        )
-    try:
-        # Read at most one byte past the cap: a device or FIFO reports size 0 and never ends.
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise error(
-                f"the file holds more than the {MAX_CONFIG_BYTES}-byte limit",
-                source=str(path),
-                fix="a manifest or policy is a few kilobytes: check the file",
-            )
+        raw = read_capped(path, MAX_CONFIG_BYTES)
         text = raw.decode("utf-8")
+    except ReadRefused as exc:
+        raise error(
+            str(exc),
+            source=str(path),
+            fix="a manifest or policy is a regular UTF-8 file of a few kilobytes: check the file",
+        ) from None
     except UnicodeDecodeError as exc:
         raise error(
             f"the file is not valid UTF-8 (byte {exc.start})",
             source=str(path),
             fix="save the file as UTF-8",
         ) from None
-    except OSError as exc:
-        raise error(f"cannot read the file ({exc})", source=str(path)) from None
     return read_toml_text(text, error, source=str(path))
 
 
@@ -62,8 +52,14 @@ def read_toml_text(text: str, error: type[ConfigError], *, source: str) -> dict[
     """Parse TOML text; a syntax error names the line and column tomllib reports."""
     if len(text) > MAX_CONFIG_BYTES:
         raise error(f"the text is over the {MAX_CONFIG_BYTES}-byte limit", source=source)
+    if toml_nesting(text) > MAX_TOML_NESTING:
+        raise error(
+            f"arrays or inline tables nest more than {MAX_TOML_NESTING} levels deep",
+            source=source,
+            fix="flatten the document; no manifest or policy needs that depth",
+        )
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except RecursionError:
         raise error(
             "the TOML is nested too deeply to read",
@@ -82,6 +78,13 @@ def read_toml_text(text: str, error: type[ConfigError], *, source: str) -> dict[
             where=where,
             fix="correct the TOML syntax at that position",
         ) from None
+    if value_depth(data, MAX_TOML_DEPTH) > MAX_TOML_DEPTH:
+        raise error(
+            f"tables nest more than {MAX_TOML_DEPTH} levels deep (dotted keys or headers)",
+            source=source,
+            fix="flatten the document; no manifest or policy needs that depth",
+        )
+    return data
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

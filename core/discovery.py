@@ -9,6 +9,7 @@ never raises for a bad pack.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import os
@@ -20,17 +21,21 @@ from typing import Any
 import pluggy
 import structlog
 
+from .boundedread import MAX_SOURCE_BYTES, ReadRefused, read_capped
 from .errors import ConfigError, ManifestError, PackError
 from .manifest import (
     PACK_MANIFEST,
     SKILL_MANIFEST,
+    Example,
     SkillManifest,
+    check_json_schema,
     load_pack_manifest,
     load_skill_manifest,
 )
 from .native import NativeSkill
 from .policy import Policy
 from .skill import Skill
+from .textclean import clean_json_strings, clean_text, is_removed
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -44,6 +49,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "bastion"
 LOAD_PLUGINS_ENV = "BASTION_LOAD_PLUGINS"
+SCHEMA_TEXT_KEYS = ("description", "title", "$comment")
+"""Schema keywords whose string values are prose for people and models (cleaned)."""
 log = structlog.get_logger("bastion.discovery")
 
 
@@ -54,6 +61,10 @@ class Problem:
     pack: str
     message: str
     code: str = PackError.code
+
+    def __post_init__(self) -> None:  # messages quote pack content: clean them once, here
+        object.__setattr__(self, "pack", clean_text(self.pack, multiline=False).text)
+        object.__setattr__(self, "message", clean_text(self.message).text)
 
 
 @dataclass
@@ -70,6 +81,10 @@ class PackReport:
     skills: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     loaded: bool = True
+
+    def __post_init__(self) -> None:  # folder, entry point and distribution names are pack text
+        self.name = clean_text(self.name, multiline=False).text
+        self.origin = clean_text(self.origin, multiline=False).text
 
 
 @dataclass
@@ -90,13 +105,14 @@ def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any
 
     assert manifest.entry is not None
     path = folder / manifest.entry
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # capped before the host-side ast parse ever sees it
+        source = read_capped(path, MAX_SOURCE_BYTES).decode("utf-8")
+    except (ReadRefused, UnicodeDecodeError) as exc:
         raise ManifestError(
             f"cannot read the entry file ({exc})",
             source=str(path),
-            fix="save the skill's source as UTF-8",
+            fix=f"save the skill's source as UTF-8, at most {MAX_SOURCE_BYTES} bytes, or "
+            "declare input_schema and description in skill.toml",
         ) from None
     derived = derive_schema_memoized(source, manifest.entry)
     return derived.input_schema, derived.description
@@ -150,14 +166,100 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
                 fix="shorten the docstring's first paragraph, or set 'description'",
             )
     assert schema is not None and description is not None
-    return Skill(
+    if schema is not manifest.input_schema:
+        try:  # a derived schema passes the same gate as a declared one
+            check_json_schema(schema, "input_schema derived from run()")
+        except ValueError as exc:
+            raise ManifestError(str(exc), source=str(folder / SKILL_MANIFEST)) from None
+    return _cleaned(
+        Skill(
+            manifest=manifest,
+            pack=pack,
+            folder=folder,
+            distribution=distribution,
+            input_schema=schema,
+            description=description,
+            output_schema=manifest.output_schema,
+        ),
+        source=str(folder / SKILL_MANIFEST),
+    )
+
+
+def _hidden_in_names(schema: Any) -> str | None:
+    """The first property name, ``required`` entry or enum/const string of ``schema`` holding a
+    character the cleaner would remove (quoted), or None."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        names: list[Any] = []
+        if isinstance(node.get("properties"), dict):
+            names += list(node["properties"])
+        for key in ("required", "enum"):
+            if isinstance(node.get(key), list):
+                names += node[key]
+        names.append(node.get("const"))
+        for name in names:
+            if isinstance(name, str) and any(is_removed(c) for c in name):
+                return ascii(name)[:80]
+    return None
+
+
+def _cleaned(skill: Skill, *, source: str) -> Skill:
+    """``skill`` with its pack text cleaned for terminals and models, and what changed."""
+    desc = clean_text(skill.description)
+    changes = [c for c in [desc.change("description")] if c is not None]
+    if not desc.text.strip():
+        raise ManifestError(
+            "the description is empty once invisible and control characters are removed",
+            source=source,
+            where="description",
+            fix="write the description in plain visible text",
+        )
+    for schema, what in (
+        (skill.input_schema, "input_schema"),
+        (skill.output_schema, "output_schema"),
+    ):
+        hidden = _hidden_in_names(schema)
+        if hidden is not None:
+            raise ManifestError(
+                f"{what} has an invisible or control character in {hidden}; property names "
+                "and enum/const values reach the model verbatim, so they cannot be cleaned",
+                source=source,
+                where=what,
+                fix="spell names and values in plain visible text",
+            )
+    inp, found = clean_json_strings(
+        skill.input_schema, "input_schema", keys=SCHEMA_TEXT_KEYS, deep_keys=("examples",)
+    )
+    changes += found
+    out, found = clean_json_strings(
+        skill.output_schema, "output_schema", keys=SCHEMA_TEXT_KEYS, deep_keys=("examples",)
+    )
+    changes += found
+    examples, found = clean_json_strings(
+        [e.model_dump() for e in skill.manifest.examples], "examples"
+    )
+    changes += found
+    if not changes:
+        return skill
+    manifest = skill.manifest.model_copy(
+        update={
+            "description": None if skill.manifest.description is None else desc.text,
+            "examples": tuple(Example.model_validate(e) for e in examples),
+        }
+    )
+    return dataclasses.replace(
+        skill,
         manifest=manifest,
-        pack=pack,
-        folder=folder,
-        distribution=distribution,
-        input_schema=schema,
-        description=description,
-        output_schema=manifest.output_schema,
+        description=desc.text,
+        input_schema=inp,
+        output_schema=out,
+        cleaned=tuple(changes),
     )
 
 
@@ -189,7 +291,7 @@ def load_pack_folder(
                 fix=f"make {PACK_MANIFEST} a regular file inside the pack",
             )
         pm = load_pack_manifest(folder)
-    except ConfigError as exc:
+    except Exception as exc:  # ConfigError, or anything a hostile file provokes
         report = PackReport(
             name=folder.name,
             origin=origin,
@@ -198,7 +300,13 @@ def load_pack_folder(
             distribution=distribution,
             loaded=False,
         )
-        report.problems.append(Problem(folder.name, str(exc), exc.code))
+        if isinstance(exc, ConfigError):
+            report.problems.append(Problem(folder.name, str(exc), exc.code))
+        else:
+            report.problems.append(
+                Problem(folder.name, f"{PACK_MANIFEST}: cannot load ({type(exc).__name__})")
+            )
+            log.warning("pack_load_failed", folder=folder.name, error=repr(exc))
         return report, []
     report = PackReport(
         name=pm.name,

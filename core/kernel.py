@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, final
 
 import structlog
-from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
 from .breaker import CircuitBreaker
@@ -54,6 +53,7 @@ from .ratelimit import RateLimiter, RateSpec
 from .result import InvocationContext, ToolResult
 from .resultcache import ResultCache
 from .sanitize import SanitizeConfig, Sanitizer
+from .schemas import SchemaValidator
 from .scrub import scrub_message
 from .skill import Skill
 from .tenants import TenantGate
@@ -177,7 +177,7 @@ class Kernel(Closeable):
             n: (st.skill.entry_path or Path(), st.skill.folder or Path())
             for n, st in self._status.items()
         }
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, SchemaValidator] = {}
         self._sanitizers: dict[str, Sanitizer] = {}
         self._loggers = CallLoggers(log)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -943,7 +943,7 @@ class Kernel(Closeable):
     def _validate(self, skill: Skill, arguments: dict[str, Any]) -> str | None:
         validator = self._validators.get(skill.name)
         if validator is None:
-            validator = Draft202012Validator(skill.input_schema)
+            validator = SchemaValidator(skill.input_schema)
             self._validators[skill.name] = validator
         errors = list(validator.iter_errors(arguments))
         if not errors:
@@ -995,7 +995,7 @@ class Kernel(Closeable):
             key = "out:" + st.name
             validator = self._validators.get(key)
             if validator is None:
-                validator = Draft202012Validator(schema)
+                validator = SchemaValidator(schema)
                 self._validators[key] = validator
             err = next(iter(validator.iter_errors(cleaned)), None)
             if err is not None:

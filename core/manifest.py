@@ -20,6 +20,7 @@ from .configfile import config_error_from_validation, read_toml
 from .errors import ManifestError, RuleError
 from .memo import default_memo
 from .netrule import NetRule
+from .schemas import check_schema_document
 
 __all__ = [
     "NAME_PATTERN",
@@ -106,9 +107,12 @@ def _canonical(schema: dict[str, Any]) -> str | None:
 def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
     """Validate ``schema`` as a JSON Schema (draft 2020-12) describing an object.
 
+    First :func:`bastion.schemas.check_schema_document`: a schema is data, never a loader.
+
     A schema that passed the metaschema check once is remembered (``bastion.memo``) by its
     canonical JSON, so discovery does not re-walk the metaschema in every process.
     """
+    check_schema_document(schema, what)  # size, depth, local refs only, RE2 patterns
     memo = default_memo()
     canonical = _canonical(schema) if memo is not None else None
     if memo is None or canonical is None or memo.get(_SCHEMA_OK, canonical) is not True:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .manifest import SkillManifest
+from .textclean import TextChange
 
 __all__ = ["Skill"]
 
@@ -25,6 +26,8 @@ class Skill:
     description: str
     output_schema: dict[str, Any] | None = None
     native: Callable[..., Any] | None = None
+    cleaned: tuple[TextChange, ...] = ()
+    """What the text cleaner removed from this skill's pack text (empty: nothing)."""
 
     @property
     def name(self) -> str:

@@ -24,7 +24,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -563,17 +562,18 @@ def _load_manifests(
     report: ConformanceReport, folder: Path, skill_dirs: tuple[str, ...]
 ) -> dict[str, SkillManifest]:
     """Each skill folder's manifest; manifest and unique_names results are recorded."""
+    from .configfile import read_toml
     from .manifest import SKILL_MANIFEST, load_skill_manifest
 
     manifests: dict[str, SkillManifest] = {}
     owners: dict[str, list[str]] = {}
     for rel in skill_dirs:
-        try:
-            raw = tomllib.loads((folder / rel / SKILL_MANIFEST).read_text(encoding="utf-8"))
+        try:  # the bounded, depth-checked reader: a hostile file must not crash the kit
+            raw = read_toml(folder / rel / SKILL_MANIFEST, ConfigError)
             name = raw.get("name")
             if isinstance(name, str):
                 owners.setdefault(name, []).append(rel)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except ConfigError:
             pass
         try:
             m = load_skill_manifest(folder / rel)

@@ -66,8 +66,10 @@ def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_denied_calls_in_a_loop_write_a_bounded_number_of_lines(pack: Path, skill: str) -> None:
     env = dict(os.environ, BASTION_POLICY=str(pack / "bastion.toml"), BASTION_LOAD_PLUGINS="")
     p = subprocess.run(
-        [sys.executable, "-m", "bastion.cli", "--pack", str(pack), "run", skill, "--json"]
-        + ["--input", json.dumps({"n": LOOPS})],
+        [
+            *(sys.executable, "-m", "bastion.cli", "--pack", str(pack), "run", skill),
+            *("--json", "--input", json.dumps({"n": LOOPS})),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from bastion.executor import Capabilities, Mount
 from bastion.sandbox.python_exec import PythonExecutor
 from tests.python_skills.conftest import MakeSkill
 
-SOURCE = '''
+SOURCE = """
 import os
 
 def run() -> dict:
@@ -39,7 +39,7 @@ def run() -> dict:
         out["ro_hard"] = e.errno
     out["seen"] = sorted(os.listdir("/w"))
     return out
-'''
+"""
 
 
 def test_symlinks_left_by_the_call_are_removed(

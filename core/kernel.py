@@ -806,7 +806,9 @@ class Kernel(Closeable):
         """``fields`` with the granted secrets of the record's skill redacted in every spelling
         (the audit writer itself knows no grant); records of other skills pass unchanged."""
         name = fields.get("skill")
-        st = self._status.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            return fields
+        st = self._status.get(name)
         if st is None or not st.grant.caps.secrets:
             return fields
         san = self._audit_sanitizers.get(name)

@@ -461,8 +461,8 @@ class Kernel(Closeable):
             raise
 
     def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
-        fields = self._audit_redacted(fields)
         try:
+            fields = self._audit_redacted(fields)
             self.audit.write(event, **fields)
             hook = self._pm.hook.bastion_audit_event
             if hook.get_hookimpls():  # calling a hook nobody implements costs more than this

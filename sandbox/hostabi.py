@@ -323,6 +323,24 @@ _FUNCS: Final[tuple[tuple[str, str, int, int, HostFn], ...]] = (
 )
 
 
+def _guarded(fn: HostFn, qual: str) -> HostFn:
+    """``fn``, with a host error logged through the invocation's logger (redacted, capped)
+    before it traps the guest (``rawcall``'s own last resort logs to the module logger)."""
+
+    def call(hc: HostCall) -> Any:
+        try:
+            return fn(hc)
+        except GuestTrap:
+            raise
+        except Exception as exc:
+            st = state_for(hc.key)
+            logger = _log if st is None else _logger(st)
+            logger.error("hostfn.failed", func=qual, error=repr(exc)[:500])
+            raise GuestTrap("host-error") from None
+
+    return call
+
+
 def define_host_abi(linker: wasmtime.Linker) -> None:
     """Define the ``bastion`` imports and the shadowed ``poll_oneoff``, ``path_symlink`` and
     ``path_link`` in ``linker``.
@@ -331,4 +349,5 @@ def define_host_abi(linker: wasmtime.Linker) -> None:
     """
     linker.allow_shadowing = True
     for module, name, nparams, nresults, fn in _FUNCS:
-        define_host_func(linker, module, name, [_I32] * nparams, [_I32] * nresults, fn)
+        guarded = _guarded(fn, f"{module}.{name}")
+        define_host_func(linker, module, name, [_I32] * nparams, [_I32] * nresults, guarded)

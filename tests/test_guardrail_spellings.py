@@ -76,7 +76,9 @@ def path_spelling(draw: st.DrawFn, canonical: str) -> str:
     segments = [s for s in canonical.split("/") if s]
     out = draw(st.sampled_from(["/", "//", "///", "/../", "/./"]))
     if draw(st.booleans()) and out == "/":
-        out = ""  # relative: resolved against "/", the guest's working directory
+        # relative: resolved against "/", the guest's working directory (a bare name without
+        # any "/" is matched as written: it is not taken for a path)
+        out = "" if len(segments) > 1 else "./"
     for i, seg in enumerate(segments):
         out += seg
         if i < len(segments) - 1 or canonical.endswith("/"):

@@ -315,7 +315,12 @@ class Agent:
         self.store = store
         self.session = session
         self.approver = approver
-        self.context = context or InvocationContext(session=session)
+        ctx = context or InvocationContext(session=session)
+        if not session and ctx.session is None:
+            # A conversation without a named session is a session of its own, so that
+            # session-scoped guardrails (``trifecta_session``) see all of its calls.
+            ctx = dataclasses.replace(ctx, session=f"run-{uuid.uuid4().hex[:16]}")
+        self.context = ctx
         self.prices = prices or DEFAULT_PRICES
         self.counter = token_counter or TokenCounter()
         self._sizes = _SizeCache(self.counter)

@@ -3,9 +3,10 @@
 A rule matches a call when every condition it sets holds: the skill name (``skills``) and pack
 (``packs``) match one of their fnmatch patterns, the skill's grant has every permission kind in
 ``when``, each ``args`` entry matches the argument of that name (``"re:..."`` searches a string
-value, anything else must be equal), and the operator's ``[skills.NAME] cost_usd`` estimate is
-above ``max_cost``. The strictest matching rule decides; the kernel combines it with the
-embedders' ``bastion_guard`` hooks (strictest wins).
+value, anything else must be equal; a path or URL value is tried in every equivalent spelling,
+``spellings.spellings``, so ``//a/./b`` cannot slip past a rule on ``/a/b``), and the operator's
+``[skills.NAME] cost_usd`` estimate is above ``max_cost``. The strictest matching rule
+decides; the kernel combines it with the embedders' ``bastion_guard`` hooks (strictest wins).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from .guard import GuardAction, GuardDecision, strongest
 from .hookspecs import hookimpl
 from .policy import GuardrailEntry, Policy
+from .spellings import same_spelling, spellings
 from .tenants import matches_any
 
 if TYPE_CHECKING:
@@ -188,7 +190,13 @@ class PolicyGuardrails:
                 return False
             value = arguments[key]
             if pattern is not None:
-                if not isinstance(value, str) or pattern.search(value) is None:
+                # Every spelling of a path or URL is tried: "//a/./b" is "/a/b" to the sandbox.
+                if not isinstance(value, str) or not any(
+                    pattern.search(v) is not None for v in spellings(value)
+                ):
+                    return False
+            elif isinstance(value, str) and isinstance(expected, str):
+                if not same_spelling(value, expected):
                     return False
             elif value != expected or isinstance(value, bool) != isinstance(expected, bool):
                 return False

@@ -45,7 +45,7 @@ from .guard import (
 from .guardrails import PolicyGuardrails, grant_kinds
 from .inputfile import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
 from .jsonsafe import check_value, dumps_strict, loads_bounded
-from .logs import CallLoggers, ensure_logging
+from .logs import CallLoggers, InvocationLog, ensure_logging
 from .metrics import Metrics, prometheus_text
 from .plugins import make_plugin_manager
 from .policy import Policy, load_policy
@@ -179,6 +179,7 @@ class Kernel(Closeable):
         }
         self._validators: dict[str, SchemaValidator] = {}
         self._sanitizers: dict[str, Sanitizer] = {}
+        self._audit_sanitizers: dict[str, Sanitizer] = {}
         self._loggers = CallLoggers(log)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             policy.doc.kernel.max_workers, thread_name_prefix="bastion-invoke"
@@ -596,6 +597,7 @@ class Kernel(Closeable):
 
     def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
         try:
+            fields = self._audit_redacted(fields)
             self.audit.write(event, **fields)
             hook = self._pm.hook.bastion_audit_event
             if hook.get_hookimpls():  # calling a hook nobody implements costs more than this
@@ -881,8 +883,12 @@ class Kernel(Closeable):
         """Run the skill and clean what comes back."""
         skill, grant, name = st.skill, st.grant, st.name
         entry, folder = self._paths[name]
-        logger = self._loggers.bind(
-            name, skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
+        # Lines the skill causes are redacted and capped per kind; summaries at the end.
+        logger = InvocationLog(
+            self._loggers.bind(
+                name, skill.pack, invocation_id=ctx.invocation_id, tenant=ctx.tenant
+            ),
+            self._sanitizer(st),
         )
         request = ExecutionRequest(
             skill=name,
@@ -926,11 +932,35 @@ class Kernel(Closeable):
                 retryable=exc.retryable,
                 retry_after_s=exc.retry_after_s,
             )
+        finally:
+            logger.finish()
         return ToolResult.success(
             output,
             duration_ms=(time.perf_counter() - start) * 1000,
             invocation_id=ctx.invocation_id,
         )
+
+    def _audit_redacted(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``fields`` with the granted secrets of the record's skill redacted in every spelling
+        (the audit writer itself knows no grant); records of other skills pass unchanged."""
+        name = fields.get("skill")
+        if not isinstance(name, str):
+            return fields
+        st = self._status.get(name)
+        if st is None or not st.grant.caps.secrets:
+            return fields
+        san = self._audit_sanitizers.get(name)
+        if san is None:
+            san = Sanitizer(
+                SanitizeConfig(
+                    max_output_bytes=64 * 1024, redact_secrets=dict(st.grant.caps.secrets)
+                )
+            )
+            self._audit_sanitizers[name] = san
+        cleaned = san.clean_value(dict(fields)).value
+        if isinstance(cleaned, dict):
+            return cleaned
+        return {"skill": name, "redacted_record": cleaned}  # over the cap: cut, still redacted
 
     def _network_audit(
         self, ctx: InvocationContext, skill: str, event: str, fields: Mapping[str, Any]

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import ipaddress
 import json
 import re
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,12 +250,53 @@ def _label(name: str) -> str:
     return cleaned[:40] or "SECRET"
 
 
-_WHITESPACE: Final = " \t\n\r\v\f"
-_WHITESPACE_RE: Final = re.compile(f"[{re.escape(_WHITESPACE)}]")
-_NOT_WHITESPACE_RE: Final = re.compile(f"[^{re.escape(_WHITESPACE)}]")
-_DROP_WHITESPACE: Final = str.maketrans("", "", _WHITESPACE)
 _MIN_WRAPPED: Final = 8
 """Shortest secret form looked for across whitespace (shorter ones could form by chance)."""
+_HEX_SEPARATORS: Final = b":,;-._"
+"""Dropped from the hex view of the squeezed text (as are ``0x`` prefixes)."""
+_HEX_KEEP: Final = re.compile(b"[^" + re.escape(_HEX_SEPARATORS) + b"]")
+_NOT_SPACE: Final = re.compile(r"\S")
+_DROP_ASCII_SPACE: Final = str.maketrans(
+    "", "", "".join(c for c in map(chr, range(128)) if c.isspace())
+)
+"""``str.split`` whitespace within ASCII: ``translate`` is ~10x faster than split on ASCII."""
+_ESCAPE_STARTS: Final = ("%", "\\", "&#")
+_ESCAPE: Final = re.compile(
+    r"(?P<b>(?:%[0-9A-Fa-f]{2}|\\x[0-9A-Fa-f]{2})+)"  # percent / \x byte runs (UTF-8)
+    r"|\\u(?P<u>[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|[0-9a-fA-F]{4})"
+    r"|\\U(?P<U>[0-9A-Fa-f]{8})"  # Python
+    r"|\\(?P<c>[\"\\/'bfnrt])"  # JSON short escapes (\/ included)
+    r"|&#(?:(?P<d>[0-9]{1,7})|[xX](?P<h>[0-9A-Fa-f]{1,6}));"  # HTML character references
+)
+_SHORT_ESCAPES: Final = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_BYTE_UNIT: Final = re.compile(r"(?:%|\\x)([0-9A-Fa-f]{2})")
+_LATIN1_ERRORS: Final = "bastion-latin1"
+
+
+def _latin1_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """A byte that is not part of valid UTF-8 stands for itself (its Latin-1 character)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error(_LATIN1_ERRORS, _latin1_fallback)
+
+
+def _decode_escape(m: re.Match[str]) -> str:
+    """What one ``_ESCAPE`` match stands for."""
+    kind = m.lastgroup
+    value = m.group(kind or 0)
+    if kind == "b":
+        data = bytes.fromhex(value.replace("%", "").replace("\\x", ""))
+        return data.decode("utf-8", _LATIN1_ERRORS)
+    if kind == "c":
+        return _SHORT_ESCAPES.get(value, value)
+    if kind == "u" and len(value) > 4:
+        pair = chr(int(value[:4], 16)) + chr(int(value[6:], 16))
+        return pair.encode("utf-16", "surrogatepass").decode("utf-16")
+    code = int(value, 10 if kind == "d" else 16)
+    return chr(code) if code <= 0x10FFFF else m.group(0)
 
 
 def _base64_cores(raw: bytes) -> set[str]:
@@ -271,76 +312,195 @@ def _base64_cores(raw: bytes) -> set[str]:
     return cores
 
 
-def _url_pattern(secret: str) -> str:
-    """A pattern for ``secret`` with any character literal or percent-encoded (either case)."""
-    parts: list[str] = []
-    for ch in secret:
-        alts = [re.escape(ch)]
-        for b in ch.encode("utf-8"):
-            alts.append(
-                "%" + "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in f"{b:02X}")
-            )
-        if ch == " ":
-            alts.append(r"\+")
-        enc = "".join(alts[1:]) if len(ch.encode("utf-8")) > 1 else None
-        if enc is not None:
-            alts = [alts[0], enc]
-        parts.append("(?:" + "|".join(alts) + ")")
-    return "".join(parts)
+def _escape_spans(text: str) -> list[tuple[int, int, str]]:
+    """Every escape in ``text`` as (start, end, what it stands for), one per character spelled
+    (a run of byte escapes is split at its UTF-8 characters), in order."""
+    pieces: list[tuple[int, int, str]] = []
+    for m in _ESCAPE.finditer(text):
+        if m.lastgroup != "b":
+            pieces.append((m.start(), m.end(), _decode_escape(m)))
+            continue
+        units = [(u.start(), u.end(), int(u.group(1), 16)) for u in _BYTE_UNIT.finditer(m[0])]
+        data = bytes(u[2] for u in units)
+        i = 0
+        while i < len(data):
+            b = data[i]
+            size = 1 if b < 0xC2 or b >= 0xF5 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            ch = chr(b)
+            if size > 1:
+                try:
+                    ch = data[i : i + size].decode("utf-8")
+                except UnicodeDecodeError:
+                    size = 1
+            pieces.append((m.start() + units[i][0], m.start() + units[i + size - 1][1], ch))
+            i += size
+    return pieces
+
+
+_Map = tuple[list[int], list[int]]
+
+
+class _View:
+    """``text`` seen through one transformation, with where each of its characters came from
+    (``starts[i]``/``ends[i]``: the span of the original text that view character ``i`` spells).
+    The mapping is built only when a form was found (``locate``): most texts hold none."""
+
+    def __init__(self, text: str | bytes, build: Callable[[], _Map]) -> None:
+        self.text = text
+        self._build = build
+        self._map: _Map | None = None
+
+    def locate(self, i: int, j: int) -> tuple[int, int]:
+        """The span of the original text that view characters ``[i, j)`` spell."""
+        if self._map is None:
+            self._map = self._build()
+        starts, ends = self._map
+        return starts[i], ends[j - 1]
+
+    def mapping(self) -> _Map:
+        if self._map is None:
+            self._map = self._build()
+        return self._map
+
+
+def _identity(text: str) -> _View:
+    return _View(text, lambda: (list(range(len(text))), list(range(1, len(text) + 1))))
+
+
+def _decoded_view(text: str) -> _View:
+    """``text`` with every escape (percent, ``\\x``, ``\\u``, JSON, HTML references) decoded."""
+
+    def build() -> _Map:
+        starts: list[int] = []
+        ends: list[int] = []
+        at = 0
+        for s, e, ch in _escape_spans(text):
+            starts += range(at, s)
+            ends += range(at + 1, s + 1)
+            starts += [s] * len(ch)
+            ends += [e] * len(ch)
+            at = e
+        starts += range(at, len(text))
+        ends += range(at + 1, len(text) + 1)
+        return starts, ends
+
+    return _View(_ESCAPE.sub(_decode_escape, text), build)
+
+
+def _kept_view(parent: _View, text: str | bytes, keep: Callable[[], list[int]]) -> _View:
+    """A view of ``parent`` that dropped characters; ``keep()`` lists the kept indices."""
+
+    def build() -> _Map:
+        starts, ends = parent.mapping()
+        idx = keep()
+        return [starts[i] for i in idx], [ends[i] for i in idx]
+
+    return _View(text, build)
+
+
+def _kept_without(s: bytes, sub: bytes) -> list[int]:
+    """Indices kept by ``s.replace(sub, b"")`` (non-overlapping, left to right, like it)."""
+    out: list[int] = []
+    pos = 0
+    while True:
+        i = s.find(sub, pos)
+        if i == -1:
+            out += range(pos, len(s))
+            return out
+        out += range(pos, i)
+        pos = i + len(sub)
 
 
 class _SecretMatcher:
-    """Finds every form of every secret. Literal forms (raw, base64 cores, hex) are looked for
-    with ``str.__contains__`` first, and only those present go into a regex: an alternation of
-    dozens of literals tried at every position would be the slowest step of the pipeline."""
+    """Finds every spelling of every secret; one mechanism, views of the text:
+
+    - the text itself: raw values, base64 cores (both alphabets, three alignments) and hex in
+      one case, as literals (``str.__contains__`` first; only present ones go into a regex);
+    - the text with every escape decoded (percent-encoding of any subset of bytes in any case,
+      ``\\xHH``, ``\\uXXXX`` for any subset of characters with surrogate pairs, ``\\/`` and the
+      other JSON escapes, HTML character references): raw values;
+    - that, with whitespace removed (wrapped base64, split tokens, escaped newlines):
+      raw values and base64 cores of 8+ characters;
+    - that, in lower case without hex separators (``:,;-._``, ``0x``): the hex of each value.
+
+    A form found in a view is mapped back to the span of the original text it covers, and that
+    span is replaced. Encodings compose (percent-encoded base64 in a URL, JSON-escaped hex),
+    because each view is built from the previous one."""
 
     def __init__(self, secrets: list[tuple[str, str]], min_encoded: int) -> None:
-        literals: dict[str, str] = {}  # form -> label
-        self.url_forms: list[tuple[str, str]] = []  # (pattern, label)
+        literals: dict[str, str] = {}  # form -> label, looked for in the text itself
+        decoded: dict[str, str] = {}  # raw forms looked for in the decoded view
+        squeezed: dict[str, str] = {}  # forms looked for without whitespace
+        hexes: dict[bytes, str] = {}  # lower-case hex, looked for in the hex view
         for label, value in secrets:
             if not value:
                 continue
-            literals.setdefault(value, label)
+            raws = {value, value.replace(" ", "+")}  # "+" is a space in form encoding
+            for raw_form in raws:
+                literals.setdefault(raw_form, label)
+                decoded.setdefault(raw_form, label)
+                flat = "".join(raw_form.split())
+                if len(flat) >= _MIN_WRAPPED:
+                    squeezed.setdefault(flat, label)
             raw = value.encode("utf-8", errors="surrogatepass")
             if len(raw) < min_encoded:
                 continue
             for core in _base64_cores(raw):
                 literals.setdefault(core, label)
-            literals.setdefault(binascii.hexlify(raw).decode(), label)
-            literals.setdefault(binascii.hexlify(raw).decode().upper(), label)
-            if urllib.parse.quote(value, safe="") != value:
-                self.url_forms.append((_url_pattern(value), label))
+                if len(core) >= _MIN_WRAPPED:
+                    squeezed.setdefault(core, label)
+            hexed = binascii.hexlify(raw).decode()
+            literals.setdefault(hexed, label)
+            literals.setdefault(hexed.upper(), label)
+            hexes.setdefault(hexed.encode("ascii"), label)
         self.literals = sorted(literals.items(), key=lambda f: -len(f[0]))
-        # Forms also looked for across whitespace: base64 wrapped at 64/76 columns (PEM, MIME),
-        # hex dumps split into groups or lines, a long token wrapped by a fixed-width column.
-        self.wrappable = [
-            (form, label)
-            for form, label in self.literals
-            if len(form) >= _MIN_WRAPPED and not _WHITESPACE_RE.search(form)
-        ]
+        self.decoded = sorted(decoded.items(), key=lambda f: -len(f[0]))
+        self.squeezed = sorted(squeezed.items(), key=lambda f: -len(f[0]))
+        self.hexes = sorted(hexes.items(), key=lambda f: -len(f[0]))
         self._cache: dict[tuple[int, ...], tuple[re.Pattern[str], list[str]]] = {}
 
-    def sub_wrapped(self, text: str, counts: Counter[str]) -> str:
-        """Redact forms that whitespace splits (run after ``sub``, which took the whole ones).
-
-        The text is searched with its whitespace removed; a hit is mapped back to the span of
-        the original text it covers (whitespace inside included) and that span is replaced.
-        """
-        if not self.wrappable:
+    def sub_views(self, text: str, counts: Counter[str]) -> str:
+        """Redact forms that only a view shows (run after ``sub``, which took literal ones)."""
+        if not self.decoded:
             return text
-        collapsed = text.translate(_DROP_WHITESPACE)  # ~1 ms per MiB; a regex is 25x slower
-        if len(collapsed) == len(text):
-            return text
-        hits = [(form, label) for form, label in self.wrappable if form in collapsed]
-        if not hits:
-            return text
-        where = [m.start() for m in _NOT_WHITESPACE_RE.finditer(text)]
         spans: list[tuple[int, int, str]] = []
-        for form, label in hits:
-            i = collapsed.find(form)
-            while i != -1:
-                spans.append((where[i], where[i + len(form) - 1] + 1, label))
-                i = collapsed.find(form, i + len(form))
+        base: _View | None = None
+        base_text = text
+        if any(e in text for e in _ESCAPE_STARTS):
+            decoded = _decoded_view(text)
+            if decoded.text != text:
+                base, base_text = decoded, str(decoded.text)
+                self._find(decoded, self.decoded, spans)
+        parent = base if base is not None else _identity(text)
+        flat_text = (
+            base_text.translate(_DROP_ASCII_SPACE)
+            if base_text.isascii()
+            else "".join(base_text.split())
+        )
+        if flat_text != text and self.squeezed:
+            flat = _kept_view(
+                parent, flat_text, lambda: [m.start() for m in _NOT_SPACE.finditer(base_text)]
+            )
+            self._find(flat, self.squeezed, spans)
+        else:
+            flat = parent
+        if self.hexes:
+            # bytes: ``translate``/``lower`` are fast on them whatever the text holds; a
+            # non-ASCII character becomes one "?" so indices still line up.
+            lowered = flat_text.encode("ascii", "replace").lower()
+            hex1 = lowered.translate(None, _HEX_SEPARATORS)
+            hex2 = hex1.replace(b"0x", b"")
+            if any(form in hex2 for form, _ in self.hexes):
+                view1 = _kept_view(
+                    flat, hex1, lambda: [m.start() for m in _HEX_KEEP.finditer(lowered)]
+                )
+                self._find(
+                    _kept_view(view1, hex2, lambda: _kept_without(hex1, b"0x")),
+                    self.hexes,
+                    spans,
+                )
+        if not spans:
+            return text
         spans.sort()
         merged: list[tuple[int, int, str]] = []
         for start, end, label in spans:
@@ -358,17 +518,25 @@ class _SecretMatcher:
         parts.append(text[pos:])
         return "".join(parts)
 
+    @staticmethod
+    def _find(
+        view: _View, forms: Sequence[tuple[Any, str]], spans: list[tuple[int, int, str]]
+    ) -> None:
+        vt = view.text
+        for form, label in forms:
+            i = vt.find(form)
+            while i != -1:
+                spans.append((*view.locate(i, i + len(form)), label))
+                i = vt.find(form, i + len(form))
+
     def sub(self, text: str, counts: Counter[str]) -> str:
         present = [i for i, (form, _) in enumerate(self.literals) if form in text]
-        use_url = bool(self.url_forms) and ("%" in text or "+" in text)
-        if not present and not use_url:
+        if not present:
             return text
-        key = (*present, -1) if use_url else tuple(present)
+        key = tuple(present)
         compiled = self._cache.get(key)
         if compiled is None:
             forms = [(re.escape(self.literals[i][0]), self.literals[i][1]) for i in present]
-            if use_url:
-                forms += self.url_forms
             # Longest first: Python alternation is leftmost-first, not longest.
             forms.sort(key=lambda f: -len(f[0]))
             labels = [label for _, label in forms]
@@ -463,7 +631,7 @@ class Sanitizer:
     def _redact(self, text: str, report: SanitizeReport) -> str:
         counts = report.redactions
         text = self._secrets.sub(text, counts)
-        text = self._secrets.sub_wrapped(text, counts)
+        text = self._secrets.sub_views(text, counts)
         if self.config.credential_shapes:
             text = _redact_pem(text, counts)
             for name, anchors, rx in _CREDENTIALS:

@@ -34,6 +34,9 @@ the guest (``SKILL_CRASHED``: "invalid pointer passed to a host function"), neve
 Every call first checks the invocation's wall-clock deadline and traps with ``TIMEOUT`` once it
 has passed (epochs do not interrupt a guest while it is inside a host call).
 
+``wasi_snapshot_preview1.path_symlink`` and ``path_link`` are shadowed too: they return errno
+``perm`` (63), so a module cannot leave a link in a writable mount (see ``_no_links``).
+
 The module also shadows ``wasi_snapshot_preview1.poll_oneoff`` (used by ``sleep``/``nanosleep``):
 a clock wait is capped at the time remaining before the deadline and the guest traps with
 ``TIMEOUT`` if the deadline comes first. fd subscriptions are reported ready at once (stdin is
@@ -109,12 +112,14 @@ def _host_log(hc: HostCall) -> None:
     level, ptr, length = hc.args
     text = hc.memory().read(ptr, min(length, _MAX_LOG_BYTES))
     hc.memory().check(ptr, length)
-    count = int(st.extra.get("log_lines", 0)) + 1
-    st.extra["log_lines"] = count
-    if count > MAX_LOG_LINES:
-        return None
+    logger = _logger(st)
+    if not getattr(logger, "rate_limited", False):  # an InvocationLog caps (and counts) itself
+        count = int(st.extra.get("log_lines", 0)) + 1
+        st.extra["log_lines"] = count
+        if count > MAX_LOG_LINES:
+            return None
     name = _LEVELS[min(level, len(_LEVELS) - 1)]
-    getattr(_logger(st), name)(
+    getattr(logger, name)(
         "skill.log",
         skill=st.skill,
         text=text.decode("utf-8", "replace"),
@@ -185,6 +190,7 @@ def _do_http(st: InvocationState, raw: bytes) -> bytes:
                 secrets=tuple((getattr(caps, "secrets", None) or {}).values()),
                 audit=getattr(req, "audit", None),
                 logger=_logger(st),
+                skill=st.skill,
             )
             st.extra["http_client"] = client
         resp = client.request(method, url, headers, body, timeout_ms)
@@ -290,20 +296,58 @@ def _poll_oneoff(hc: HostCall) -> int:
     return 0
 
 
+# -- links: wasi_snapshot_preview1.path_symlink / path_link ------------------------------------
+
+_EPERM: Final[int] = 63  # WASI errno "perm"
+
+
+def _no_links(hc: HostCall) -> int:
+    """A skill may not create a symlink or a hard link in any mount (wasmtime's own check lets
+    a symlink with a relative target point anywhere, e.g. ``../../etc/passwd``, and a host
+    process that follows links later would leave the mount through it)."""
+    st = _state(hc)
+    _logger(st).debug("skill.link_refused", skill=st.skill)
+    return _EPERM
+
+
 _FUNCS: Final[tuple[tuple[str, str, int, int, HostFn], ...]] = (
     (HOST_MODULE, "http", 2, 1, _host_http),
     (HOST_MODULE, "take", 2, 1, _host_take),
     (HOST_MODULE, "secret", 4, 1, _host_secret),
     (HOST_MODULE, "log", 3, 0, _host_log),
     ("wasi_snapshot_preview1", "poll_oneoff", 4, 1, _poll_oneoff),
+    # (old_path, old_len, fd, new_path, new_len) -> errno
+    ("wasi_snapshot_preview1", "path_symlink", 5, 1, _no_links),
+    # (old_fd, old_flags, old_path, old_len, new_fd, new_path, new_len) -> errno
+    ("wasi_snapshot_preview1", "path_link", 7, 1, _no_links),
 )
 
 
+def _guarded(fn: HostFn, qual: str) -> HostFn:
+    """``fn``, with a host error logged through the invocation's logger (redacted, capped)
+    before it traps the guest (``rawcall``'s own last resort logs to the module logger)."""
+
+    def call(hc: HostCall) -> Any:
+        try:
+            return fn(hc)
+        except GuestTrap:
+            raise
+        except Exception as exc:
+            st = state_for(hc.key)
+            logger = _log if st is None else _logger(st)
+            logger.error("hostfn.failed", func=qual, error=repr(exc)[:500])
+            raise GuestTrap("host-error") from None
+
+    return call
+
+
 def define_host_abi(linker: wasmtime.Linker) -> None:
-    """Define the ``bastion`` imports and the shadowed ``poll_oneoff`` in ``linker``.
+    """Define the ``bastion`` imports and the shadowed ``poll_oneoff``, ``path_symlink`` and
+    ``path_link`` in ``linker``.
 
     Call after ``linker.define_wasi()``; shadowing is switched on for this.
     """
     linker.allow_shadowing = True
     for module, name, nparams, nresults, fn in _FUNCS:
-        define_host_func(linker, module, name, [_I32] * nparams, [_I32] * nresults, fn)
+        guarded = _guarded(fn, f"{module}.{name}")
+        define_host_func(linker, module, name, [_I32] * nparams, [_I32] * nresults, guarded)

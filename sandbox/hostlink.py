@@ -11,7 +11,9 @@ stdout/stderr) is the ``Sandbox``'s job; this module only defines imports.
   ``ExecutionError`` codes map to the ``http-error`` cases: ``NETWORK_DENIED`` -> ``denied``,
   ``TIMEOUT`` -> ``timeout``, ``OUTPUT_LIMIT`` -> ``too-large``, anything else -> ``failed``.
 - ``secret`` -> ``request.caps.secrets`` only (``none`` for anything not granted).
-- ``log`` -> ``request.logger`` (bound with skill, pack, invocation); bounded lines and length.
+- ``log`` -> ``request.logger`` (bound with skill, pack, invocation); bounded lines and length
+  (the kernel's ``InvocationLog`` redacts and caps, with a summary line; any other logger is
+  capped here at ``MAX_LOG_LINES``).
 
 HTTP bodies cross as base64 text (``body-b64``), not ``list<u8>``: wasmtime-py's C API turns
 every byte of a list into a 32-byte value converted one by one in Python (1 MiB took ~1 s and
@@ -36,6 +38,7 @@ from wasmtime.component import Linker, Record, Variant
 from bastion.errors import ErrorCode, ExecutionError
 
 from .engine import get_engine
+from .linksweep import call_started_ns, sweep_links
 from .rawcall import TRAP_PREFIX, context_key
 from .store import InvocationState, state_for
 from .ticker import remaining_ms
@@ -114,6 +117,7 @@ def _client(st: InvocationState) -> Any:
             secrets=tuple((getattr(caps, "secrets", None) or {}).values()),
             audit=getattr(st.request, "audit", None),
             logger=_logger(st),
+            skill=st.skill,
         )
         st.extra[_HTTP_CLIENT] = client
     return client
@@ -178,18 +182,29 @@ def _host_secret(store: Any, name: str) -> str | None:
 
 def _host_log(store: Any, level: str, message: str) -> None:
     st = _state(store)
-    count = int(st.extra.get(_LOG_LINES, 0)) + 1
-    st.extra[_LOG_LINES] = count
-    if count > MAX_LOG_LINES:
-        return None
+    logger = _logger(st)
+    if not getattr(logger, "rate_limited", False):  # an InvocationLog caps (and counts) itself
+        count = int(st.extra.get(_LOG_LINES, 0)) + 1
+        st.extra[_LOG_LINES] = count
+        if count > MAX_LOG_LINES:
+            return None
     name = level if level in _LEVELS else "info"
-    getattr(_logger(st), name)(
+    getattr(logger, name)(
         "skill.log",
         skill=st.skill,
         text=message[:MAX_LOG_BYTES],
         truncated=len(message) > MAX_LOG_BYTES,
     )
     return None
+
+
+def _failure_logger(store: Any) -> Any:
+    """The calling invocation's logger (redacting, rate-limited), else the module's."""
+    try:
+        st = state_for(context_key(store._context()))
+    except Exception:
+        st = None
+    return _log if st is None else _logger(st)
 
 
 def _safe(fn: Any) -> Any:
@@ -201,7 +216,7 @@ def _safe(fn: Any) -> Any:
         except wasmtime.WasmtimeError:
             raise
         except BaseException as exc:
-            _log.error("hostfn.failed", func=fn.__name__, error=repr(exc)[:500])
+            _failure_logger(store).error("hostfn.failed", func=fn.__name__, error=repr(exc)[:500])
             raise _trap("host-error") from None
 
     wrapper.__name__ = fn.__name__
@@ -234,7 +249,13 @@ def component_linker() -> Linker:
 
 
 def close_invocation(st: InvocationState) -> None:
-    """Release what host functions opened for one invocation (its HTTP client)."""
+    """Release what host functions opened for one invocation (its HTTP client), and remove
+    the symlinks the call left in writable mounts (``linksweep``: components cannot be kept
+    from creating them)."""
+    mounts = getattr(_caps(st), "mounts", ())
+    if any(m.writable for m in mounts):
+        since = call_started_ns(st.deadline, st.limits.timeout_ms)
+        sweep_links(mounts, since, logger=_logger(st))
     client = st.extra.pop(_HTTP_CLIENT, None)
     if client is not None:
         try:

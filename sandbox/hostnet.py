@@ -41,8 +41,9 @@ from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError, RuleError
 from bastion.executor import AuditSink, IPNetwork
 from bastion.netrule import IPAddress, NetRule, ParsedURL, first_match, parse_url
+from bastion.sanitize import SanitizeConfig, Sanitizer
 
-from .netguard import allowed, is_special
+from .netguard import allowed, is_special, special_target
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -272,8 +273,27 @@ class _PinnedTransport(httpx.BaseTransport):
 # -- the client ------------------------------------------------------------------------------
 
 
-def _allow_hint(u: ParsedURL) -> str:
-    return f'add "{u.scheme}://{u.authority}" to [network] allow in bastion.toml'
+_WHY_NOT: Final[str] = (
+    "Bastion will not suggest allowing a {reason} address (it reaches the host's own network "
+    "or cloud credentials)"
+)
+
+
+def _allow_hint(u: ParsedURL, skill: str, previous: ParsedURL | None) -> str:
+    """The policy line that is really missing for ``u``, or why none is suggested.
+
+    A running skill was granted every rule its manifest requested, so ``[network] allow``
+    (which only covers requests) cannot help: the missing line is a per-skill grant."""
+    reason = special_target(u.host, u.ip)
+    if reason is not None:
+        return _WHY_NOT.format(reason=reason)
+    line = f'add "{u.scheme}://{u.authority}" to [skills.{skill or "NAME"}] network in bastion.toml'
+    if previous is not None:
+        return (
+            f"the server at {previous.scheme}://{previous.authority} redirected there; only if "
+            f"that is expected, {line}"
+        )
+    return f"to allow it, {line} ([network] allow only covers what a manifest requests)"
 
 
 class HostHttp(Closeable):
@@ -298,6 +318,7 @@ class HostHttp(Closeable):
         max_request_bytes: int = 8 * MiB,
         secrets: Collection[str] = (),
         ssl_context: ssl.SSLContext | None = None,
+        skill: str = "",
     ) -> None:
         if max_response_bytes < 0 or max_redirects < 0 or max_request_bytes < 0:
             raise ValueError("HostHttp limits must not be negative")
@@ -311,6 +332,14 @@ class HostHttp(Closeable):
         self.max_redirects = max_redirects
         self.max_request_bytes = max_request_bytes
         self._secrets = tuple(s for s in secrets if s)
+        self.skill = skill
+        # The one redactor (every spelling of every granted secret), for URLs in messages,
+        # log lines and audit records, and to spot a header that carries a secret.
+        self._redactor = (
+            Sanitizer(SanitizeConfig(max_output_bytes=64 * 1024, redact_secrets=self._secrets))
+            if self._secrets
+            else None
+        )
         self._backend = _PinnedBackend(deadline)
         transport = _PinnedTransport(
             self._backend, ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -358,7 +387,7 @@ class HostHttp(Closeable):
         try:
             current = parse_url(url)
         except RuleError as exc:
-            self._event(method, _redact(url, self._secrets), started, denied="invalid url")
+            self._event(method, self._redact(url), started, denied="invalid url")
             raise ExecutionError(
                 ErrorCode.NETWORK_DENIED, f"request refused: {exc.message}", detail=str(exc)
             ) from None
@@ -399,7 +428,7 @@ class HostHttp(Closeable):
         self._event(method, current.url, started, denied="too many redirects")
         raise ExecutionError(
             ErrorCode.NETWORK_DENIED,
-            f"{_redact(first, self._secrets)}: more than {self.max_redirects} redirects; "
+            f"{self._redact(first)}: more than {self.max_redirects} redirects; "
             "the server may be looping, request the final URL directly",
         )
 
@@ -432,7 +461,15 @@ class HostHttp(Closeable):
         return out
 
     def _is_credential(self, name: str, value: str) -> bool:
-        return name.lower() in _CREDENTIALS or any(s in value for s in self._secrets)
+        if name.lower() in _CREDENTIALS:
+            return True
+        return self._redactor is not None and bool(
+            self._redactor.clean_text(value).report.redactions
+        )
+
+    def _redact(self, text: str) -> str:
+        """``text`` without any spelling of a granted secret."""
+        return text if self._redactor is None else self._redactor.clean_text(text).text
 
     def _redirect_target(self, method: str, current: ParsedURL, location: str) -> ParsedURL:
         try:
@@ -455,7 +492,7 @@ class HostHttp(Closeable):
         detail: str | None = None,
     ) -> ExecutionError:
         self._event(method, u.url, started, denied=reason)
-        self._log.warning("http request denied", url=_redact(u.url, self._secrets), reason=reason)
+        self._log.warning("http request denied", url=self._redact(u.url), reason=reason)
         return ExecutionError(ErrorCode.NETWORK_DENIED, message, detail=detail)
 
     def _send(
@@ -468,8 +505,8 @@ class HostHttp(Closeable):
         previous: ParsedURL | None,
     ) -> httpx.Response:
         started = time.monotonic()
-        shown = _redact(u.url, self._secrets)
-        via = f" (redirected from {_redact(previous.url, self._secrets)})" if previous else ""
+        shown = self._redact(u.url)
+        via = f" (redirected from {self._redact(previous.url)})" if previous else ""
         rule = first_match(self.rules, u)
         if rule is None:
             raise self._deny(
@@ -477,7 +514,8 @@ class HostHttp(Closeable):
                 u,
                 started,
                 "not granted",
-                f"{shown}{via} is not granted to this skill; to allow it, {_allow_hint(u)}",
+                f"{shown}{via} is not granted to this skill; "
+                + _allow_hint(u, self.skill, previous),
             )
         addresses = (u.ip,) if u.ip is not None else self._resolve(method, u, deadline, started)
         for ip in addresses:
@@ -489,9 +527,8 @@ class HostHttp(Closeable):
                     started,
                     f"special address: {reason}",
                     f"{shown}{via}: {u.host!r} resolves to a {reason} address, which skills "
-                    "may not reach; the operator may allow that address under [network] "
-                    "allow_private in bastion.toml",
-                    detail=f'{u.host} -> {ip} ({reason}); allow_private = ["{ip}"] allows it',
+                    f"may not reach; {_WHY_NOT.format(reason=reason)}",
+                    detail=f"{u.host} -> {ip} ({reason})",
                 )
         port = None if u.port == (443 if u.scheme == "https" else 80) else u.port
         target = httpx.URL(
@@ -626,14 +663,14 @@ class HostHttp(Closeable):
         detail: str | None = None,
     ) -> ExecutionError:
         self._event(method, u.url, started, error=code.value, bytes=size)
-        shown = _redact(f"{u.scheme}://{u.authority}", self._secrets)
+        shown = self._redact(f"{u.scheme}://{u.authority}")
         return ExecutionError(code, f"HTTP {method} {shown}: {what}", detail=detail)
 
     def _event(self, method: str, url: str, started: float, **fields: object) -> None:
         duration_ms = int((time.monotonic() - started) * 1000)
         record: dict[str, object] = {
             "method": method,
-            "url": _redact(url, self._secrets),
+            "url": self._redact(url),
             **fields,
             "duration_ms": duration_ms,
         }
@@ -641,9 +678,3 @@ class HostHttp(Closeable):
         self._log.debug("http", **record)
         if self._audit is not None:
             self._audit("http", record)
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "[REDACTED]")
-    return text

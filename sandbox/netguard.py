@@ -16,7 +16,7 @@ from typing import Final
 from bastion.executor import IPNetwork
 from bastion.netrule import IPAddress, NetRule
 
-__all__ = ["METADATA_ADDRESSES", "allowed", "is_special"]
+__all__ = ["LOCAL_NAMES", "METADATA_ADDRESSES", "allowed", "is_special", "special_target"]
 
 _V4 = ipaddress.IPv4Network
 _V6 = ipaddress.IPv6Network
@@ -143,3 +143,42 @@ def allowed(ip: IPAddress, private_allow: Sequence[IPNetwork], rule: NetRule | N
     if any(ip.version == net.version and ip in net for net in private_allow):
         return True
     return rule is not None and rule.ip is not None and rule.ip == ip
+
+
+LOCAL_NAMES: Final[tuple[str, ...]] = (
+    "localhost",
+    "localhost.localdomain",
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+)
+"""Names that mean this machine or a cloud metadata service wherever they are resolved."""
+_LOCAL_SUFFIXES: Final[tuple[str, ...]] = (
+    ".localhost",
+    ".local",
+    ".internal",
+    ".home.arpa",
+    ".lan",
+    ".intranet",
+    ".corp",
+)
+
+
+def special_target(host: str, ip: IPAddress | None) -> str | None:
+    """Why a URL's host must never be *suggested* for allowing (a fix hint), or None.
+
+    An IP literal is special when ``is_special`` says so; a name when it is a local or
+    cloud-internal name (``localhost``, ``*.internal``, metadata names) or has no dot (resolved
+    through the local search domains). A public-looking name can still resolve to a private
+    address; that is refused after resolution, with its own message.
+    """
+    if ip is not None:
+        return is_special(ip)
+    name = host.lower().rstrip(".")
+    if name in LOCAL_NAMES:
+        return "metadata" if "metadata" in name or "instance-data" in name else "loopback"
+    if name.endswith(_LOCAL_SUFFIXES) or "." not in name:
+        return "local-network"
+    return None

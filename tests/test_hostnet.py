@@ -151,7 +151,10 @@ def test_non_granted_host_is_refused_with_the_fix(srv: LocalServer, make: Make) 
     resolver = StaticResolver({"other.test": ["127.0.0.1"]})
     http = make(audit=audit, resolver=resolver)
     err = denied(http, srv.url("/hello", host="other.test"))
-    assert f'add "http://other.test:{srv.port}" to [network] allow in bastion.toml' in err.message
+    assert (
+        f'add "http://other.test:{srv.port}" to [skills.NAME] network in bastion.toml'
+        in err.message
+    )
     assert srv.requests == [] and resolver.calls == []
     assert audit.last["denied"] == "not granted"
     assert audit.last["url"] == srv.url("/hello", host="other.test")
@@ -174,7 +177,7 @@ def test_names_resolving_to_special_addresses_are_refused(
     http = make(private_allow=(), names={"api.test": [address]}, audit=audit)
     err = denied(http, srv.url("/hello", host="api.test"))
     assert f"'api.test' resolves to a {reason} address" in err.message
-    assert "[network] allow_private" in err.message
+    assert "allow_private" not in err.message and "will not suggest allowing" in err.message
     shown = str(ipaddress.ip_address(address))
     assert shown not in err.message and err.detail and shown in err.detail
     assert srv.requests == []
@@ -533,7 +536,7 @@ def test_audit_holds_no_header_values_and_redacts_secrets(srv: LocalServer, make
     denied(http, srv.url("/?key=tok-123456", "evil.test"))
     text = json.dumps(audit.events)
     assert "tok-123456" not in text and "visible-nowhere" not in text
-    assert "[REDACTED]" in audit.events[0][1]["url"]
+    assert "[REDACTED:SECRET]" in audit.events[0][1]["url"]
     assert set(audit.events[0][1]) == {"method", "url", "status", "bytes", "duration_ms"}
 
 

@@ -78,14 +78,16 @@ def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
 class CallHandler:
     """The server's ``on_call_tool``."""
 
-    def __init__(self, holder: KernelHolder, *, max_queue: int) -> None:
+    def __init__(self, holder: KernelHolder) -> None:
         self.holder = holder
-        self.max_queue = max_queue
         self.inflight = 0
         """Calls admitted and not yet answered (event-loop thread only)."""
 
-    def capacity(self, gen: Generation) -> int:
-        return gen.kernel.policy.doc.kernel.max_workers + self.max_queue
+    @staticmethod
+    def capacity(gen: Generation) -> int:
+        """Calls that may run (``[kernel] max_workers``) plus those that may wait."""
+        doc = gen.kernel.policy.doc
+        return doc.kernel.max_workers + doc.serve.max_queue
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -208,10 +210,10 @@ class CallHandler:
     async def _prepare(
         self, ctx: ServerRequestContext[Any, Any], gen: Generation, runtime: str, name: str
     ) -> None:
-        """Load the Python runner before the first Python call, reporting progress (when the
-        client asked for it) instead of spending the skill's deadline on it."""
-        ex = gen.kernel.executors.get(runtime)
-        if runtime != "python" or ex is None or getattr(ex, "_runner", True) is not None:
+        """Prepare a skill on its first call in this generation (for a Python skill: build or
+        load the runner), reporting progress when the client asked for it, so the skill's
+        deadline is not spent on it. Later calls skip this (``Generation.prepared``)."""
+        if name in gen.prepared or runtime == "native":
             return
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue[str | None] = asyncio.Queue()
@@ -222,14 +224,18 @@ class CallHandler:
         def work() -> None:
             try:
                 gen.kernel.prepare([name], progress=progress)
+            except Exception:  # the call itself then reports what is wrong
+                log.exception("prepare_failed", skill=name)
             finally:
                 loop.call_soon_threadsafe(messages.put_nowait, None)
 
         fut = loop.run_in_executor(None, work)
+        what = "loading the Python runner" if runtime == "python" else f"preparing {name}"
         step = 0.0
-        await ctx.session.report_progress(step, _PROGRESS_TOTAL, "loading the Python runner")
+        await ctx.session.report_progress(step, _PROGRESS_TOTAL, what)
         while (text := await messages.get()) is not None:
             step = min(step + 1.0, _PROGRESS_TOTAL - 0.5)
             await ctx.session.report_progress(step, _PROGRESS_TOTAL, text[:200])
         await fut
-        await ctx.session.report_progress(_PROGRESS_TOTAL, _PROGRESS_TOTAL, "runner ready")
+        gen.prepared.add(name)
+        await ctx.session.report_progress(_PROGRESS_TOTAL, _PROGRESS_TOTAL, "ready")

@@ -101,6 +101,10 @@ class ToolCatalog:
         tool = self._tools.get(name)
         return tool is not None and tool.output_schema is not None
 
+    def names(self) -> list[str]:
+        """Every usable tool's name (whoever may call it)."""
+        return list(self._usable)
+
     def status(self, name: str) -> SkillStatus | None:
         return self._usable.get(name)
 

@@ -105,3 +105,38 @@ def test_a_broken_policy_keeps_the_old_one_serving(
         _rewrite(path, policy_text(tmp_path, "[skills.echo]\nenabled = false\n"))
         wait_for(lambda: httpx.get(s.base + "/readyz", timeout=5).json()["generation"] == 2, 30)
         time.sleep(0)
+
+
+def test_tokens_follow_a_policy_reload(
+    pack: Path, tmp_path: Path, policy: Callable[..., Path]
+) -> None:
+    """A token added to (or removed from) the policy is accepted (refused) without a restart."""
+    import hashlib
+
+    path = policy()
+    carol = "carol-token-0011223344556677"
+    digest = hashlib.sha256(carol.encode()).hexdigest()
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    with run_serve(path, pack) as s:
+
+        def status(token: str) -> int:
+            h = {**headers, "authorization": f"Bearer {token}"}
+            return httpx.post(s.url, json=init, headers=h, timeout=10).status_code
+
+        assert status(carol) == 401
+        extra = f'[[serve.tokens]]\nname = "carol"\ntenant = "acme"\nsha256 = "{digest}"\n'
+        _rewrite(path, policy_text(tmp_path, extra))
+        wait_for(lambda: status(carol) == 200, 30)
+        assert status(ALICE) == 200
+        _rewrite(path, policy_text(tmp_path))
+        wait_for(lambda: status(carol) == 401, 30)

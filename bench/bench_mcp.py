@@ -78,6 +78,7 @@ def bench_kernel(policy: Path, pack: Path, n: int) -> list[float]:
 
 
 async def _calls(client: Any, n: int) -> list[float]:
+    await client.list_tools()  # as a client does first (2026: calls are checked against it)
     for _ in range(50):
         await client.call_tool("echo", {"v": 1})
     out = []
@@ -138,6 +139,7 @@ def bench_concurrent(url: str, token: str, clients: int, per_client: int, mode: 
 
     async def one() -> None:
         async with _http_client(url, token, mode) as c:
+            await c.list_tools()
             for _ in range(per_client):
                 r = await c.call_tool("echo", {"v": 1})
                 assert not r.is_error

@@ -82,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by accepted connections: small SSE frames go out at once instead of
+        # waiting ~40 ms for a delayed ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((args.host.strip("[]"), args.port))
         except OSError as exc:

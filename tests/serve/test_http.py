@@ -207,3 +207,50 @@ def test_non_loopback_without_tokens_is_refused(tmp_path: Path) -> None:
     assert "refusing to serve on '0.0.0.0' without authentication" in p.stderr
     assert "[[serve.tokens]]" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+_VANISHING_CLIENT = """
+import sys
+import anyio
+sys.path.insert(0, {root!r})
+from tests.serve.clients import http_client
+
+async def main() -> None:
+    async with http_client({url!r}, {token!r}, {mode!r}) as c:
+        await c.list_tools()
+        print("calling", flush=True)
+        await c.call_tool("forever", {{}})
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_a_client_that_vanishes_mid_call_stops_the_call(served: Served, era: str) -> None:
+    """The client process is killed while ``forever`` (30 s limit) runs: on both eras the call
+    is stopped (2026: the POST is the call; 2025: the session outlives the client, so the
+    server watches the POST's disconnect) and the audit says CANCELLED."""
+    import sys
+    import time
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = _VANISHING_CLIENT.format(root=root, url=served.url, token=ALICE, mode=era)
+    before = len(read_audit(served.audit))
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "calling"
+        time.sleep(2.5)  # the call is running in the guest by now
+    finally:
+        client.kill()
+        client.wait(30)
+
+    def stopped() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in read_audit(served.audit)[before:]
+            if r["event"] == "invoke" and r["skill"] == "forever"
+        ]
+
+    rec = wait_for(stopped, 25)[0]
+    assert rec["outcome"] == "CANCELLED"
+    assert rec["duration_ms"] < 20_000

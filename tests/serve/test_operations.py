@@ -103,3 +103,56 @@ def test_sighup_reloads_serve(pack: Path, tmp_path: Path, policy: Any) -> None:
 
         assert "guarded" not in anyio.run(names)
         assert isinstance(types.Tool, type)
+
+
+_STDIO_CLIENT = """
+import sys
+import anyio
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from tests.serve.clients import stdio_client
+
+async def main() -> None:
+    async with stdio_client(Path({policy!r}), Path({pack!r}), "legacy") as c:
+        await c.list_tools()
+        assert not (await c.call_tool("echo", {{}})).is_error
+        await c.call_tool("forever", {{}}, progress_callback=progress)
+
+async def progress(p: float, total: float | None, _m: str | None) -> None:
+    if p == total:
+        print("running", flush=True)
+
+anyio.run(main)
+"""
+
+
+def test_a_vanished_stdio_client_stops_the_call(stdio_policy: Path, pack: Path) -> None:
+    """The client is killed mid-call: ``bastion mcp`` reads EOF, stops the running skill
+    (audit: CANCELLED, long before its 30 s limit) and exits."""
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import read_audit
+
+    audit = stdio_policy.parent / "audit.jsonl"
+    before = len(read_audit(audit))
+    root = str(Path(__file__).resolve().parents[2])
+    script = _STDIO_CLIENT.format(root=root, policy=str(stdio_policy), pack=str(pack))
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "running"
+        time.sleep(1.0)
+    finally:
+        client.kill()
+        client.wait(30)
+
+    def stopped() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in read_audit(audit)[before:]
+            if r["event"] == "invoke" and r["skill"] == "forever"
+        ]
+
+    rec = wait_for(stopped, 25)[0]
+    assert rec["outcome"] == "CANCELLED" and rec["duration_ms"] < 20_000

@@ -84,7 +84,9 @@ def build_app(
     """The ASGI app of ``bastion serve`` (also usable under any ASGI server)."""
     manager = StreamableHTTPSessionManager(
         app=bs.server,
-        security_settings=transport_security(host, port),
+        security_settings=transport_security(
+            host, port, bs.holder.current.kernel.policy.doc.serve.allowed_hosts
+        ),
         max_request_body_size=MAX_FRAME_BYTES,
     )
     endpoint: Any = FrameLimitMiddleware(

@@ -63,6 +63,20 @@ class TestDnsRebinding:
         r = httpx.post(served.url, json=INIT, headers=AUTH, timeout=10)
         assert r.status_code == 200
 
+    def test_a_configured_public_name_is_accepted(self, pack: Path, policy: Any) -> None:
+        """``[serve] allowed_hosts``: the name a load balancer forwards; others still 421."""
+        path = policy()
+        path.write_text(
+            path.read_text().replace(
+                "approval_ttl_s", 'allowed_hosts = ["mcp.example.test:*"]\napproval_ttl_s'
+            )
+        )
+        with run_serve(path, pack) as s:
+            ok = httpx.post(s.url, json=INIT, headers={**AUTH, "host": "mcp.example.test:443"})
+            assert ok.status_code == 200
+            bad = httpx.post(s.url, json=INIT, headers={**AUTH, "host": "other.example.test:443"})
+            assert bad.status_code == 421
+
 
 def _nested(depth: int, msg_id: int = 7) -> bytes:
     """A tools/call whose arguments nest ``depth`` arrays (built as text: no encoder recursion)."""

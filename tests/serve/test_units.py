@@ -81,8 +81,16 @@ def _pack(root: Path) -> Path:
         'name = "loop"\nversion = "1.0.0"\ndescription = "loop"\nruntime = "wasm"\n'
         'entry = "skill.wasm"\ninput_schema = { type = "object" }\n[limits]\ntimeout_ms = 30000\n'
     )
+    (root / "sly").mkdir()
+    (root / "sly" / "skill.wasm").write_bytes(echo)
+    (root / "sly" / "skill.toml").write_text(
+        'name = "sly"\nversion = "1.0.0"\nruntime = "wasm"\nentry = "skill.wasm"\n'
+        'description = "Safe\\u001b[2J tool\\u202e\\U000E0049\\U000E0047\\u200b."\n'
+        'input_schema = { type = "object" }\n'
+    )
     (root / "bastion-pack.toml").write_text(
-        'name = "units"\nversion = "1.0.0"\nskills = ["plain", "reader", "writer", "net", "loop"]\n'
+        'name = "units"\nversion = "1.0.0"\n'
+        'skills = ["plain", "reader", "writer", "net", "loop", "sly"]\n'
     )
     return root
 
@@ -183,3 +191,12 @@ def test_cancelling_ainvoke_stops_the_guest(kernel: Kernel, tmp_path: Path) -> N
     t0 = time.monotonic()
     kernel.close()  # waits for the pool: returns at once because no guest is left running
     assert time.monotonic() - t0 < 10
+
+
+def test_descriptions_reach_clients_cleaned(kernel: Kernel) -> None:
+    """A pack's description with a terminal escape, a bidi override, tag characters and a
+    zero-width space reaches the client as plain text."""
+    status = kernel.skill("sly")
+    assert status is not None and "\x1b" in status.skill.description
+    (tool,) = [t for t in ToolCatalog(kernel).tools(LOCAL_CALLER) if t.name == "sly"]
+    assert tool.description == "Safe tool."

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,10 +93,13 @@ def junk_file(pool: list[str]) -> st.SearchStrategy[bytes]:
 
 
 def check(capfd: pytest.CaptureFixture[str], argv: list[str]) -> int:
+    saved = structlog.get_config()  # main() configures process-wide logging to the captured fd
     try:
         rc = main(argv)
     except SystemExit as exc:  # argparse's own usage errors
         rc = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        structlog.configure(**saved)
     out, err = capfd.readouterr()
     assert rc in (0, 1, 2), (rc, err[-2000:])
     assert "Traceback" not in err and "Traceback" not in out, err[-3000:]

@@ -497,11 +497,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         reader = read_audit(path, skill=args.skill, since=args.since, event=args.event)
     except ValueError as exc:
         raise ConfigError(str(exc), fix="write --since as e.g. 2026-11-22T10:00:00Z") from None
-    # Following: open the live file before reading what is there, so a record appended in
-    # between is not missed; the follower then skips the ones already listed.
-    stream = reader.follow() if args.follow else None
     records = list(reader)
-    listed = {json.dumps(r, sort_keys=True) for r in records[-1000:]}
+    # The follower resumes exactly where reading stopped (AuditReader.follow), so a record
+    # appended in between is neither missed nor printed twice.
+    stream = reader.follow() if args.follow else None
     if args.tail:
         records = records[-args.tail :]
     if args.json:
@@ -517,10 +516,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.follow:
         try:
             for rec in stream or ():
-                if listed:
-                    if json.dumps(rec, sort_keys=True) in listed:
-                        continue
-                    listed = set()  # past the overlap: every later record is new
                 if args.json:
                     _emit_json(rec)
                 else:

@@ -31,6 +31,7 @@ from .manifest import (
 from .native import NativeSkill
 from .policy import Policy
 from .skill import Skill
+from .vendorlock import verify_vendor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -84,22 +85,15 @@ class Discovery:
         return [p for pack in self.packs for p in pack.problems]
 
 
-def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any], str]:
-    """Input schema and description of a Python skill, by static analysis of its source."""
+def _derive_python(
+    folder: Path, manifest: SkillManifest
+) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """Input schema, description and output schema of a Python skill, derived inside the
+    sandbox from ``run``'s type hints (``bastion.pyschema``; memoized by content hash)."""
     from .pyschema import derive_schema_memoized
 
-    assert manifest.entry is not None
-    path = folder / manifest.entry
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(
-            f"cannot read the entry file ({exc})",
-            source=str(path),
-            fix="save the skill's source as UTF-8",
-        ) from None
-    derived = derive_schema_memoized(source, manifest.entry)
-    return derived.input_schema, derived.description
+    derived = derive_schema_memoized(folder, manifest)
+    return derived.input_schema, derived.description, derived.output_schema
 
 
 def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
@@ -131,9 +125,19 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
         )
     description = manifest.description
     schema = manifest.input_schema
-    if manifest.runtime == "python" and (schema is None or description is None):
-        derived_schema, derived_desc = _derive_python(folder, manifest)
+    output_schema = manifest.output_schema
+    if manifest.runtime == "python":
+        verify_vendor(folder, manifest.dependencies)  # a tampered _vendor/ is refused here
+    if manifest.runtime == "python" and schema is not None and description is not None:
+        if output_schema is None:  # optional: the TOML schema stands even if hints do not
+            try:
+                output_schema = _derive_python(folder, manifest)[2]
+            except ManifestError:
+                output_schema = None
+    elif manifest.runtime == "python":
+        derived_schema, derived_desc, derived_out = _derive_python(folder, manifest)
         schema = derived_schema if schema is None else schema
+        output_schema = derived_out if output_schema is None else output_schema
         description = description or derived_desc.strip() or None
         if description is None:
             raise ManifestError(
@@ -157,7 +161,7 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
         distribution=distribution,
         input_schema=schema,
         description=description,
-        output_schema=manifest.output_schema,
+        output_schema=output_schema,
     )
 
 

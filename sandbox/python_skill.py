@@ -52,7 +52,7 @@ DESCRIBE_EXPORT: Final[str] = "describe-skill"
 MODULES_EXPORT: Final[str] = "list-modules"
 DESCRIBE_TIMEOUT_MS: Final[int] = 3000
 """Deadline for importing a skill's module to derive its schemas (its top level must be quick)."""
-DESCRIBE_MEMORY_MB: Final[int] = 192
+DESCRIBE_MEMORY_MB: Final[int] = 128
 """Memory cap while deriving schemas."""
 _RESERVED: Final[str] = "/_bastion"
 _MAX_DESCRIBE_BYTES: Final[int] = 1 << 20

@@ -61,6 +61,18 @@ def _request(
     )
 
 
+def folder_request(folder: Path, inp: Any, *, entry: str = "skill.py") -> ExecutionRequest:
+    """A request for the skill folder ``folder`` (its entry ``entry``), no grants."""
+    return _request(
+        folder / entry,
+        inp,
+        runtime="python",
+        caps=Capabilities(),
+        limits=Limits(timeout_ms=5000),
+        audit=AuditLog(),
+    )
+
+
 @pytest.fixture
 def skill(tmp_path: Path) -> MakeSkill:
     """``skill(source, input, caps=..., limits=...)``: write ``skill.py``, build the request."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -63,7 +64,7 @@ def _request(
 
 def folder_request(folder: Path, inp: Any, *, entry: str = "skill.py") -> ExecutionRequest:
     """A request for the skill folder ``folder`` (its entry ``entry``), no grants."""
-    return _request(
+    req = _request(
         folder / entry,
         inp,
         runtime="python",
@@ -71,6 +72,7 @@ def folder_request(folder: Path, inp: Any, *, entry: str = "skill.py") -> Execut
         limits=Limits(timeout_ms=5000),
         audit=AuditLog(),
     )
+    return dataclasses.replace(req, folder=folder)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ ALLOWED_MODULES = (
     "email.mime.application", "email.mime.image", "email.contentmanager",
     # XML beyond ElementTree
     "xml", "xml.etree", "xml.dom", "xml.dom.minidom", "xml.sax", "xml.sax.saxutils",
-    "xml.sax.handler",
+    "xml.sax.handler", "xml.parsers", "xml.parsers.expat",
     # asynchronous code: an event loop with timers and tasks (no sockets, threads, processes)
     "asyncio", "contextvars",
     # data structures and functional tools
@@ -53,7 +53,9 @@ INTERNAL_MODULES = (
     "_strptime", "encodings.idna", "encodings.latin_1", "encodings.ascii", "encodings.utf_16",
     "encodings.utf_32", "encodings.utf_8_sig", "encodings.cp1252", "encodings.punycode",
     "encodings.hex_codec", "encodings.base64_codec", "encodings.raw_unicode_escape",
-    "encodings.unicode_escape", "stringprep",
+    "encodings.unicode_escape", "stringprep", "xml.dom.expatbuilder", "xml.sax.expatreader",
+    "xml.dom.xmlbuilder", "xml.dom.minicompat", "email.feedparser", "email.iterators",
+    "email._header_value_parser", "email.base64mime", "email.quoprimime",
 )
 
 HIDDEN_MODULES = (

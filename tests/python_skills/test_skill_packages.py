@@ -44,7 +44,9 @@ def test_a_skill_imports_its_sibling_modules_and_subpackages(
             "helpers.py": "def twice(s):\n    return s * 2\n",
             "text/__init__.py": "",
             "text/clean.py": "def strip(s):\n    return s.strip()\n",
-            "text/words.py": "from .clean import strip\ndef count(s):\n    return len(strip(s).split())\n",
+            "text/words.py": (
+                "from .clean import strip\ndef count(s):\n    return len(strip(s).split())\n"
+            ),
         },
     )
     out = _run(python_executor, folder, {"s": " a b "})

@@ -511,6 +511,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args, functools.partial(_kernel, args), TerminalApprover())
 
 
+def cmd_pack_vendor(args: argparse.Namespace) -> int:
+    """Vendor the pure-Python dependencies of every skill in a pack folder (``bastion.vendor``)."""
+    from .vendor import vendor_pack
+
+    pip_args: list[str] = []
+    if args.no_index:
+        pip_args.append("--no-index")
+    for link in args.find_links or ():
+        pip_args += ["--find-links", link]
+    if args.index_url:
+        pip_args += ["--index-url", args.index_url]
+    done = vendor_pack(Path(args.path).expanduser().resolve(), pip_args)
+    if args.json:
+        print(
+            json.dumps([{"skill": d.skill, "packages": d.packages, "files": d.files} for d in done])
+        )
+        return EXIT_OK
+    if not done:
+        print("no skill in this pack declares dependencies")
+    for d in done:
+        names = ", ".join(f"{p['name']} {p['version']}" for p in d.packages)
+        print(f"{d.skill}: vendored {names} ({d.files} files, locked in vendor.lock.json)")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .logs import configure_logging
@@ -562,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check the installation, policy and packs")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_doctor)
+
+    pk = sub.add_parser("pack", help="pack commands")
+    pk_sub = pk.add_subparsers(dest="pack_command", parser_class=_Parser, required=True)
+    ven = pk_sub.add_parser("vendor", help="vendor skills' pure-Python dependencies")
+    ven.add_argument("path", metavar="PACK", help="the pack folder")
+    ven.add_argument("--find-links", action="append", metavar="DIR", help="passed to pip")
+    ven.add_argument("--no-index", action="store_true", help="passed to pip")
+    ven.add_argument("--index-url", metavar="URL", help="passed to pip")
+    ven.add_argument("--json", action="store_true")
+    ven.set_defaults(func=cmd_pack_vendor)
 
     c = sub.add_parser("chat", help="talk to a model that can use the granted skills")
     c.add_argument("prompt", nargs="*", help="one-shot prompt (default: interactive)")

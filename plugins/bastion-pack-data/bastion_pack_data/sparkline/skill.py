@@ -1,5 +1,6 @@
 """Draw numbers as a small PNG line chart (a sparkline) the model can look at."""
 
+import itertools
 import struct
 import zlib
 from typing import Annotated
@@ -35,8 +36,9 @@ def _line(rows: list[bytearray], x0: int, y0: int, x1: int, y1: int) -> None:
 
 
 def run(
-    values: Annotated[list[float], Field("the numbers to draw, in order", min_length=2,
-                                         max_length=MAX_POINTS)],
+    values: Annotated[
+        list[float], Field("the numbers to draw, in order", min_length=2, max_length=MAX_POINTS)
+    ],
     width: Annotated[int, Field("image width in pixels", ge=16, le=1024)] = 240,
     height: Annotated[int, Field("image height in pixels", ge=8, le=512)] = 60,
 ) -> Image:
@@ -55,6 +57,6 @@ def run(
         (round(i * (width - 1) / (n - 1)), round((high - v) * (height - 1) / span))
         for i, v in enumerate(values)
     ]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         _line(rows, x0, y0, x1, y1)
     return Image(_png(width, height, rows), "image/png")

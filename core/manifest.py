@@ -220,7 +220,8 @@ class ConfigKey(_Model):
             "number": isinstance(value, (int, float)) and not isinstance(value, bool),
             "boolean": isinstance(value, bool),
         }[self.type]
-        return None if ok else f"{value!r} is not a {self.type}"
+        article = "an" if self.type == "integer" else "a"
+        return None if ok else f"{value!r} is not {article} {self.type}"
 
     @model_validator(mode="after")
     def _default_fits(self) -> ConfigKey:

@@ -314,6 +314,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import platform
 
+    if args.modules:
+        return _doctor_modules(args)
+
     from . import __version__
 
     checks: list[tuple[str, bool, str]] = []
@@ -406,17 +409,40 @@ def _runner_state() -> str:
     return f"built ({path.stat().st_size // (1024 * 1024)} MiB, cached)"
 
 
+def _doctor_modules(args: argparse.Namespace) -> int:
+    """The modules a Python skill may import, as the built runner reports them."""
+    from .sandbox.python_skill import runner_modules
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"bastion: {msg}\n")
+
+    names = runner_modules(progress)
+    if args.json:
+        _emit_json({"modules": names})
+    else:
+        sys.stdout.write("\n".join(names) + "\n")
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .scaffold import add_skill
+
+    folder = add_skill(args.name, Path(args.to) if args.to else None)
+    sys.stdout.write(f"Added {folder} (and its line in bastion-pack.toml)\n")
+    return EXIT_OK
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from .scaffold import create_pack
 
-    folder = create_pack(args.name, Path(args.dir) if args.dir else None)
+    folder = create_pack(args.name, Path(args.dir) if args.dir else None, skill=args.skill)
     sys.stdout.write(
         f"Created {folder}\n\nNext steps:\n"
         f"  cd {folder}\n"
         "  pip install -e .                 # install the pack (entry point group 'bastion')\n"
         "  pytest                           # its own tests, with the conformance kit\n"
         "  bastion test .                   # the conformance report\n"
-        f"  bastion run {args.name} --input '{{...}}'   # once installed\n"
+        f"  bastion run {args.skill or args.name} --input '{{...}}'   # once installed\n"
     )
     return EXIT_OK
 
@@ -586,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="check the installation, policy and packs")
     d.add_argument("--json", action="store_true")
+    d.add_argument(
+        "--modules", action="store_true", help="list the modules a Python skill may import"
+    )
     d.set_defaults(func=cmd_doctor)
 
     pk = sub.add_parser("pack", help="pack commands")
@@ -613,9 +642,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     n = sub.add_parser("new", help="create a skill pack from the template")
-    n.add_argument("name", help="the skill's name (also names the pack)")
+    n.add_argument("name", help="the pack's name (also its first skill's, unless --skill)")
+    n.add_argument("--skill", metavar="NAME", help="the first skill's name")
     n.add_argument("--dir", metavar="D", help="folder to create (default ./bastion-pack-NAME)")
     n.set_defaults(func=cmd_new)
+
+    ad = sub.add_parser("add", help="add a skill (from the template) to an existing pack")
+    ad.add_argument("name", help="the new skill's name")
+    ad.add_argument("--to", metavar="PACK", help="the pack's folder (default: the current one)")
+    ad.set_defaults(func=cmd_add)
 
     t = sub.add_parser("test", help="run the conformance kit on a pack folder or installed pack")
     t.add_argument("path", help="a pack folder, or the name of an installed pack")

@@ -313,6 +313,18 @@ def _native_skills(natives: Iterable[object], report: PackReport) -> list[Skill]
     return skills
 
 
+def _shadowing(pack_paths: Sequence[Path]) -> dict[str, tuple[str, Path]]:
+    """Pack name -> (the --pack argument, its folder) for each readable pack folder given."""
+    out: dict[str, tuple[str, Path]] = {}
+    for path in pack_paths:
+        folder = Path(path).expanduser().resolve()
+        try:
+            out.setdefault(load_pack_manifest(folder).name, (str(path), folder))
+        except (ConfigError, OSError):
+            continue
+    return out
+
+
 def discover(
     policy: Policy,
     pm: pluggy.PluginManager,
@@ -341,6 +353,7 @@ def discover(
             report.skills.append(skill.name)
         found.packs.append(report)
 
+    shadows = _shadowing(pack_paths)  # an installed pack also given by --pack uses the folder
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points else []
     for ep in sorted(eps, key=lambda e: ((e.dist.name if e.dist else ""), e.name)):
         dist = ep.dist.name if ep.dist else None
@@ -354,6 +367,18 @@ def discover(
             log.warning("pack_locate_failed", entry_point=ep.name, error=repr(exc))
         if folder is not None:
             report, skills = load_pack_folder(folder, origin=origin, distribution=dist)
+            if report.name in shadows and folder.resolve() != shadows[report.name][1]:
+                report.loaded = False
+                report.problems.append(
+                    Problem(
+                        report.name,
+                        f"installed pack {report.name!r} ({origin}) is shadowed by --pack "
+                        f"{shadows[report.name][0]!r}: the folder's skills are used",
+                        code="PACK_SHADOWED",
+                    )
+                )
+                found.packs.append(report)
+                continue
             add(report, skills)
             continue
         report = PackReport(name=ep.name, origin=origin, kind="plugin", distribution=dist)

@@ -54,30 +54,35 @@ def _runner() -> str:
     return _runner_digest
 
 
-def skill_digest(folder: Path, entry: str) -> str:
-    """sha256 over the entry name and every ``.py`` file (path and bytes) under ``folder``,
-    plus the vendor lock: what a derivation depends on besides the runner."""
+def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
+    """sha256 over the entry name and every ``.py`` file (path and bytes) under ``folder`` and
+    the pack's ``shared`` folder, plus the vendor lock: what a derivation depends on besides
+    the runner."""
     h = hashlib.sha256(f"entry\0{entry}\0".encode())
     count = total = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(filenames):
-            if not (name.endswith(".py") or name == LOCK_FILE):
-                continue
-            path = Path(dirpath) / name
-            data = path.read_bytes()
-            count += 1
-            total += len(data)
-            if count > _MAX_FILES or total > _MAX_BYTES:
-                raise ManifestError(
-                    f"the skill folder holds more than {_MAX_FILES} Python files or "
-                    f"{_MAX_BYTES >> 20} MiB of them",
-                    source=str(folder),
-                    fix="keep only the skill's own modules and its vendored dependencies",
-                )
-            rel = path.relative_to(folder).as_posix()
-            h.update(f"{rel}\0{len(data)}\0".encode())
-            h.update(data)
+    trees = [(folder, "")] + ([(shared, "_shared/")] if shared is not None else [])
+    for root, prefix in trees:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if d != "__pycache__" and not d.startswith(".")
+            )
+            for name in sorted(filenames):
+                if not (name.endswith(".py") or name == LOCK_FILE):
+                    continue
+                path = Path(dirpath) / name
+                data = path.read_bytes()
+                count += 1
+                total += len(data)
+                if count > _MAX_FILES or total > _MAX_BYTES:
+                    raise ManifestError(
+                        f"the skill folder holds more than {_MAX_FILES} Python files or "
+                        f"{_MAX_BYTES >> 20} MiB of them",
+                        source=str(root),
+                        fix="keep only the skill's own modules and its vendored dependencies",
+                    )
+                rel = prefix + path.relative_to(root).as_posix()
+                h.update(f"{rel}\0{len(data)}\0".encode())
+                h.update(data)
     return h.hexdigest()
 
 
@@ -131,7 +136,9 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
     source = str(folder / manifest.entry)
     verify_vendor(folder, manifest.dependencies)
     try:
-        digest = skill_digest(folder, manifest.entry)
+        from .sandbox.python_skill import shared_folder
+
+        digest = skill_digest(folder, manifest.entry, shared_folder(folder))
     except OSError as exc:
         raise ManifestError(
             f"cannot read the skill's files ({exc.strerror})", source=str(folder)

@@ -35,18 +35,25 @@ __all__ = [
     "DESCRIBE_EXPORT",
     "DESCRIBE_MEMORY_MB",
     "DESCRIBE_TIMEOUT_MS",
+    "GUEST_SHARED_ROOT",
     "GUEST_SKILL_ROOT",
     "MODULES_EXPORT",
+    "SHARED_DIR",
     "Described",
     "call_args",
     "describe",
     "folder_call",
     "runner_modules",
+    "shared_folder",
     "skill_mounts",
 ]
 
 GUEST_SKILL_ROOT: Final[str] = "/_bastion/skill"
 """Where the skill's folder appears in the guest (read-only); no grant may use this path."""
+GUEST_SHARED_ROOT: Final[str] = "/_bastion/shared"
+"""Where the pack's ``_shared/`` folder appears in the guest (read-only), if it has one."""
+SHARED_DIR: Final[str] = "_shared"
+_PACK_MANIFEST: Final[str] = "bastion-pack.toml"
 CALL_SKILL_EXPORT: Final[str] = "call-skill"
 DESCRIBE_EXPORT: Final[str] = "describe-skill"
 MODULES_EXPORT: Final[str] = "list-modules"
@@ -59,16 +66,41 @@ _MAX_DESCRIBE_BYTES: Final[int] = 1 << 20
 _log = structlog.get_logger("bastion.sandbox.python_skill")
 
 
+def shared_folder(skill_folder: Path) -> Path | None:
+    """The ``_shared/`` folder of the pack holding ``skill_folder`` (the nearest parent with
+    ``bastion-pack.toml``, at most four levels up), or None."""
+    cached = _shared_cache.get(skill_folder)
+    if cached is not None:
+        return cached or None
+    found: Path | None = None
+    for parent in list(skill_folder.parents)[:4]:
+        if (parent / _PACK_MANIFEST).is_file():
+            cand = parent / SHARED_DIR
+            found = cand if cand.is_dir() and not cand.is_symlink() else None
+            break
+    if len(_shared_cache) > 4096:
+        _shared_cache.clear()
+    _shared_cache[skill_folder] = found or False
+    return found
+
+
+_shared_cache: dict[Path, Path | bool] = {}
+
+
 def skill_mounts(folder: Path, granted: Sequence[Mount]) -> tuple[Mount, ...]:
-    """The skill folder (read-only) followed by the granted mounts; a grant on the reserved
-    ``/_bastion`` path is refused (it would hide or replace the skill's own code)."""
+    """The skill folder and the pack's ``_shared/`` (read-only), then the granted mounts; a
+    grant on the reserved ``/_bastion`` path is refused (it would hide or replace code)."""
     for m in granted:
         if m.guest == _RESERVED or m.guest.startswith(_RESERVED + "/"):
             raise ExecutionError(
                 ErrorCode.FS_DENIED,
                 f"mount {m.guest!r} uses the reserved guest path {_RESERVED!r}; choose another",
             )
-    return (Mount(GUEST_SKILL_ROOT, folder, writable=False), *granted)
+    own = [Mount(GUEST_SKILL_ROOT, folder, writable=False)]
+    shared = shared_folder(folder)
+    if shared is not None:
+        own.append(Mount(GUEST_SHARED_ROOT, shared, writable=False))
+    return (*own, *granted)
 
 
 def folder_call(request: ExecutionRequest) -> tuple[str, tuple[Mount, ...]]:

@@ -1,4 +1,5 @@
-"""Imports from the skill's folder (mapped read-only at ``SKILL_ROOT``) and its ``_vendor/``.
+"""Imports from the skill's folder (mapped read-only at ``SKILL_ROOT``), its ``_vendor/``, and
+the pack's ``_shared/`` folder of modules common to its skills (read-only at ``SHARED_ROOT``).
 
 The runner's import system has no other finder: the standard library is what the build
 snapshotted, and everything else comes from here. Modules compile with a file name relative to
@@ -12,9 +13,10 @@ import sys
 from importlib import import_module
 from importlib.machinery import ModuleSpec
 
-__all__ = ["SKILL_ROOT", "VENDOR_DIR", "SkillFinder"]
+__all__ = ["SHARED_ROOT", "SKILL_ROOT", "VENDOR_DIR", "SkillFinder"]
 
 SKILL_ROOT = "/_bastion/skill"
+SHARED_ROOT = "/_bastion/shared"
 VENDOR_DIR = "_vendor"
 MAX_MODULE_BYTES = 4 * 1024 * 1024
 
@@ -29,22 +31,28 @@ def _isfile(path):
 class SkillFinder:
     """A meta-path finder and loader for the skill folder and its vendored packages."""
 
-    def __init__(self, root=SKILL_ROOT):
+    def __init__(self, root=SKILL_ROOT, shared=SHARED_ROOT):
         self.root = root.rstrip("/")
+        self.shared = shared.rstrip("/")
         self.vendor = f"{self.root}/{VENDOR_DIR}"
+        self.roots = (self.root, self.shared, self.vendor)
         self.own = set()  # module names loaded from the skill's own files
         self.vendored = set()  # module names loaded from _vendor/
         self.own_files = set()  # display names of the skill's own files (for tracebacks)
 
     def display(self, path):
-        """``path`` relative to the skill folder (what tracebacks show)."""
+        """``path`` relative to the skill folder, or ``_shared/...`` (what tracebacks show)."""
         prefix = self.root + "/"
-        return path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
+        if path.startswith(prefix):
+            return path[len(prefix):]
+        if path.startswith(self.shared + "/"):
+            return "_shared/" + path[len(self.shared) + 1:]
+        return os.path.basename(path)
 
     def locate(self, name, search=None):
         """``(file, package_dir or None)`` for module ``name``'s last part, or None."""
         tail = name.rpartition(".")[2]
-        for base in search if search is not None else (self.root, self.vendor):
+        for base in search if search is not None else self.roots:
             pkg_dir = f"{base}/{tail}"
             init = f"{pkg_dir}/__init__.py"
             if _isfile(init):
@@ -63,7 +71,8 @@ class SkillFinder:
 
     def find_spec(self, fullname, path=None, target=None):
         if path is not None:
-            path = [p for p in path if isinstance(p, str) and p.startswith(self.root + "/")]
+            path = [p for p in path if isinstance(p, str)
+                    and p.startswith((self.root + "/", self.shared + "/"))]
             if not path:
                 return None
         found = self.locate(fullname, path)

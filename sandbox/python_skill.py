@@ -71,7 +71,7 @@ def shared_folder(skill_folder: Path) -> Path | None:
     ``bastion-pack.toml``, at most four levels up), or None."""
     cached = _shared_cache.get(skill_folder)
     if cached is not None:
-        return cached or None
+        return cached if isinstance(cached, Path) else None
     found: Path | None = None
     for parent in list(skill_folder.parents)[:4]:
         if (parent / _PACK_MANIFEST).is_file():

@@ -284,3 +284,56 @@ def test_the_host_never_imports_the_skill(tmp_path: Path, python_executor: Pytho
     finally:
         kernel.close()
     assert not marker.exists()
+
+
+def test_a_packs_shared_modules_are_importable_and_part_of_the_schema_key(
+    tmp_path: Path,
+) -> None:
+    """``_shared/`` beside bastion-pack.toml is importable by every skill of the pack, shows in
+    tracebacks as ``_shared/...``, and an edit there derives the schema afresh."""
+    from bastion.kernel import Kernel
+    from bastion.policy import load_policy
+
+    pack = _folder(
+        tmp_path / "pack",
+        {
+            "bastion-pack.toml": 'name = "s"\nversion = "1.0.0"\nskills = ["one"]\n',
+            "_shared/common.py": "Unit = str\ndef boom():\n    raise ValueError('shared boom')\n",
+            "one/skill.toml": (
+                'name = "one"\nversion = "1.0.0"\nruntime = "python"\nentry = "skill.py"\n'
+            ),
+            "one/skill.py": (
+                "import common\ndef run(x: common.Unit, fail: bool = False) -> str:\n"
+                "    '''Echo.'''\n    if fail:\n        common.boom()\n    return x\n"
+            ),
+        },
+    )
+
+    def kernel() -> Kernel:
+        return Kernel(
+            load_policy(text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'),
+            pack_paths=[pack],
+            entry_points=False,
+            environ={},
+        )
+
+    k = kernel()
+    try:
+        st = k.skill("one")
+        assert st is not None, k.problems
+        assert st.skill.input_schema["properties"]["x"] == {"type": "string"}
+        assert k.invoke("one", {"x": "hi"}).output == "hi"
+        failed = k.invoke("one", {"x": "hi", "fail": True})
+        assert failed.error is not None
+        assert (
+            failed.error.message == "ValueError: shared boom (_shared/common.py, line 3, in boom)"
+        )
+    finally:
+        k.close()
+    (pack / "_shared" / "common.py").write_text("Unit = int\n")
+    k = kernel()
+    try:
+        st = k.skill("one")
+        assert st is not None and st.skill.input_schema["properties"]["x"] == {"type": "integer"}
+    finally:
+        k.close()

@@ -154,7 +154,16 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
                 pass  # a damaged entry: derive again
     from .sandbox.python_skill import DESCRIBE_MEMORY_MB, DESCRIBE_TIMEOUT_MS, describe
 
-    described = describe(folder, manifest.entry, skill=manifest.name)
+    try:
+        described = describe(folder, manifest.entry, skill=manifest.name)
+    except Exception as exc:  # the runner cannot be built or loaded: not the skill's fault
+        raise ManifestError(
+            f"the Python runner is not available to derive the skill's schema "
+            f"({type(exc).__name__}: {str(exc)[:300]})",
+            source=source,
+            fix="run `bastion doctor`, or write input_schema, output_schema and description "
+            "in skill.toml",
+        ) from None
     if described.data is None:
         message, fix = _why(described.error, DESCRIBE_TIMEOUT_MS, DESCRIBE_MEMORY_MB)
         raise ManifestError(

@@ -70,9 +70,12 @@ def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
                 if not (name.endswith(".py") or name == LOCK_FILE):
                     continue
                 path = Path(dirpath) / name
-                data = path.read_bytes()
+                # Only regular files inside the folder: a link (to /dev/zero, to a host file)
+                # is never read here, and the guest cannot follow it out of the folder either.
+                if path.is_symlink() or not path.is_file():
+                    continue
                 count += 1
-                total += len(data)
+                total += path.stat().st_size
                 if count > _MAX_FILES or total > _MAX_BYTES:
                     raise ManifestError(
                         f"the skill folder holds more than {_MAX_FILES} Python files or "
@@ -80,6 +83,7 @@ def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
                         source=str(root),
                         fix="keep only the skill's own modules and its vendored dependencies",
                     )
+                data = path.read_bytes()
                 rel = prefix + path.relative_to(root).as_posix()
                 h.update(f"{rel}\0{len(data)}\0".encode())
                 h.update(data)

@@ -337,3 +337,44 @@ def test_a_packs_shared_modules_are_importable_and_part_of_the_schema_key(
         assert st is not None and st.skill.input_schema["properties"]["x"] == {"type": "integer"}
     finally:
         k.close()
+
+
+def test_links_in_the_skill_folder_are_never_read_on_the_host(tmp_path: Path) -> None:
+    """A ``.py`` link to /dev/zero or to a host file is skipped when the folder is hashed for
+    the schema memo, and the guest cannot follow it out of the folder."""
+    from bastion.kernel import Kernel
+    from bastion.policy import load_policy
+
+    secret = tmp_path / "host-secret.py"
+    secret.write_text("TOKEN = 'host only'\n")
+    pack = _folder(
+        tmp_path / "pack",
+        {
+            "bastion-pack.toml": 'name = "l"\nversion = "1.0.0"\nskills = ["linky"]\n',
+            "linky/skill.toml": (
+                'name = "linky"\nversion = "1.0.0"\nruntime = "python"\nentry = "skill.py"\n'
+            ),
+            "linky/skill.py": (
+                "def run() -> str:\n    '''Try the links.'''\n    out = []\n"
+                "    for mod in ('zeros', 'leak'):\n"
+                "        try:\n            __import__(mod)\n            out.append(mod + ':read')\n"
+                "        except Exception as e:\n"
+                "            out.append(mod + ':' + type(e).__name__)\n"
+                "    return ','.join(out)\n"
+            ),
+        },
+    )
+    (pack / "linky" / "zeros.py").symlink_to("/dev/zero")
+    (pack / "linky" / "leak.py").symlink_to(secret)
+    kernel = Kernel(
+        load_policy(text=f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'),
+        pack_paths=[pack],
+        entry_points=False,
+        environ={},
+    )
+    try:
+        assert not kernel.problems, kernel.problems
+        out = kernel.invoke("linky", {}).output
+        assert "zeros:read" not in out and "leak:read" not in out, out
+    finally:
+        kernel.close()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
 import structlog
 
+from .content import content_blocks, has_content
 from .conversations import ConversationStore, ToolCallRecord, args_hash
 from .errors import ErrorCode
 from .logs import ensure_logging
@@ -628,6 +629,16 @@ class Agent:
     ) -> tuple[dict[str, Any], bool]:
         """The tool_result block (output as JSON text, or is_error with code and message) and
         whether the text was truncated to ``max_tool_result_tokens``."""
+        if result.ok and has_content(result.output):  # files and images as content blocks
+            blocks = content_blocks(result.output)
+            cut = False
+            for b in blocks:
+                if b["type"] == "text":
+                    b["text"], was_cut = self.counter.truncate(
+                        b["text"], self.max_tool_result_tokens
+                    )
+                    cut = cut or was_cut
+            return {"type": "tool_result", "tool_use_id": block["id"], "content": blocks}, cut
         if result.ok:
             text = json.dumps(result.output, ensure_ascii=False, default=str)
             text, truncated = self.counter.truncate(text, self.max_tool_result_tokens)

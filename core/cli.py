@@ -329,6 +329,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import platform
 
+    if args.modules:
+        return _doctor_modules(args)
+
     from . import __version__
 
     checks: list[tuple[str, bool, str]] = []
@@ -426,17 +429,40 @@ def _runner_state() -> str:
     return f"built ({path.stat().st_size // (1024 * 1024)} MiB, cached)"
 
 
+def _doctor_modules(args: argparse.Namespace) -> int:
+    """The modules a Python skill may import, as the built runner reports them."""
+    from .sandbox.python_skill import runner_modules
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"bastion: {msg}\n")
+
+    names = runner_modules(progress)
+    if args.json:
+        _emit_json({"modules": names})
+    else:
+        sys.stdout.write("\n".join(names) + "\n")
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .scaffold import add_skill
+
+    folder = add_skill(args.name, Path(args.to) if args.to else None)
+    sys.stdout.write(f"Added {folder} (and its line in bastion-pack.toml)\n")
+    return EXIT_OK
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from .scaffold import create_pack
 
-    folder = create_pack(args.name, Path(args.dir) if args.dir else None)
+    folder = create_pack(args.name, Path(args.dir) if args.dir else None, skill=args.skill)
     sys.stdout.write(
         f"Created {folder}\n\nNext steps:\n"
         f"  cd {folder}\n"
         "  pip install -e .                 # install the pack (entry point group 'bastion')\n"
         "  pytest                           # its own tests, with the conformance kit\n"
         "  bastion test .                   # the conformance report\n"
-        f"  bastion run {args.name} --input '{{...}}'   # once installed\n"
+        f"  bastion run {args.skill or args.name} --input '{{...}}'   # once installed\n"
     )
     return EXIT_OK
 
@@ -534,6 +560,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args, functools.partial(_kernel, args), TerminalApprover())
 
 
+def cmd_pack_vendor(args: argparse.Namespace) -> int:
+    """Vendor the pure-Python dependencies of every skill in a pack folder (``bastion.vendor``)."""
+    from .vendor import vendor_pack
+
+    pip_args: list[str] = []
+    if args.no_index:
+        pip_args.append("--no-index")
+    for link in args.find_links or ():
+        pip_args += ["--find-links", link]
+    if args.index_url:
+        pip_args += ["--index-url", args.index_url]
+    done = vendor_pack(Path(args.path).expanduser().resolve(), pip_args)
+    if args.json:
+        print(
+            json.dumps([{"skill": d.skill, "packages": d.packages, "files": d.files} for d in done])
+        )
+        return EXIT_OK
+    if not done:
+        print("no skill in this pack declares dependencies")
+    for d in done:
+        names = ", ".join(f"{p['name']} {p['version']}" for p in d.packages)
+        print(f"{d.skill}: vendored {names} ({d.files} files, locked in vendor.lock.json)")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .logs import configure_logging
@@ -596,7 +647,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="check the installation, policy and packs")
     d.add_argument("--json", action="store_true")
+    d.add_argument(
+        "--modules", action="store_true", help="list the modules a Python skill may import"
+    )
     d.set_defaults(func=cmd_doctor)
+
+    pk = sub.add_parser("pack", help="pack commands")
+    pk_sub = pk.add_subparsers(dest="pack_command", parser_class=_Parser, required=True)
+    ven = pk_sub.add_parser("vendor", help="vendor skills' pure-Python dependencies")
+    ven.add_argument("path", metavar="PACK", help="the pack folder")
+    ven.add_argument("--find-links", action="append", metavar="DIR", help="passed to pip")
+    ven.add_argument("--no-index", action="store_true", help="passed to pip")
+    ven.add_argument("--index-url", metavar="URL", help="passed to pip")
+    ven.add_argument("--json", action="store_true")
+    ven.set_defaults(func=cmd_pack_vendor)
 
     c = sub.add_parser("chat", help="talk to a model that can use the granted skills")
     c.add_argument("prompt", nargs="*", help="one-shot prompt (default: interactive)")
@@ -613,9 +677,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     n = sub.add_parser("new", help="create a skill pack from the template")
-    n.add_argument("name", help="the skill's name (also names the pack)")
+    n.add_argument("name", help="the pack's name (also its first skill's, unless --skill)")
+    n.add_argument("--skill", metavar="NAME", help="the first skill's name")
     n.add_argument("--dir", metavar="D", help="folder to create (default ./bastion-pack-NAME)")
     n.set_defaults(func=cmd_new)
+
+    ad = sub.add_parser("add", help="add a skill (from the template) to an existing pack")
+    ad.add_argument("name", help="the new skill's name")
+    ad.add_argument("--to", metavar="PACK", help="the pack's folder (default: the current one)")
+    ad.set_defaults(func=cmd_add)
 
     t = sub.add_parser("test", help="run the conformance kit on a pack folder or installed pack")
     t.add_argument("path", help="a pack folder, or the name of an installed pack")

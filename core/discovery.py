@@ -21,7 +21,6 @@ from typing import Any
 import pluggy
 import structlog
 
-from .boundedread import MAX_SOURCE_BYTES, ReadRefused, read_capped
 from .errors import ConfigError, ManifestError, PackError
 from .manifest import (
     PACK_MANIFEST,
@@ -36,6 +35,7 @@ from .native import NativeSkill
 from .policy import Policy
 from .skill import Skill
 from .textclean import clean_json_strings, clean_text, is_removed
+from .vendorlock import verify_vendor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -99,23 +99,15 @@ class Discovery:
         return [p for pack in self.packs for p in pack.problems]
 
 
-def _derive_python(folder: Path, manifest: SkillManifest) -> tuple[dict[str, Any], str]:
-    """Input schema and description of a Python skill, by static analysis of its source."""
+def _derive_python(
+    folder: Path, manifest: SkillManifest
+) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """Input schema, description and output schema of a Python skill, derived inside the
+    sandbox from ``run``'s type hints (``bastion.pyschema``; memoized by content hash)."""
     from .pyschema import derive_schema_memoized
 
-    assert manifest.entry is not None
-    path = folder / manifest.entry
-    try:  # capped before the host-side ast parse ever sees it
-        source = read_capped(path, MAX_SOURCE_BYTES).decode("utf-8")
-    except (ReadRefused, UnicodeDecodeError) as exc:
-        raise ManifestError(
-            f"cannot read the entry file ({exc})",
-            source=str(path),
-            fix=f"save the skill's source as UTF-8, at most {MAX_SOURCE_BYTES} bytes, or "
-            "declare input_schema and description in skill.toml",
-        ) from None
-    derived = derive_schema_memoized(source, manifest.entry)
-    return derived.input_schema, derived.description
+    derived = derive_schema_memoized(folder, manifest)
+    return derived.input_schema, derived.description, derived.output_schema
 
 
 def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
@@ -147,9 +139,19 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
         )
     description = manifest.description
     schema = manifest.input_schema
-    if manifest.runtime == "python" and (schema is None or description is None):
-        derived_schema, derived_desc = _derive_python(folder, manifest)
+    output_schema = manifest.output_schema
+    if manifest.runtime == "python":
+        verify_vendor(folder, manifest.dependencies)  # a tampered _vendor/ is refused here
+    if manifest.runtime == "python" and schema is not None and description is not None:
+        if output_schema is None:  # optional: the TOML schema stands even if hints do not
+            try:
+                output_schema = _derive_python(folder, manifest)[2]
+            except ManifestError:
+                output_schema = None
+    elif manifest.runtime == "python":
+        derived_schema, derived_desc, derived_out = _derive_python(folder, manifest)
         schema = derived_schema if schema is None else schema
+        output_schema = derived_out if output_schema is None else output_schema
         description = description or derived_desc.strip() or None
         if description is None:
             raise ManifestError(
@@ -171,6 +173,11 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
             check_json_schema(schema, "input_schema derived from run()")
         except ValueError as exc:
             raise ManifestError(str(exc), source=str(folder / SKILL_MANIFEST)) from None
+    if output_schema is not None and output_schema is not manifest.output_schema:
+        try:
+            check_json_schema(output_schema, "output_schema derived from run()")
+        except ValueError as exc:
+            raise ManifestError(str(exc), source=str(folder / SKILL_MANIFEST)) from None
     return _cleaned(
         Skill(
             manifest=manifest,
@@ -179,7 +186,7 @@ def _load_skill(folder: Path, pack: str, distribution: str | None) -> Skill:
             distribution=distribution,
             input_schema=schema,
             description=description,
-            output_schema=manifest.output_schema,
+            output_schema=output_schema,
         ),
         source=str(folder / SKILL_MANIFEST),
     )
@@ -417,6 +424,18 @@ def _native_skills(natives: Iterable[object], report: PackReport) -> list[Skill]
     return skills
 
 
+def _shadowing(pack_paths: Sequence[Path]) -> dict[str, tuple[str, Path]]:
+    """Pack name -> (the --pack argument, its folder) for each readable pack folder given."""
+    out: dict[str, tuple[str, Path]] = {}
+    for path in pack_paths:
+        folder = Path(path).expanduser().resolve()
+        try:
+            out.setdefault(load_pack_manifest(folder).name, (str(path), folder))
+        except (ConfigError, OSError):
+            continue
+    return out
+
+
 def discover(
     policy: Policy,
     pm: pluggy.PluginManager,
@@ -445,6 +464,7 @@ def discover(
             report.skills.append(skill.name)
         found.packs.append(report)
 
+    shadows = _shadowing(pack_paths)  # an installed pack also given by --pack uses the folder
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points else []
     for ep in sorted(eps, key=lambda e: ((e.dist.name if e.dist else ""), e.name)):
         dist = ep.dist.name if ep.dist else None
@@ -458,6 +478,18 @@ def discover(
             log.warning("pack_locate_failed", entry_point=ep.name, error=repr(exc))
         if folder is not None:
             report, skills = load_pack_folder(folder, origin=origin, distribution=dist)
+            if report.name in shadows and folder.resolve() != shadows[report.name][1]:
+                report.loaded = False
+                report.problems.append(
+                    Problem(
+                        report.name,
+                        f"installed pack {report.name!r} ({origin}) is shadowed by --pack "
+                        f"{shadows[report.name][0]!r}: the folder's skills are used",
+                        code="PACK_SHADOWED",
+                    )
+                )
+                found.packs.append(report)
+                continue
             add(report, skills)
             continue
         report = PackReport(name=ep.name, origin=origin, kind="plugin", distribution=dist)

@@ -74,6 +74,9 @@ class Capabilities:
     mounts: tuple[Mount, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)
     """Granted secret name -> value (read from the host environment at grant time)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The skill's settings (``[config]`` defaults overlaid by the policy's
+    ``[skills.NAME.config]``), read in the guest with ``bastion_sdk.config(key)``."""
 
 
 @dataclass(frozen=True, slots=True)

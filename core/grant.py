@@ -63,6 +63,42 @@ def _limits(manifest: SkillManifest, policy: Policy) -> tuple[Limits, list[str]]
     return Limits(**values), notes
 
 
+def _config(
+    manifest: SkillManifest,
+    values: Mapping[str, object],
+    src: str,
+    reasons: list[str],
+    public: list[str],
+) -> tuple[dict[str, object], list[str]]:
+    """The skill's settings: declared defaults overlaid by the policy's values. A required key
+    without a value, or a value of the wrong type, denies the skill naming the key."""
+    name = manifest.name
+    out: dict[str, object] = {}
+    notes: list[str] = []
+    for key, spec in manifest.config.items():
+        if key in values:
+            why = spec.check(values[key])
+            if why is not None:
+                reasons.append(f"config {key!r}: {why} ([skills.{name}.config] in {src})")
+                public.append(f"config {key!r} has the wrong type in the operator's policy")
+                continue
+            out[key] = values[key]
+        elif spec.default is not None:
+            out[key] = spec.default
+        elif spec.is_required:
+            reasons.append(
+                f"config {key!r} is required and has no value: set it under "
+                f"[skills.{name}.config] in {src} ({spec.type}"
+                + (f": {spec.description}" if spec.description else "")
+                + ")"
+            )
+            public.append(f"config {key!r} is not set by the operator")
+    for key in values:
+        if key not in manifest.config:
+            notes.append(f"[skills.{name}.config] {key} is not a setting the skill declares")
+    return out, notes
+
+
 def review(
     manifest: SkillManifest, policy: Policy, *, environ: Mapping[str, str] | None = None
 ) -> Grant:
@@ -142,12 +178,16 @@ def review(
         else:
             secrets[sname] = env[sname]
 
+    config, config_notes = _config(manifest, sp.config if sp else {}, src, reasons, public)
+    notes += config_notes
+
     granted = not reasons
     caps = Capabilities(
         network=tuple(granted_rules) if granted else (),
         private_allow=policy.private_allow if granted else (),
         mounts=tuple(mounts) if granted else (),
         secrets=secrets if granted else {},
+        config=config if granted else {},
     )
     return Grant(
         skill=name,

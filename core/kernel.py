@@ -30,6 +30,7 @@ from .audit import AuditLog, NullAudit
 from .breaker import CircuitBreaker
 from .cachedir import CacheDirError
 from .closing import Closeable
+from .content import extract_content, restore_content
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
 from .executor import ExecutionRequest, Executor
@@ -1019,7 +1020,15 @@ class Kernel(Closeable):
                 raw, max_depth=MAX_INPUT_DEPTH, max_items=1_000_000, code=ErrorCode.INVALID_OUTPUT
             )
             value = raw
+        value, parts = extract_content(value)  # files and images: checked, not text-cleaned
         cleaned = sanitizer.clean_value(value).value
+        if parts:
+            cleaned = restore_content(
+                cleaned,
+                parts,
+                max_bytes=limits.output_bytes,
+                clean_text=lambda t: sanitizer.clean_text(t).text,
+            )
         schema = st.skill.output_schema
         if schema is not None:
             key = "out:" + st.name

@@ -23,10 +23,12 @@ from .netrule import NetRule
 from .schemas import check_schema_document
 
 __all__ = [
+    "CONFIG_TYPES",
     "NAME_PATTERN",
     "PACK_MANIFEST",
     "RUNTIMES",
     "SKILL_MANIFEST",
+    "ConfigKey",
     "Example",
     "FsRequest",
     "LimitsRequest",
@@ -50,6 +52,13 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?(?:\[[A-Za-z0-9._, -]{1,200}\])?"
+    r"\s*(?:(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]{1,64}"
+    r"(?:\s*,\s*(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]{1,64}){0,9})?$"
+)
+_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+CONFIG_TYPES = ("string", "integer", "number", "boolean")
 _PACK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _SCHEMA_OK = "schema-ok-draft2020-12"
 """Memo namespace: schemas that passed the draft 2020-12 metaschema check."""
@@ -193,6 +202,58 @@ class Example(_Model):
     description: str | None = None
 
 
+class ConfigKey(_Model):
+    """One setting a skill reads with ``bastion_sdk.config(key)``; the operator sets its value
+    in the policy (``[skills.NAME.config]``). Not for secrets (those are ``secrets``)."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: Annotated[str, Field(max_length=1000)] = ""
+    default: str | int | float | bool | None = None
+    required: bool | None = None
+    """Default: required when there is no default."""
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` does not fit this key's type, or None if it does."""
+        ok = {
+            "string": isinstance(value, str),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "boolean": isinstance(value, bool),
+        }[self.type]
+        article = "an" if self.type == "integer" else "a"
+        return None if ok else f"{value!r} is not {article} {self.type}"
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> ConfigKey:
+        if self.default is not None and (why := self.check(self.default)) is not None:
+            raise ValueError(f"default {why}")
+        return self
+
+
+def _dist_name(requirement: str) -> str:
+    m = re.match(r"[A-Za-z0-9._-]+", requirement.strip())
+    return m.group(0) if m else requirement
+
+
+def check_requirements(values: tuple[str, ...]) -> tuple[str, ...]:
+    """PEP 508 requirements limited to name, extras and version specifiers (no URLs or
+    markers: a vendored dependency comes from the package index, for every platform)."""
+    for req in values:
+        if not _REQUIREMENT.match(req.strip()):
+            raise ValueError(
+                f"dependency {req!r} is not a requirement such as 'python-dateutil>=2.9' "
+                "(name, optional [extras] and version specifiers; no URLs or markers)"
+            )
+    names = {re.sub(r"[-_.]+", "-", _dist_name(r)).lower() for r in values}
+    if len(names) != len(values):
+        raise ValueError("dependencies name the same distribution twice")
+    return tuple(r.strip() for r in values)
+
+
 class SkillManifest(_Model):
     """A skill's ``skill.toml``."""
 
@@ -208,6 +269,26 @@ class SkillManifest(_Model):
     limits: LimitsRequest = LimitsRequest()
     examples: tuple[Example, ...] = ()
     deterministic: bool = False
+    dependencies: tuple[str, ...] = ()
+    """Pure-Python distributions (PEP 508) vendored into ``_vendor/`` by ``bastion pack
+    vendor`` and hash-locked in ``vendor.lock.json`` (Python skills only)."""
+    config: dict[str, ConfigKey] = Field(default_factory=dict)
+    """Settings the skill reads with ``bastion_sdk.config(key)``."""
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_requirements(v)
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, ConfigKey]) -> dict[str, ConfigKey]:
+        for key in v:
+            if not _CONFIG_KEY.match(key):
+                raise ValueError(f"config key {key!r} must match {_CONFIG_KEY.pattern}")
+        if len(v) > 64:
+            raise ValueError(f"{len(v)} config keys; the limit is 64")
+        return v
 
     @field_validator("version")
     @classmethod
@@ -241,6 +322,8 @@ class SkillManifest(_Model):
             raise ValueError(
                 "input_schema is required (only Python skills can derive it from run())"
             )
+        if self.runtime != "python" and self.dependencies:
+            raise ValueError("dependencies are only for runtime 'python' skills")
         if self.runtime != "python" and self.description is None:
             raise ValueError(
                 "description is required (only Python skills can take it from run()'s "

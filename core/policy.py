@@ -144,6 +144,8 @@ class SkillPolicy(_Model):
     limits: SkillCaps = SkillCaps()
     cost_usd: Annotated[float, Field(ge=0)] | None = None
     """The operator's estimate of what one call costs (guardrails ``max_cost``)."""
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """``[skills.NAME.config]``: values of the settings the skill declares in ``[config]``."""
 
     @field_validator("network")
     @classmethod

@@ -1,550 +1,190 @@
-"""Derive a Python skill's input JSON Schema and description from its source, statically.
+"""A Python skill's schemas and description, derived inside the sandbox from its real hints.
 
-The source is parsed with ``ast`` and never imported or executed on the host: ``run``'s
-signature gives the parameters, its docstring the description (first paragraph) and the
-per-parameter descriptions (Google ``Args:`` or NumPy ``Parameters`` sections).
+The host never imports, parses or runs a skill's Python. At discovery the Python runner imports
+the skill's module in a store with no grants (no network, no secrets, no mounts but the skill's
+own folder, read-only), a short deadline and a memory cap, and derives the input and output
+JSON Schemas and the description from ``run``'s signature (``typing.get_type_hints``) and
+docstring. The same runner converts arguments to those types at call time, so schema and
+conversion cannot disagree, and there is no host/guest Python version mismatch.
 
-Supported annotations: ``str``, ``int``, ``float``, ``bool``, ``None``, ``list[X]``/``List[X]``,
-``dict[str, X]``/``Dict[str, X]``, ``Optional[X]``, ``X | None``, ``Union[...]``,
-``Literal[...]`` of str/int/bool/None, ``Annotated[X, "description"]`` and ``TypedDict`` classes
-of the same file (``total=False``, ``Required``/``NotRequired``, TypedDict bases). ``Any`` and
-bare ``list``/``dict`` are refused: the model can only fill in what the schema spells out.
-Defaults must be literals: numbers, strings, booleans, ``None``, ``[]`` or ``{}``.
-Every problem is a ``ManifestError`` naming the file, line, parameter and the fix.
+Results are remembered in the memo (``bastion.memo``) under the sha256 of every ``.py`` file
+of the skill folder (vendored ones included), the entry name and the runner's digest. What the
+runner returns is untrusted data: it is size-bounded, and each schema passes the same metaschema
+check as a TOML schema. A failure is a ``ManifestError`` that names the reason (a type hint the
+runner cannot describe, a top level that runs past the deadline or allocates too much).
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import re
-import sys
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import jsonschema
-
-from .errors import ManifestError
+from .errors import ErrorCode, ManifestError
+from .manifest import SKILL_MANIFEST, SkillManifest, check_json_schema
 from .memo import default_memo
+from .vendorlock import LOCK_FILE, verify_vendor
 
-__all__ = ["DerivedSkill", "derive_schema", "derive_schema_memoized"]
+__all__ = ["DerivedSkill", "derive_schema_memoized", "skill_digest"]
 
-_SUPPORTED: Final = (
-    "str, int, float, bool, None, list[X], dict[str, X], Optional[X], X | None, Union[...], "
-    "Literal[...], or a TypedDict class defined in the same file"
-)
-_TYPING_MODULES: Final = frozenset({"typing", "typing_extensions"})
-_BUILTINS: Final = frozenset({"str", "int", "float", "bool", "list", "dict", "None"})
-_SCALARS: Final[dict[str, dict[str, Any]]] = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "bool": {"type": "boolean"},
-    "None": {"type": "null"},
-    "NoneType": {"type": "null"},
-}
-_DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
+_MEMO_NAMESPACE: Final = "pyschema-guest"
+_MAX_FILES: Final[int] = 20_000
+_MAX_BYTES: Final[int] = 256 << 20
+_runner_digest: str | None = None
 
 
 @dataclass(frozen=True)
 class DerivedSkill:
-    """What static analysis found: the input schema, the description, the output schema (if the
-    return annotation is supported; else ``None``)."""
+    """What the runner derived: the input schema, the description, the output schema (if the
+    return type is describable; else ``None``)."""
 
     input_schema: dict[str, Any]
     description: str
     output_schema: dict[str, Any] | None
 
 
-class _Unsupported(Exception):
-    """An annotation outside the grammar; ``node`` is where, ``fix`` the remedy."""
+def _runner() -> str:
+    global _runner_digest
+    if _runner_digest is None:
+        from .sandbox.runner_build import runner_digest
 
-    def __init__(self, what: str, node: ast.AST, fix: str | None = None) -> None:
-        super().__init__(what)
-        self.what = what
-        self.node = node
-        self.fix = fix
-
-
-@dataclass
-class _TypedDictDef:
-    node: ast.ClassDef
-    total: bool
-    bases: list[str]
+        _runner_digest = runner_digest()
+    return _runner_digest
 
 
-class _Analyzer:
-    """Resolves annotation expressions of one module to JSON Schema."""
-
-    def __init__(self, tree: ast.Module) -> None:
-        self.aliases: dict[str, str] = {}  # local name -> typing name
-        self.modules: set[str] = set()  # local names bound to typing modules
-        self.typeddicts: dict[str, _TypedDictDef] = {}
-        self._building: list[str] = []
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name in _TYPING_MODULES:
-                        self.modules.add(a.asname or a.name)
-            elif isinstance(node, ast.ImportFrom) and node.module in _TYPING_MODULES:
-                for a in node.names:
-                    self.aliases[a.asname or a.name] = a.name
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef):
-                self._maybe_typeddict(node)
-
-    def _maybe_typeddict(self, node: ast.ClassDef) -> None:
-        bases: list[str] = []
-        is_td = False
-        for b in node.bases:
-            name = self.name_of(b)
-            if name == "TypedDict":
-                is_td = True
-            elif isinstance(b, ast.Name) and b.id in self.typeddicts:
-                is_td = True
-                bases.append(b.id)
-            else:
-                return
-        total = True
-        for kw in node.keywords:
-            if kw.arg == "total" and isinstance(kw.value, ast.Constant):
-                total = bool(kw.value.value)
-        if is_td:
-            self.typeddicts[node.name] = _TypedDictDef(node, total, bases)
-
-    def name_of(self, node: ast.AST) -> str | None:
-        """The typing/builtin name an annotation node refers to, if any."""
-        if isinstance(node, ast.Name):
-            if node.id in self.aliases:
-                return self.aliases[node.id]
-            if node.id in _BUILTINS or node.id in self.typeddicts:
-                return node.id
-            return None
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in self.modules
-        ):
-            return node.attr
-        if isinstance(node, ast.Constant) and node.value is None:
-            return "None"
-        return None
-
-    def schema(self, node: ast.expr) -> dict[str, Any]:
-        """JSON Schema of an annotation; raises ``_Unsupported``."""
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            try:
-                inner = ast.parse(node.value.strip(), mode="eval").body
-            except SyntaxError:
-                raise _Unsupported(
-                    f"the string annotation {node.value!r} does not parse", node
-                ) from None
-            ast.copy_location(inner, node)
-            return self.schema(inner)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-            return _union([self.schema(node.left), self.schema(node.right)])
-        if isinstance(node, ast.Subscript):
-            return self._generic(node)
-        name = self.name_of(node)
-        if name in _SCALARS:
-            return dict(_SCALARS[name])
-        if name in self.typeddicts:
-            return self._typeddict(name)
-        if name == "Any":
-            raise _Unsupported(
-                "`Any` is not allowed", node, "say what the parameter holds: " + _SUPPORTED
+def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
+    """sha256 over the entry name and every ``.py`` file (path and bytes) under ``folder`` and
+    the pack's ``shared`` folder, plus the vendor lock: what a derivation depends on besides
+    the runner."""
+    h = hashlib.sha256(f"entry\0{entry}\0".encode())
+    count = total = 0
+    trees = [(folder, "")] + ([(shared, "_shared/")] if shared is not None else [])
+    for root, prefix in trees:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if d != "__pycache__" and not d.startswith(".")
             )
-        if name in ("list", "List", "dict", "Dict"):
-            hint = "list[str]" if name.lower() == "list" else "dict[str, int]"
-            raise _Unsupported(
-                f"bare `{name}` does not say what it holds",
-                node,
-                f"give the item type, e.g. `{hint}`",
-            )
-        raise _Unsupported(f"`{ast.unparse(node)}` is not a supported type", node)
-
-    def _generic(self, node: ast.Subscript) -> dict[str, Any]:
-        name = self.name_of(node.value)
-        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if name in ("list", "List") and len(args) == 1:
-            return {"type": "array", "items": self.schema(args[0])}
-        if name in ("dict", "Dict") and len(args) == 2:
-            if self.name_of(args[0]) != "str":
-                raise _Unsupported(
-                    f"`{ast.unparse(node)}` has non-string keys",
-                    node,
-                    "JSON object keys are strings: use `dict[str, ...]`",
-                )
-            return {"type": "object", "additionalProperties": self.schema(args[1])}
-        if name == "Optional" and len(args) == 1:
-            return _union([self.schema(args[0]), {"type": "null"}])
-        if name == "Union":
-            return _union([self.schema(a) for a in args])
-        if name == "Literal":
-            values: list[Any] = []
-            for a in args:
-                try:
-                    v = ast.literal_eval(a)  # also -1, which is a unary minus node
-                except (ValueError, TypeError, SyntaxError, RecursionError):
-                    v = ...
-                if not (v is None or isinstance(v, (str, int, bool))):
-                    raise _Unsupported(
-                        f"`{ast.unparse(a)}` in `{ast.unparse(node)}` is not a "
-                        "str, int, bool or None literal",
-                        node,
-                    )
-                values.append(v)
-            return {"enum": values}
-        if name == "Annotated" and len(args) >= 2:
-            out = self.schema(args[0])
-            for meta in args[1:]:
-                if isinstance(meta, ast.Constant) and isinstance(meta.value, str):
-                    out["description"] = meta.value
-                    break
-            return out
-        if name in ("Required", "NotRequired") and len(args) == 1:
-            raise _Unsupported(f"`{name}` only belongs on a TypedDict field", node)
-        raise _Unsupported(f"`{ast.unparse(node)}` is not a supported type", node)
-
-    def _typeddict(self, name: str) -> dict[str, Any]:
-        if name in self._building:
-            raise _Unsupported(
-                f"TypedDict `{name}` refers to itself",
-                self.typeddicts[name].node,
-                "JSON Schemas for tools are not recursive; flatten the type",
-            )
-        self._building.append(name)
-        try:
-            td = self.typeddicts[name]
-            props: dict[str, Any] = {}
-            required: list[str] = []
-            for base in td.bases:
-                sub = self._typeddict(base)
-                props.update(sub["properties"])
-                required += [r for r in sub.get("required", []) if r not in required]
-            for stmt in td.node.body:
-                if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
+            for name in sorted(filenames):
+                if not (name.endswith(".py") or name == LOCK_FILE):
                     continue
-                ann = stmt.annotation
-                need = td.total
-                if isinstance(ann, ast.Subscript) and self.name_of(ann.value) in (
-                    "Required",
-                    "NotRequired",
-                ):
-                    need = self.name_of(ann.value) == "Required"
-                    ann = ann.slice
-                field = stmt.target.id
-                props[field] = self.schema(ann)
-                if need and field not in required:
-                    required.append(field)
-                elif not need and field in required:
-                    required.remove(field)
-            out: dict[str, Any] = {
-                "type": "object",
-                "properties": props,
-                "additionalProperties": False,
-            }
-            if required:
-                out["required"] = required
-            return out
-        finally:
-            self._building.pop()
+                path = Path(dirpath) / name
+                # Only regular files inside the folder: a link (to /dev/zero, to a host file)
+                # is never read here, and the guest cannot follow it out of the folder either.
+                if path.is_symlink() or not path.is_file():
+                    continue
+                count += 1
+                total += path.stat().st_size
+                if count > _MAX_FILES or total > _MAX_BYTES:
+                    raise ManifestError(
+                        f"the skill folder holds more than {_MAX_FILES} Python files or "
+                        f"{_MAX_BYTES >> 20} MiB of them",
+                        source=str(root),
+                        fix="keep only the skill's own modules and its vendored dependencies",
+                    )
+                data = path.read_bytes()
+                rel = prefix + path.relative_to(root).as_posix()
+                h.update(f"{rel}\0{len(data)}\0".encode())
+                h.update(data)
+    return h.hexdigest()
 
 
-def _union(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """``anyOf`` of the members, or one ``type`` list when every member is a bare type."""
-    flat: list[dict[str, Any]] = []
-    for m in members:
-        flat.extend(m["anyOf"] if set(m) == {"anyOf"} else [m])
-    if all(set(m) == {"type"} for m in flat):
-        types: list[str] = []
-        for m in flat:
-            for t in m["type"] if isinstance(m["type"], list) else [m["type"]]:
-                if t not in types:
-                    types.append(t)
-        return {"type": types[0] if len(types) == 1 else types}
-    unique: list[dict[str, Any]] = []
-    for m in flat:
-        if m not in unique:
-            unique.append(m)
-    return unique[0] if len(unique) == 1 else {"anyOf": unique}
-
-
-_SECTION: Final = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Keyword Args)\s*:?\s*$")
-_NUMPY_RULE: Final = re.compile(r"^\s*-{3,}\s*$")
-_GOOGLE_ITEM: Final = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-_NUMPY_ITEM: Final = re.compile(r"^(\w+)\s*(?::.*)?$")
-_ANY_HEADER: Final = re.compile(r"^\s*([A-Z][A-Za-z ]*)\s*:?\s*$")
-
-
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """First paragraph (joined into one line) and per-parameter descriptions."""
-    lines = doc.expandtabs().splitlines()
-    para: list[str] = []
-    for line in lines:
-        if not line.strip():
-            if para:
-                break
-            continue
-        if _SECTION.match(line):
-            break
-        para.append(line.strip())
-    params: dict[str, str] = {}
-    i = 0
-    while i < len(lines):
-        m = _SECTION.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        numpy = i + 1 < len(lines) and bool(_NUMPY_RULE.match(lines[i + 1]))
-        i += 2 if numpy else 1
-        item_indent: int | None = None
-        current: str | None = None
-        while i < len(lines):
-            line = lines[i]
-            if not line.strip():
-                i += 1
-                if numpy and i < len(lines) and _NUMPY_RULE.match(lines[i]):
-                    break
-                continue
-            indent = len(line) - len(line.lstrip())
-            if numpy and i + 1 < len(lines) and _NUMPY_RULE.match(lines[i + 1]):
-                break  # the next NumPy section
-            if item_indent is None:
-                item_indent = indent
-            if indent < item_indent or (
-                not numpy
-                and indent == item_indent
-                and _ANY_HEADER.match(line)
-                and current is not None
-                and not _GOOGLE_ITEM.match(line.strip())
-            ):
-                break
-            text = line.strip()
-            if indent == item_indent:
-                mm = (_NUMPY_ITEM if numpy else _GOOGLE_ITEM).match(text)
-                if mm is None:
-                    break
-                current = mm.group(1).lstrip("*")
-                params[current] = "" if numpy else mm.group(2).strip()
-            elif current is not None:
-                params[current] = (params[current] + " " + text).strip()
-            i += 1
-    return " ".join(para), params
-
-
-def _error(
-    filename: str, node: ast.AST | None, message: str, fix: str | None, param: str | None = None
-) -> ManifestError:
-    line = getattr(node, "lineno", None)
-    where = ", ".join(
-        p
-        for p in (f"line {line}" if line else None, f"parameter `{param}`" if param else None)
-        if p
-    )
-    return ManifestError(message, source=filename, where=where or None, fix=fix)
-
-
-_ALLOWED_DEFAULTS: Final = "a number, a string, True/False, None, [] or {}"
-
-
-def _default(node: ast.expr, filename: str, param: str) -> Any:
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise _error(
-            filename,
-            node,
-            f"the default `{ast.unparse(node)}` of `{param}` is not a literal",
-            f"use {_ALLOWED_DEFAULTS}",
-            param,
-        ) from None
-    ok = (
-        value is None
-        or isinstance(value, (str, bool, int, float))
-        or (isinstance(value, (list, dict)) and not value)
-    )
-    if not ok or (isinstance(value, float) and value != value):
-        raise _error(
-            filename,
-            node,
-            f"the default {value!r} of `{param}` is not allowed",
-            f"use {_ALLOWED_DEFAULTS}",
-            param,
+def _why(err: Any, timeout_ms: int, memory_mb: int) -> tuple[str, str]:
+    code = getattr(err, "error_code", None)
+    message = str(getattr(err, "message", err))
+    if code is ErrorCode.TIMEOUT:
+        return (
+            f"importing the module to derive its schema did not finish within {timeout_ms} ms "
+            "(a loop or slow work at the module's top level?)",
+            "move slow work into run(); the top level must only define things",
         )
-    return value
-
-
-def derive_schema(source: str, filename: str) -> DerivedSkill:
-    """Input schema (draft 2020-12, ``additionalProperties: false``), description and output
-    schema of the skill in ``source``, from ``def run(...)``; never executes the source."""
-    try:
-        tree = ast.parse(source, filename=filename)
-    except SyntaxError as exc:
-        raise ManifestError(
-            f"the source does not parse: {exc.msg}",
-            source=filename,
-            where=f"line {exc.lineno}" if exc.lineno else None,
-            fix="fix the syntax error",
-        ) from None
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise ManifestError(
-            f"the source cannot be parsed ({type(exc).__name__})",
-            source=filename,
-            fix="simplify the source",
-        ) from None
-    runs = [
-        n
-        for n in tree.body
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "run"
-    ]
-    if not runs:
-        raise ManifestError(
-            "no top-level `def run(...)` found",
-            source=filename,
-            fix="define the skill's entry point as a top-level function `run`",
+    if code is ErrorCode.MEMORY_LIMIT:
+        return (
+            f"importing the module to derive its schema needed more than {memory_mb} MiB "
+            "(a large allocation at the module's top level?)",
+            "build large data inside run(), not when the module is imported",
         )
-    func = runs[-1]
-    if isinstance(func, ast.AsyncFunctionDef):
-        raise _error(
-            filename,
-            func,
-            "`run` is `async def`",
-            "make `run` a plain `def`: skills run synchronously in the sandbox",
-        )
-    analyzer = _Analyzer(tree)
-    a = func.args
-    if a.posonlyargs:
-        p = a.posonlyargs[0]
-        raise _error(
-            filename,
-            p,
-            f"parameter `{p.arg}` is positional-only",
-            "remove the `/` marker: skills are called with keyword arguments",
-            p.arg,
-        )
-    if a.vararg:
-        raise _error(
-            filename,
-            a.vararg,
-            f"`*{a.vararg.arg}` is not allowed",
-            "declare each parameter by name with a type",
-            a.vararg.arg,
-        )
-    if a.kwarg:
-        raise _error(
-            filename,
-            a.kwarg,
-            f"`**{a.kwarg.arg}` is not allowed",
-            "declare each parameter by name with a type",
-            a.kwarg.arg,
-        )
-    doc = ast.get_docstring(func) or ""
-    description, param_docs = _parse_docstring(doc)
-    defaults: list[ast.expr | None] = (
-        [None] * (len(a.args) - len(a.defaults)) + list(a.defaults) + list(a.kw_defaults)
-    )
-    props: dict[str, Any] = {}
-    required: list[str] = []
-    for arg, default in zip([*a.args, *a.kwonlyargs], defaults, strict=True):
-        name = arg.arg
-        if arg.annotation is None:
-            raise _error(
-                filename,
-                arg,
-                f"parameter `{name}` has no type annotation",
-                f"annotate `{name}` with a supported type: {_SUPPORTED}",
-                name,
-            )
-        try:
-            prop = analyzer.schema(arg.annotation)
-        except _Unsupported as exc:
-            raise _error(
-                filename,
-                exc.node,
-                f"parameter `{name}`: {exc.what}",
-                exc.fix or f"annotate `{name}` with a supported type: {_SUPPORTED}",
-                name,
-            ) from None
-        if name in param_docs and param_docs[name] and "description" not in prop:
-            prop["description"] = param_docs[name]
-        if default is None:
-            required.append(name)
-        else:
-            value = _default(default, filename, name)
-            if not jsonschema.Draft202012Validator(prop).is_valid(value):
-                raise _error(
-                    filename,
-                    default,
-                    f"the default {value!r} of `{name}` does not "
-                    f"match its type `{ast.unparse(arg.annotation)}`",
-                    f"change the default, or write `{ast.unparse(arg.annotation)} | "
-                    "None` if None means 'not given'",
-                    name,
-                )
-            prop["default"] = value
-        props[name] = prop
-    schema: dict[str, Any] = {
-        "$schema": _DRAFT,
-        "type": "object",
-        "properties": props,
-        "additionalProperties": False,
-    }
-    if required:
-        schema["required"] = required
-    output: dict[str, Any] | None = None
-    if func.returns is not None:
-        try:
-            output = {"$schema": _DRAFT, **analyzer.schema(func.returns)}
-        except _Unsupported:
-            output = None
-    return DerivedSkill(schema, description, output)
+    return message, "fix the error above; `bastion test PATH` shows it in context"
 
 
-_MEMO_NAMESPACE: Final = "pyschema"
-_code_digest: str | None = None
-
-
-def _analyzer_digest() -> str:
-    """sha256 of this analyzer's own source and the Python version (part of every memo key)."""
-    global _code_digest
-    if _code_digest is None:
-        h = hashlib.sha256(f"python-{sys.version_info[0]}.{sys.version_info[1]}\0".encode())
-        h.update(Path(__file__).read_bytes())
-        _code_digest = h.hexdigest()
-    return _code_digest
-
-
-def derive_schema_memoized(source: str, filename: str) -> DerivedSkill:
-    """``derive_schema`` through the persistent memo (``bastion.memo``).
-
-    Keyed by the source, the file name and this analyzer's own code, so an edit to either
-    derives afresh. Only successes are remembered: errors are recomputed to be reported.
-    """
-    memo = default_memo()
-    if memo is None:
-        return derive_schema(source, filename)
-    try:
-        parts = (_analyzer_digest(), filename, source)
-    except OSError:
-        return derive_schema(source, filename)
-    hit = memo.get(_MEMO_NAMESPACE, *parts)
+def _check(data: dict[str, Any], source: str) -> DerivedSkill:
+    inp = data.get("input_schema")
+    out = data.get("output_schema")
+    desc = data.get("description")
     if (
-        isinstance(hit, dict)
-        and isinstance(hit.get("input_schema"), dict)
-        and isinstance(hit.get("description"), str)
-        and (hit.get("output_schema") is None or isinstance(hit.get("output_schema"), dict))
+        not isinstance(inp, dict)
+        or not isinstance(desc, str)
+        or not (out is None or isinstance(out, dict))
     ):
-        return DerivedSkill(hit["input_schema"], hit["description"], hit["output_schema"])
-    derived = derive_schema(source, filename)
-    memo.put(
-        _MEMO_NAMESPACE,
-        {
-            "input_schema": derived.input_schema,
-            "description": derived.description,
-            "output_schema": derived.output_schema,
-        },
-        *parts,
-    )
+        raise ManifestError("the runner's description of the skill is malformed", source=source)
+    try:
+        check_json_schema(inp, "input_schema")
+        if out is not None:
+            check_json_schema(out, "output_schema")
+    except ValueError as exc:
+        raise ManifestError(
+            f"the schema derived from run()'s type hints is refused: {exc}",
+            source=source,
+            fix="simplify the type hints, or write input_schema/output_schema in skill.toml",
+        ) from None
+    return DerivedSkill(inp, desc, out)
+
+
+def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkill:
+    """The skill's derived schemas: from the memo, else from the runner (``describe-skill``).
+
+    Only successes are remembered: a failure is derived again, to be reported.
+    """
+    assert manifest.entry is not None
+    source = str(folder / manifest.entry)
+    verify_vendor(folder, manifest.dependencies)
+    try:
+        from .sandbox.python_skill import shared_folder
+
+        digest = skill_digest(folder, manifest.entry, shared_folder(folder))
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read the skill's files ({exc.strerror})", source=str(folder)
+        ) from None
+    memo = default_memo()
+    parts = (_runner(), digest)
+    if memo is not None:
+        hit = memo.get(_MEMO_NAMESPACE, *parts)
+        if isinstance(hit, dict):
+            try:
+                return _check(hit, source)
+            except ManifestError:
+                pass  # a damaged entry: derive again
+    from .sandbox.python_skill import DESCRIBE_MEMORY_MB, DESCRIBE_TIMEOUT_MS, describe
+
+    try:
+        described = describe(folder, manifest.entry, skill=manifest.name)
+    except Exception as exc:  # the runner cannot be built or loaded: not the skill's fault
+        raise ManifestError(
+            f"the Python runner is not available to derive the skill's schema "
+            f"({type(exc).__name__}: {str(exc)[:300]})",
+            source=source,
+            fix="run `bastion doctor`, or write input_schema, output_schema and description "
+            "in skill.toml",
+        ) from None
+    if described.data is None:
+        message, fix = _why(described.error, DESCRIBE_TIMEOUT_MS, DESCRIBE_MEMORY_MB)
+        raise ManifestError(
+            message,
+            source=source,
+            where=f"parameter `{described.param}`" if described.param else None,
+            fix=described.fix or fix,
+        )
+    derived = _check(described.data, str(folder / SKILL_MANIFEST))
+    if memo is not None:
+        memo.put(
+            _MEMO_NAMESPACE,
+            {
+                "input_schema": derived.input_schema,
+                "description": derived.description,
+                "output_schema": derived.output_schema,
+            },
+            *parts,
+        )
     return derived

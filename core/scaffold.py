@@ -16,9 +16,9 @@ from typing import Final
 import structlog
 
 from .errors import ConfigError
-from .manifest import NAME_PATTERN
+from .manifest import NAME_PATTERN, PACK_MANIFEST
 
-__all__ = ["TEMPLATE_ENV", "create_pack", "pack_names", "template_dir"]
+__all__ = ["TEMPLATE_ENV", "add_skill", "create_pack", "pack_names", "template_dir"]
 
 TEMPLATE_ENV: Final = "BASTION_TEMPLATE_DIR"
 """Overrides where the template is read from (for template development)."""
@@ -93,13 +93,16 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def create_pack(name: str, directory: Path | None = None) -> Path:
-    """Create a new pack for skill ``name`` in ``directory`` (default ``./bastion-pack-NAME``).
+def create_pack(name: str, directory: Path | None = None, *, skill: str | None = None) -> Path:
+    """Create a new pack ``name`` in ``directory`` (default ``./bastion-pack-NAME``) whose first
+    skill is ``skill`` (default: the pack's name).
 
     Returns the pack's folder. Raises ConfigError for an invalid name, or when ``directory``
     exists and is not an empty folder.
     """
     values = pack_names(name)
+    if skill is not None:
+        values["name"] = pack_names(skill)["name"]
     target = Path(directory) if directory is not None else Path.cwd() / values["dist"]
     target = target.expanduser().absolute()
     if target.exists():
@@ -133,4 +136,46 @@ def create_pack(name: str, directory: Path | None = None) -> Path:
             dst.write_bytes(data)
         dst.chmod(src.stat().st_mode & 0o777)
     log.info("pack_created", name=name, path=str(target), files=len(files))
+    return target
+
+
+def _pack_folder(path: Path) -> Path:
+    """The folder holding ``bastion-pack.toml``: ``path`` itself or its one package folder."""
+    if (path / PACK_MANIFEST).is_file():
+        return path
+    found = sorted(p.parent for p in path.glob(f"*/{PACK_MANIFEST}"))
+    if len(found) == 1:
+        return found[0]
+    raise ConfigError(
+        f"{str(path)!r} holds no {PACK_MANIFEST}"
+        + (f" (it holds {len(found)} packs)" if found else ""),
+        fix="run `bastion add` inside a pack made by `bastion new`, or pass --pack FOLDER",
+    )
+
+
+def add_skill(name: str, pack: Path | None = None) -> Path:
+    """Add skill ``name`` (from the template) to an existing pack: its folder, its line in
+    ``bastion-pack.toml``. Returns the new skill folder."""
+    import tomllib
+
+    values = pack_names(name)
+    folder = _pack_folder((pack or Path.cwd()).expanduser().absolute())
+    manifest = folder / PACK_MANIFEST
+    text = manifest.read_text(encoding="utf-8")
+    skills = tomllib.loads(text).get("skills", [])
+    target = folder / name
+    if name in skills or target.exists():
+        raise ConfigError(
+            f"pack {folder.name!r} already has a skill or folder named {name!r}",
+            fix="choose another skill name",
+        )
+    source = template_dir() / "{{package}}" / "{{name}}"
+    target.mkdir()
+    for src in sorted(p for p in source.iterdir() if p.is_file() and p.suffix != ".pyc"):
+        (target / src.name).write_text(_fill(src.read_text("utf-8"), values), encoding="utf-8")
+    line = re.compile(r"^skills\s*=\s*\[[^\]]*\]", re.MULTILINE)
+    new = "skills = [" + ", ".join(f'"{s}"' for s in [*skills, name]) + "]"
+    text = line.sub(new, text, count=1) if line.search(text) else text + f"\n{new}\n"
+    manifest.write_text(text, encoding="utf-8")
+    log.info("skill_added", name=name, pack=str(folder))
     return target

@@ -13,16 +13,21 @@ import json as _json
 from typing import Any, NoReturn
 
 __all__ = [
+    "ConfigMissing",
+    "Field",
+    "File",
     "HttpError",
     "HttpFailed",
     "HttpStatusError",
     "HttpTimeout",
+    "Image",
     "NetworkDenied",
     "Response",
     "ResponseTooLarge",
     "SandboxOnlyError",
     "SdkError",
     "SecretNotGranted",
+    "config",
     "http",
     "log",
     "secret",
@@ -164,3 +169,56 @@ def secret(name: str) -> str:
 
 http = _Http()
 log = _Log()
+
+
+class ConfigMissing(SdkError, KeyError):
+    """The setting is not declared in the skill's ``[config]`` (and has no value)."""
+
+
+def config(key: str, default: Any = None) -> Any:
+    """The value of setting ``key`` from ``[config]`` and the policy (sandbox only)."""
+    _outside("config()")
+
+
+class Field:
+    """Constraints and a description for ``Annotated[T, Field(...)]`` (read in the sandbox
+    when the schema is derived; here it only records its arguments for editors)."""
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        ge: float | None = None,
+        le: float | None = None,
+        gt: float | None = None,
+        lt: float | None = None,
+        multiple_of: float | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        pattern: str | None = None,
+        title: str | None = None,
+        examples: list[Any] | None = None,
+    ) -> None:
+        self.description, self.title, self.pattern = description, title, pattern
+        self.ge, self.le, self.gt, self.lt, self.multiple_of = ge, le, gt, lt, multiple_of
+        self.min_length, self.max_length, self.examples = min_length, max_length, examples
+
+
+class _Content:
+    def __init__(self, data: bytes, mime: str, name: str | None = None) -> None:
+        self.data, self.mime, self.name = bytes(data), mime, name
+
+
+class Image(_Content):
+    """An image result ``Image(png_bytes, "image/png")`` (checked by the host)."""
+
+    def __init__(self, data: bytes, mime: str = "image/png") -> None:
+        super().__init__(data, mime)
+
+
+class File(_Content):
+    """A file result ``File(data, mime, name)``: text types reach the model as text, PDFs as
+    documents."""
+
+    def __init__(self, data: bytes, mime: str, name: str = "file") -> None:
+        super().__init__(data, mime, name)

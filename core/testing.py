@@ -359,6 +359,8 @@ class _SkillRun:
     canaries: dict[str, str] = field(default_factory=dict)
     fixture_origin: str | None = None
     fuzz_note: str | None = None
+    output_schema: dict[str, Any] | None = None
+    """The effective output schema: skill.toml's, else derived from run()'s return type."""
 
 
 def _toml_str(value: str) -> str:
@@ -598,7 +600,9 @@ def _load_manifests(
     return manifests
 
 
-def _manifest_problems(m: SkillManifest, description: str) -> list[str]:
+def _manifest_problems(
+    m: SkillManifest, description: str, output_schema: dict[str, Any] | None = None
+) -> list[str]:
     """Problems a model would have with the skill as declared; ``description`` is the one it
     reads (``skill.toml``'s, or the docstring's for a Python skill)."""
     out = []
@@ -616,7 +620,7 @@ def _manifest_problems(m: SkillManifest, description: str) -> list[str]:
         out.append(
             "no example has an expected output. Fix: add output = {...} to an [[examples]] entry"
         )
-    if m.output_schema is None:
+    if m.output_schema is None and output_schema is None:
         out.append(
             "no output_schema. Fix: describe the output as a JSON Schema in "
             "[output_schema] so callers (and this kit) can rely on it"
@@ -668,8 +672,11 @@ def _run_checks(
         for name, run in runs.items():
             m = run.manifest
             st = statuses.get(name)
+            run.output_schema = st.skill.output_schema if st is not None else m.output_schema
             problems = _manifest_problems(
-                m, st.skill.description if st is not None else m.description or ""
+                m,
+                st.skill.description if st is not None else m.description or "",
+                run.output_schema,
             )
             if _uses_fixtures(m) and not fixtures.is_dir():
                 problems.append(
@@ -770,7 +777,7 @@ def _judge(
         "output_schema",
         found,
         "return what [output_schema] describes, or correct the schema",
-        None if m.output_schema is not None else "no output_schema",
+        None if run.output_schema is not None else "no output_schema",
     )
 
     # fuzz: generated inputs never crash the skill

@@ -32,6 +32,7 @@ from bastion.executor import ExecutionRequest
 
 from .component_call import call_export
 from .component_exec import log_streams, outcome_text
+from .python_skill import CALL_SKILL_EXPORT, call_args, folder_call
 from .runner_build import Progress, load_runner_ready
 from .store import Sandbox
 
@@ -93,6 +94,7 @@ class PythonExecutor:
         self._lock = threading.Lock()
         self._runner: Component | None = None
         self._export: ExportIndex | None = None
+        self._call_index: ExportIndex | None = None
         self._closed = False
 
     def _load(self) -> tuple[Component, ExportIndex]:
@@ -138,14 +140,16 @@ class PythonExecutor:
         """Build/compile the runner (slow once, then cached) and check the source is readable."""
         self._load()
         self._source(entry)
+        self._call_export()
 
     def execute(self, request: ExecutionRequest) -> bytes:
         """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes."""
         if self._closed:
             raise ExecutionError(ErrorCode.INTERNAL, "the Python executor is closed")
-        source = self._source(request.entry)
+        entry_rel, mounts = folder_call(request)
         waited = time.monotonic()
-        runner, export = self._load()
+        runner, _ = self._load()
+        export = self._call_export()
         waited = time.monotonic() - waited
         if waited > 0.001:  # building or compiling the runner never counts against the call
             request = dataclasses.replace(request, deadline=request.deadline + waited)
@@ -154,12 +158,10 @@ class PythonExecutor:
             stdin=b"",
             limits=request.limits,
             deadline=request.deadline,
-            mounts=request.caps.mounts,
+            mounts=mounts,
             request=request,
         ) as sandbox:
-            outcome = call_export(
-                sandbox, runner, export, source, request.entry.name, request.input_json
-            )
+            outcome = call_export(sandbox, runner, export, *call_args(request, entry_rel))
             log_streams(sandbox, request)
             ok, text = outcome_text(outcome, sandbox)
             state = sandbox.state
@@ -172,9 +174,22 @@ class PythonExecutor:
             )
         raise runner_error(text, last_denial=state.last_denial)
 
+    def _call_export(self) -> ExportIndex:
+        export = self._call_index
+        if export is None:
+            runner, _ = self._load()
+            export = runner.get_export_index(CALL_SKILL_EXPORT)
+            if export is None:
+                raise ExecutionError(
+                    ErrorCode.INTERNAL, "the Python runner exports no call-skill function"
+                )
+            self._call_index = export
+        return export
+
     def close(self) -> None:
         """Drop this executor's reference to the runner (the caches keep the compiled form)."""
         with self._lock:
             self._closed = True
             self._runner = None
             self._export = None
+            self._call_index = None

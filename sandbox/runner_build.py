@@ -16,6 +16,7 @@ import ast
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Final
 
@@ -80,12 +81,41 @@ def _guest_files(root: Path) -> list[Path]:
 
 def runner_digest(guest_dir: Path = GUEST_DIR) -> str:
     """sha256 of every guest file (path and content) and the componentize-py version."""
-    h = hashlib.sha256(f"{_FORMAT}\0componentize-py={version('componentize-py')}\0".encode())
+    h = hashlib.sha256(
+        f"{_FORMAT}\0componentize-py={version('componentize-py')}\0{_tzdata_version()}\0".encode()
+    )
     for path in _guest_files(guest_dir):
         rel = path.relative_to(guest_dir).as_posix()
         h.update(f"{rel}\0{path.stat().st_size}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def _tzdata_dir() -> Path | None:
+    """The zone files of the host's ``tzdata`` package (found, never imported), or None."""
+    spec = importlib.util.find_spec("tzdata")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "zoneinfo").is_dir():
+            return Path(loc) / "zoneinfo"
+    return None
+
+
+def _tzdata_version() -> str:
+    try:
+        return f"tzdata={version('tzdata')}"
+    except PackageNotFoundError:
+        return "tzdata=none"
+
+
+def _copy_tzdata(runner_src: Path) -> None:
+    """Copy tzdata's zone files beside the guest's ``bastion_tz`` (read at build time)."""
+    zones = _tzdata_dir()
+    if zones is None:
+        _log.warning("runner.no_tzdata", fix="pip install tzdata")
+        return
+    shutil.copytree(
+        zones, runner_src / "tzdata" / "zoneinfo", ignore=shutil.ignore_patterns("*.py*")
+    )
 
 
 def allowed_modules(guest_dir: Path = GUEST_DIR) -> tuple[str, ...]:
@@ -148,6 +178,7 @@ def _build(dest: Path, progress: Progress | None) -> None:
         work = Path(tmp)
         src = work / "guest"
         shutil.copytree(GUEST_DIR, src, ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc"))
+        _copy_tzdata(src / "runner")
         out = work / "runner.wasm"
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from bastion.cachedir import CACHE_ENV
 from bastion.discovery import discover
-from bastion.manifest import check_json_schema
+from bastion.manifest import check_json_schema, load_skill_manifest
 from bastion.memo import MEMO_ENV, Memo, default_memo
 from bastion.plugins import make_plugin_manager
 from bastion.policy import load_policy
-from bastion.pyschema import derive_schema, derive_schema_memoized
+from bastion.pyschema import derive_schema_memoized, skill_digest
 
 SKILL_TOML = (
     'name = "greet"\nversion = "1.0.0"\ndescription = "Greet."\nruntime = "python"\n'
@@ -119,32 +119,63 @@ def test_memo_lives_in_the_private_cache_dir_and_can_be_turned_off(
     assert default_memo() is None
 
 
-def test_derived_schema_from_the_memo_equals_a_fresh_derivation(cache_dir: Path) -> None:
-    fresh = derive_schema(SOURCE, "skill.py")
-    first = derive_schema_memoized(SOURCE, "skill.py")
-    second = derive_schema_memoized(SOURCE, "skill.py")
-    assert first == fresh and second == fresh
-    assert len(list((cache_dir / "derived").glob("pyschema-*.json"))) == 1
+def _entry(pack: Path) -> Path:
+    memo = default_memo()
+    assert memo is not None
+    from bastion.sandbox.runner_build import runner_digest
+
+    folder = pack / "greet"
+    return memo.path("pyschema-guest", runner_digest(), skill_digest(folder, "skill.py"))
 
 
-def test_discovery_reads_the_memo_and_an_edit_derives_afresh(
-    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _unique(tmp_path: Path) -> str:
+    """The source with a comment only this test uses, so its first derivation is a miss
+    (the memo is the shared test cache's: the runner it needs is built there)."""
+    return f"# {tmp_path.name} {os.getpid()}\n" + SOURCE
+
+
+@pytest.mark.slow
+def test_a_derivation_is_remembered_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pack = _pack(tmp_path / "pack", SOURCE)
+    pack = _pack(tmp_path / "pack", _unique(tmp_path))
+    entry = _entry(pack)
+    assert not entry.exists()
+    cold = _discover(pack, monkeypatch)
+    assert entry.is_file()
+    stored = json.loads(entry.read_text())
+    assert stored["input_schema"] == cold
+    # The next discovery reads the entry: a (valid) change made to it shows.
+    stored["input_schema"]["properties"]["name"]["description"] = "from the memo"
+    entry.write_text(json.dumps(stored))
+    warm = _discover(pack, monkeypatch)
+    assert warm["properties"]["name"]["description"] == "from the memo"  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_discovery_reads_the_memo_and_an_edit_derives_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _unique(tmp_path)
+    pack = _pack(tmp_path / "pack", source)
     cold = _discover(pack, monkeypatch)
     assert _discover(pack, monkeypatch) == cold
     assert set(cold["properties"]) == {"name", "times"}  # type: ignore[index]
-    (pack / "greet" / "skill.py").write_text(SOURCE.replace("times: int = 1", "loud: bool"))
+    (pack / "greet" / "skill.py").write_text(source.replace("times: int = 1", "loud: bool"))
     edited = _discover(pack, monkeypatch)
     assert set(edited["properties"]) == {"name", "loud"}  # type: ignore[index]
     assert edited["required"] == ["name", "loud"]  # type: ignore[index]
 
 
-def test_a_memo_entry_of_the_wrong_shape_is_recomputed(cache_dir: Path) -> None:
-    derive_schema_memoized(SOURCE, "skill.py")
-    (entry,) = (cache_dir / "derived").glob("pyschema-*.json")
+@pytest.mark.slow
+def test_a_memo_entry_of_the_wrong_shape_is_recomputed(tmp_path: Path) -> None:
+    pack = _pack(tmp_path / "pack", _unique(tmp_path))
+    manifest = load_skill_manifest(pack / "greet")
+    first = derive_schema_memoized(pack / "greet", manifest)
+    entry = _entry(pack)
     entry.write_text(json.dumps({"input_schema": "not a schema", "description": 3}))
-    assert derive_schema_memoized(SOURCE, "skill.py") == derive_schema(SOURCE, "skill.py")
+    assert derive_schema_memoized(pack / "greet", manifest) == first
+    assert json.loads(entry.read_text())["input_schema"] == first.input_schema
 
 
 def test_an_invalid_schema_is_refused_every_time(cache_dir: Path) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.authoring.conftest import PackRunner
+from tests.authoring.conftest import PACKS, PackRunner
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,15 @@ def data(pack_runner: Callable[..., PackRunner]) -> PackRunner:
 
 def test_every_data_skill_is_granted_under_the_default_policy(data: PackRunner) -> None:
     names = {t.name for t in data.kernel.tools()}
-    assert names == {"calc", "convert_units", "json_query", "text_stats", "regex_extract"}
+    assert names == {
+        "calc",
+        "convert_units",
+        "json_query",
+        "text_stats",
+        "regex_extract",
+        "sparkline",
+        "slugify",
+    }
 
 
 def test_calc_input_schema_is_derived_from_run(data: PackRunner) -> None:
@@ -168,3 +177,51 @@ def test_catastrophic_regex_is_stopped_by_the_time_limit(
     runner = pack_runner("data", "[skills.regex_extract.limits]\ntimeout_ms = 1000\n")
     code, _ = runner.error("regex_extract", pattern=r"^(a+)+$", text="a" * 40 + "b")
     assert code == "TIMEOUT"
+
+
+def test_slugify_uses_its_vendored_dependency(data: PackRunner) -> None:
+    out = data.ok("slugify", text="Ærøskøbing Straße: 10 Things", separator="_")
+    assert out == {"slug": "aeroskobing_strasse_10_things", "length": 29}
+
+
+def test_the_vendored_dependency_is_built_from_its_source_in_the_repository(
+    tmp_path: Path,
+) -> None:
+    """The committed _vendor/ is what vendoring the wheel of vendor-src/textslug gives: the
+    module and its license, byte for byte (pip builds the wheel offline, no index)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from bastion.vendor import vendor_skill
+
+    src = PACKS["data"].parent / "vendor-src" / "textslug"
+    work = tmp_path / "textslug"
+    shutil.copytree(src, work)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(wheels),
+            str(work),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    skill = tmp_path / "slugify"
+    shutil.copytree(PACKS["data"] / "slugify", skill, ignore=shutil.ignore_patterns("_vendor"))
+    vendor_skill(skill, ["--no-index", "--find-links", str(wheels)])
+    fresh = json.loads((skill / "vendor.lock.json").read_text())["files"]
+    committed = json.loads((PACKS["data"] / "slugify" / "vendor.lock.json").read_text())["files"]
+    for rel in ("textslug/__init__.py", "textslug-1.0.0.dist-info/licenses/LICENSE"):
+        assert fresh[rel] == committed[rel], rel

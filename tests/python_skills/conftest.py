@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -59,6 +60,19 @@ def _request(
         logger=structlog.get_logger("test"),
         audit=audit,
     )
+
+
+def folder_request(folder: Path, inp: Any, *, entry: str = "skill.py") -> ExecutionRequest:
+    """A request for the skill folder ``folder`` (its entry ``entry``), no grants."""
+    req = _request(
+        folder / entry,
+        inp,
+        runtime="python",
+        caps=Capabilities(),
+        limits=Limits(timeout_ms=5000),
+        audit=AuditLog(),
+    )
+    return dataclasses.replace(req, folder=folder)
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def test_import_tricks_reach_nothing(python_executor: PythonExecutor, skill: Mak
         "        'exec': attempt(lambda: exec('import _socket', {})),\n"
         "        'modules': [m for m in ('socket', '_socket', '_thread', 'subprocess',\n"
         "                                'importlib', 'ctypes') if m in s.modules],\n"
-        "        'meta_path': len(s.meta_path),\n"
+        "        'meta_path': [type(f).__name__ for f in s.meta_path],\n"
         "        'fresh': attempt(lambda: (s.modules.pop('json'), __import__('json'))),\n"
         "        'system': hasattr(os, 'system') and attempt(lambda: os.system('id')),\n"
         "    }\n"
@@ -112,7 +112,8 @@ def test_import_tricks_reach_nothing(python_executor: PythonExecutor, skill: Mak
     assert out["dunder"].startswith("blocked:"), out
     assert out["builtins"].startswith("blocked:"), out
     assert out["exec"].startswith("blocked:"), out
-    assert out["modules"] == [] and out["meta_path"] == 0, out
+    # the only finder serves the skill's own (read-only) folder
+    assert out["modules"] == [] and out["meta_path"] == ["SkillFinder"], out
     assert out["fresh"].startswith("blocked:"), out  # nothing can be re-imported from disk
     assert out["system"] is False or out["system"].startswith("blocked:"), out
 

@@ -111,10 +111,28 @@ def test_syntax_error_points_to_the_line(python_executor: PythonExecutor, skill:
 def test_missing_module_names_what_is_offered(
     python_executor: PythonExecutor, skill: MakeSkill
 ) -> None:
-    err = _fail(python_executor, skill("import requests\ndef run():\n    return 1\n"))
+    err = _fail(python_executor, skill("import yaml_like_thing\ndef run():\n    return 1\n"))
     assert err.error_code is ErrorCode.SKILL_ERROR
-    assert "module 'requests' is not available in the Bastion sandbox" in err.message
-    assert "json" in err.message and "urllib.parse" in err.message
+    assert "module 'yaml_like_thing' is not available in the Bastion sandbox" in err.message
+    assert "json" in err.message and "zoneinfo" in err.message
+
+
+@pytest.mark.parametrize(
+    ("module", "instead"),
+    [
+        ("requests", "bastion_sdk.http"),
+        ("socket", "bastion_sdk.http"),
+        ("threading", "asyncio"),
+        ("subprocess", "cannot start processes"),
+        ("numpy", "pure-Python"),
+    ],
+)
+def test_absent_module_says_what_to_use_instead(
+    python_executor: PythonExecutor, skill: MakeSkill, module: str, instead: str
+) -> None:
+    err = _fail(python_executor, skill(f"import {module}\ndef run():\n    return 1\n"))
+    assert f"module {module!r} is not available in the Bastion sandbox" in err.message
+    assert instead in err.message
 
 
 def test_every_allowed_module_imports(python_executor: PythonExecutor, skill: MakeSkill) -> None:
@@ -132,8 +150,9 @@ def test_bad_input_names_the_argument(python_executor: PythonExecutor, skill: Ma
 def test_unserializable_result_is_invalid_output(
     python_executor: PythonExecutor, skill: MakeSkill
 ) -> None:
-    err = _fail(python_executor, skill("def run():\n    return {1, 2}\n"))
+    err = _fail(python_executor, skill("def run():\n    return {'x': object()}\n"))
     assert err.error_code is ErrorCode.INVALID_OUTPUT
+    assert "object" in err.message
 
 
 def test_no_run_function(python_executor: PythonExecutor, skill: MakeSkill) -> None:

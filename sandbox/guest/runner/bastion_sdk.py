@@ -1,4 +1,5 @@
-"""The skill SDK inside the sandbox: HTTP through the host, granted secrets, the host log.
+"""The skill SDK inside the sandbox: HTTP through the host, granted secrets, the host log,
+settings (``config``), files and images as results, and ``Field`` for schema constraints.
 
 A skill imports it as ``import bastion_sdk`` or ``from bastion import sdk``. The host checks
 every request against the skill's grants; this module only shapes calls and results. Granted
@@ -13,16 +14,21 @@ Exceptions::
     │   ├── ResponseTooLarge   the response exceeded the host's size cap
     │   ├── HttpFailed         connection refused, bad URL, protocol error
     │   └── HttpStatusError    raised by Response.raise_for_status() for 4xx/5xx
-    └── SecretNotGranted       the secret is not granted to this skill
+    ├── SecretNotGranted       the secret is not granted to this skill
+    └── ConfigMissing          the setting is not declared in skill.toml [config]
 """
 
 import binascii as _binascii
 import json as _json
+import typing as _typing
 
 from componentize_py_types import Err as _Err
 from wit_world.imports import host as _host
 
 __all__ = [
+    "ConfigMissing",
+    "Field",
+    "File",
     "HttpError",
     "HttpFailed",
     "HttpStatusError",
@@ -32,6 +38,8 @@ __all__ = [
     "ResponseTooLarge",
     "SdkError",
     "SecretNotGranted",
+    "Image",
+    "config",
     "http",
     "log",
     "secret",
@@ -72,6 +80,13 @@ class HttpStatusError(HttpError):
 
 class SecretNotGranted(SdkError):
     """The secret is not granted to this skill (``[permissions] secrets`` and the policy)."""
+
+
+class ConfigMissing(SdkError, KeyError):
+    """The setting is not declared in the skill's ``[config]`` (and has no value)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else "config key missing"
 
 
 _HTTP_ERRORS = {
@@ -221,3 +236,95 @@ class _Log:
 
 http = _Http()
 log = _Log()
+
+
+from bastion_types import Field  # noqa: E402  (one marker class for schemas and the SDK)
+
+_config = {}
+
+
+def _set_config(values):
+    """Set by the runner before each call: the skill's settings (``[config]`` + policy)."""
+    global _config
+    _config = dict(values) if isinstance(values, dict) else {}
+
+
+def config(key, default=None):
+    """The value of setting ``key`` (declared in skill.toml ``[config]``, set by the operator
+    in the policy's ``[skills.NAME.config]``, else its declared default).
+
+    ``default`` is returned for a key that has no value; a key with no value and no default
+    raises ``ConfigMissing``.
+    """
+    key = str(key)
+    if key in _config:
+        return _config[key]
+    if default is not None:
+        return default
+    raise ConfigMissing(
+        f"config key {key!r} has no value: declare it in skill.toml [config] and set it in "
+        "the policy's [skills.NAME.config]"
+    )
+
+
+class _Content:
+    """Bytes the skill returns for the model to see as an image or a document."""
+
+    __slots__ = ("data", "mime", "name")
+    kind = "file"
+
+    def __init__(self, data, mime, name=None):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{type(self).__name__} data must be bytes, not {type(data).__name__}")
+        if not isinstance(mime, str) or "/" not in mime:
+            raise ValueError(f"{type(self).__name__} needs a MIME type such as 'image/png', "
+                             f"not {mime!r}")
+        self.data = bytes(data)
+        self.mime = mime.strip().lower()
+        self.name = None if name is None else str(name)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.mime} {len(self.data)} bytes>"
+
+    def __bastion_json__(self):
+        out = {
+            "$bastion": self.kind,
+            "mime": self.mime,
+            "data_b64": _binascii.b2a_base64(self.data, newline=False).decode("ascii"),
+        }
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class Image(_Content):
+    """An image result: ``Image(png_bytes, "image/png")`` (PNG, JPEG, GIF or WebP).
+
+    The host checks the bytes really are that type before the model sees them.
+    """
+
+    __slots__ = ()
+    kind = "image"
+
+    def __init__(self, data, mime="image/png"):
+        super().__init__(data, mime)
+
+
+class File(_Content):
+    """A file result: ``File(data, "application/pdf", "report.pdf")``; text types (CSV, HTML,
+    SVG, JSON ...) reach the model as text, PDFs as documents."""
+
+    __slots__ = ()
+    kind = "file"
+
+    def __init__(self, data, mime, name="file"):
+        super().__init__(data, mime, name)
+
+
+def _is_content_type(tp):
+    """Whether a return annotation is (or is made of) Image/File: no output schema then."""
+    if isinstance(tp, type) and issubclass(tp, _Content):
+        return True
+    return any(_is_content_type(a) for a in _typing.get_args(tp))

@@ -1,20 +1,25 @@
 """The {{name}} skill: runs inside Bastion's WebAssembly sandbox.
 
-Write a ``run`` function with type hints and a docstring: Bastion derives the tool's input
-schema from them (str, int, float, bool, None, list/dict of these, Literal, Optional and
-TypedDict; defaults must be literals). Return JSON-like values (dict, list, str, int, float,
-bool, None).
+Write a ``run`` function with type hints and a docstring: Bastion imports this module inside
+the sandbox (no grants, a short deadline) and derives the tool's input and output schemas from
+the real hints (str, int, float, bool, None, list/tuple/set/dict, unions, Literal, Enum,
+TypedDict, dataclasses, NamedTuple, ``Annotated[T, Field(ge=..., max_length=...)]``). The
+model's JSON arguments arrive converted to those types; return them (or JSON-like values,
+``bastion_sdk.Image``/``File``) and the runner converts them back.
 
 Raise ``ValueError`` with a message the caller can act on when the input cannot be handled: it
 is reported as ``SKILL_ERROR`` with your message. Any other exception is a bug, and the
 conformance kit's fuzz check reports it.
 
-The sandbox offers a fixed set of standard modules (json, re, math, datetime, html.parser,
-urllib.parse, ...; not sys, socket, subprocess or ctypes) and the guest SDK:
+The folder is a package root: sibling modules import as usual, and ``dependencies`` in
+skill.toml (pure Python) are vendored with ``bastion pack vendor``. The standard library
+that makes sense without processes, sockets or threads is there (``bastion doctor
+--modules``), with the guest SDK:
 
-    from bastion_sdk import http, log, secret
+    from bastion_sdk import http, log, secret, config
     http.get(url, headers=None, timeout_ms=None)   # only hosts you declared and were granted
     secret("EXAMPLE_API_TOKEN")                     # only secrets you declared and were granted
+    config("api_base")                              # a [config] setting the operator set
     log.info("message", key="value")               # the host's structured log
 """
 

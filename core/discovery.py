@@ -446,6 +446,9 @@ def discover(
 ) -> Discovery:
     """Find every pack (entry points, ``pack_paths``, then ``embedded`` plugin objects an
     embedder passed, trusted because they were passed) and return skills and problems."""
+    from .logs import ensure_logging
+
+    ensure_logging()  # discovery runs guests (schema derivation): never structlog's stdout default
     found = Discovery()
 
     def add(report: PackReport, skills: list[Skill]) -> None:

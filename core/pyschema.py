@@ -27,11 +27,15 @@ from .manifest import SKILL_MANIFEST, SkillManifest, check_json_schema
 from .memo import default_memo
 from .vendorlock import LOCK_FILE, verify_vendor
 
-__all__ = ["DerivedSkill", "derive_schema_memoized", "skill_digest"]
+__all__ = ["MAX_MODULE_BYTES", "DerivedSkill", "derive_schema_memoized", "skill_digest"]
 
 _MEMO_NAMESPACE: Final = "pyschema-guest"
 _MAX_FILES: Final[int] = 20_000
 _MAX_BYTES: Final[int] = 256 << 20
+MAX_MODULE_BYTES: Final[int] = 4 * 1024 * 1024
+"""Largest ``.py`` file of a skill: the guest loader's own limit (``bastion_loader.py``),
+checked on the host by ``stat`` first, so a huge file is refused before anything reads it."""
+_CHUNK: Final[int] = 1 << 20
 _runner_digest: str | None = None
 
 
@@ -75,7 +79,16 @@ def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
                 if path.is_symlink() or not path.is_file():
                     continue
                 count += 1
-                total += path.stat().st_size
+                size = path.stat().st_size
+                total += size
+                rel = prefix + path.relative_to(root).as_posix()
+                if size > MAX_MODULE_BYTES:
+                    raise ManifestError(
+                        f"{rel!r} is {size} bytes, over the {MAX_MODULE_BYTES}-byte limit "
+                        "for one module",
+                        source=str(root),
+                        fix="split the module, or keep large data out of Python source",
+                    )
                 if count > _MAX_FILES or total > _MAX_BYTES:
                     raise ManifestError(
                         f"the skill folder holds more than {_MAX_FILES} Python files or "
@@ -83,10 +96,10 @@ def skill_digest(folder: Path, entry: str, shared: Path | None = None) -> str:
                         source=str(root),
                         fix="keep only the skill's own modules and its vendored dependencies",
                     )
-                data = path.read_bytes()
-                rel = prefix + path.relative_to(root).as_posix()
-                h.update(f"{rel}\0{len(data)}\0".encode())
-                h.update(data)
+                h.update(f"{rel}\0{size}\0".encode())
+                with path.open("rb") as f:  # in chunks: memory stays bounded per file
+                    for chunk in iter(lambda: f.read(_CHUNK), b""):
+                        h.update(chunk)
     return h.hexdigest()
 
 

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from bastion import Kernel, load_policy
 from bastion.boundedread import (
-    MAX_SOURCE_BYTES,
     MAX_TOML_NESTING,
     ReadRefused,
     read_capped,
@@ -84,7 +83,7 @@ HOSTILE_SKILLS: dict[str, tuple[str, str]] = {
     ),
     "huge-manifest": (GOOD.format(name="huge") + "# " + "x" * (MAX_CONFIG_BYTES + 10), "limit"),
     "fifo-manifest": ("FIFO", "has no skill.toml"),  # refused before any open()
-    "huge-source": ("SOURCE", "limit"),
+    "huge-source": ("SOURCE", "-byte limit for one module"),
     "deep-schema": (
         GOOD.format(name="deepschema").replace('input_schema = { type = "object" }\n', "")
         + '[input_schema]\ntype = "object"\n'
@@ -200,28 +199,18 @@ _RSS_CHILD = textwrap.dedent(
 def test_discovery_memory_stays_bounded_with_a_50_mib_source(
     tmp_path: Path, echo_wasm: bytes
 ) -> None:
-    """Peak RSS of a child running discovery over a pack with a 50 MiB Python entry file (and
-    one just under the host-parse cap) stays under 100 MiB; before the fix the whole file was
-    read and handed to ``ast.parse`` (gigabytes)."""
+    """Peak RSS of a child running discovery over a pack with a 50 MiB Python entry file stays
+    under 100 MiB; before the fix the whole file was read and handed to ``ast.parse``
+    (gigabytes). Schemas are now derived in the sandbox: the file is refused by its size on the
+    host before anything reads it or maps it into a guest."""
     pack = build_hostile(tmp_path / "pack", echo_wasm, "huge-source")
-    near = write_pack(
-        tmp_path / "near",
-        "near",
-        {
-            "p": {
-                "skill.toml": 'name = "near"\nversion = "1.0.0"\nruntime = "python"\n'
-                'entry = "skill.py"\n'
-            }
-        },
-    )
-    big_source(near / "p" / "skill.py", MAX_SOURCE_BYTES + 1)
     proc = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(pack), str(near)], capture_output=True, text=True
+        [sys.executable, "-c", _RSS_CHILD, str(pack)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["skills"] == ["good_echo"]
-    assert len(out["problems"]) == 2 and all("limit" in p for p in out["problems"])
+    assert len(out["problems"]) == 1 and "-byte limit for one module" in out["problems"][0]
     assert out["hwm_kib"] < 100 * 1024, f"peak RSS {out['hwm_kib'] / 1024:.0f} MiB"
 
 

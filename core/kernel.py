@@ -159,6 +159,13 @@ class Kernel(Closeable):
         for group in self._pm.hook.bastion_executors():
             for ex in group or []:
                 self._executors.setdefault(ex.runtime, ex)
+        self.workers: Any = None
+        """The ``WorkerPool`` of sandboxed calls (``[workers] isolation = "process"``)."""
+        if policy.doc.workers.isolation == "process":
+            from .sandbox.workers import pool_for_kernel
+
+            folders = [s.folder for s in self._discovery.skills.values() if s.folder is not None]
+            self.workers = pool_for_kernel(self._executors, policy, skill_folders=folders)
         env = os.environ if environ is None else environ
         self._status: dict[str, SkillStatus] = {}
         for name, skill in sorted(self._discovery.skills.items()):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -28,8 +30,8 @@ from wasmtime.component import Component, ExportIndex
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
-from .component_call import call_export
-from .component_exec import log_streams, outcome_text
+from .component_call import CallOutcome, call_instance, instantiate_in
+from .component_exec import PREWARM_BUDGET_S, WarmSlot, log_streams, outcome_text
 from .runner_build import Progress, load_runner
 from .store import Sandbox
 
@@ -92,6 +94,7 @@ class PythonExecutor:
         self._runner: Component | None = None
         self._export: ExportIndex | None = None
         self._closed = False
+        self._warm = WarmSlot()
 
     def _load(self) -> tuple[Component, ExportIndex]:
         runner, export = self._runner, self._export
@@ -132,31 +135,54 @@ class PythonExecutor:
                 f"skill source {entry.name!r} is not UTF-8 (byte {exc.start})",
             ) from None
 
+    def load(self) -> None:
+        """Load the built runner now (a worker does this before its OS limits close the
+        cache to writes); builds and compiles it first if needed."""
+        self._load()
+
     def prepare(self, entry: Path) -> None:
         """Build/compile the runner (slow once, then cached) and check the source is readable."""
         self._load()
         self._source(entry)
 
-    def execute(self, request: ExecutionRequest) -> bytes:
-        """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes."""
+    def execute(
+        self, request: ExecutionRequest, *, after: list[Callable[[], None]] | None = None
+    ) -> bytes:
+        """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes.
+
+        The instance is the one ``prewarm`` made for this skill, grants and limits if there is
+        one (a worker makes it before the call arrives), else a new one. ``after``, when given,
+        receives the store's drop instead of running it, so a worker answers first.
+        """
         if self._closed:
             raise ExecutionError(ErrorCode.INTERNAL, "the Python executor is closed")
         source = self._source(request.entry)
         runner, export = self._load()
-        with Sandbox(
-            skill=request.skill,
-            stdin=b"",
-            limits=request.limits,
-            deadline=request.deadline,
-            mounts=request.caps.mounts,
-            request=request,
-        ) as sandbox:
-            outcome = call_export(
-                sandbox, runner, export, source, request.entry.name, request.input_json
-            )
+        warm = self._warm.take(request)
+        if warm is not None:
+            sandbox, instance = warm
+            sandbox.rearm(request.deadline, request)
+        else:
+            sandbox = self._sandbox(request, request.deadline, request)
+            instance = None
+        try:
+            failed: CallOutcome | None = None
+            if instance is None:
+                instance, failed = instantiate_in(sandbox, runner)
+            if failed is not None:
+                outcome = failed
+            else:
+                outcome = call_instance(
+                    sandbox, instance, export, source, request.entry.name, request.input_json
+                )
             log_streams(sandbox, request)
             ok, text = outcome_text(outcome, sandbox)
             state = sandbox.state
+        finally:
+            if after is not None:
+                after.append(sandbox.close)
+            else:
+                sandbox.close()
         if ok:
             return text.encode("utf-8")
         if state.stdout.capped or state.stderr.capped:
@@ -166,9 +192,34 @@ class PythonExecutor:
             )
         raise runner_error(text, last_denial=state.last_denial)
 
+    @staticmethod
+    def _sandbox(request: ExecutionRequest, deadline: float, bound: Any) -> Sandbox:
+        return Sandbox(
+            skill=request.skill,
+            stdin=b"",
+            limits=request.limits,
+            deadline=deadline,
+            mounts=request.caps.mounts,
+            request=bound,
+        )
+
+    def prewarm(self, request: ExecutionRequest) -> None:
+        """Instantiate the runner for the next call shaped like ``request`` (same skill,
+        mounts and limits) and hold it; the instance will serve exactly one call."""
+        if self._closed:
+            return
+        runner, _export = self._load()
+        sandbox = self._sandbox(request, time.monotonic() + PREWARM_BUDGET_S, None)
+        instance, failed = instantiate_in(sandbox, runner)
+        if failed is not None or instance is None:
+            sandbox.close()
+            return
+        self._warm.put(request, sandbox, instance)
+
     def close(self) -> None:
         """Drop this executor's reference to the runner (the caches keep the compiled form)."""
         with self._lock:
             self._closed = True
             self._runner = None
             self._export = None
+        self._warm.clear()

@@ -301,6 +301,8 @@ class WorkerPool(Closeable):
 
     def run(self, request: ExecutionRequest) -> bytes:
         """Run one call in a worker; returns the output bytes or raises ``ExecutionError``."""
+        if request.cancel is not None and request.cancel.is_set():
+            raise ExecutionError(ErrorCode.CANCELLED, "the caller cancelled the call before it ran")
         w, waited = self._acquire(request)
         deadline = request.deadline + waited
         hard = deadline + self.settings.grace_ms / 1000

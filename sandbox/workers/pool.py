@@ -250,7 +250,10 @@ class WorkerPool(Closeable):
                     if self._closed:
                         raise ExecutionError(ErrorCode.INTERNAL, "the worker pool is closed")
                     if self._idle:
-                        w = self._idle.pop()
+                        # A ready worker first; one still starting only if none is ready.
+                        ready = [x for x in self._idle if x.ready is not None]
+                        w = ready[-1] if ready else self._idle[-1]
+                        self._idle.remove(w)
                         break
                     if len(self._all) + self._replacing < self.settings.size:
                         w = self._spawn_locked()

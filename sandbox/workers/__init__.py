@@ -48,12 +48,15 @@ def settings_from_policy(policy: Any, *, skill_folders: Iterable[Path] = ()) -> 
     read = {str(p) for p in skill_folders if str(p) not in ("", ".")}
     read |= {str(m.host) for m in mounts if not m.writable}
     write = sorted({str(m.host) for m in mounts if m.writable})
+    caps = [policy.doc.limits.memory_mb]
+    caps += [s.limits.memory_mb for s in policy.doc.skills.values() if s.limits.memory_mb]
     return WorkerSettings(
         count=section.count,
         grace_ms=section.grace_ms,
         max_open_files=section.max_open_files,
         landlock=section.landlock,
         seccomp=section.seccomp,
+        max_memory_mb=max(caps),
         read_paths=tuple(sorted(read)),
         write_paths=tuple(write),
     )

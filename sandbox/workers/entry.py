@@ -124,6 +124,10 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from . import oslimits
     from .wire import encode_error, request_from_call
 
+    slot = engine.engine_settings().memory_reservation
+    pooling = bool(cfg.get("pooling")) and int(cfg.get("max_memory_mb", 0)) * 2**20 <= slot
+    if pooling:
+        engine.configure_engine(pooling=True)
     engine.get_engine()
     executors: dict[str, Any] = {
         "wasm": WasiModuleExecutor(),
@@ -152,6 +156,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             "pid": os.getpid(),
             "start_ms": round((time.monotonic() - started) * 1000, 3),
             "limits": report,
+            "pooling": pooling,
         }
     )
     while True:

@@ -61,6 +61,11 @@ class WorkerSettings:
     """Extra read-only paths Landlock keeps (the policy's read-only mounts)."""
     write_paths: tuple[str, ...] = ()
     """Paths Landlock keeps writable (the policy's writable mounts)."""
+    pooling: bool = True
+    """Workers use wasmtime's pooling allocator with keep-resident memory, unless a skill may
+    get more memory (``max_memory_mb``) than a pooled slot holds."""
+    max_memory_mb: int = 512
+    """The largest memory cap in the policy (global or per skill)."""
     entry: tuple[str, ...] = DEFAULT_ENTRY
     """Interpreter arguments that start a worker (tests point this at an attack entry)."""
 
@@ -177,6 +182,8 @@ class WorkerPool(Closeable):
             "max_open_files": s.max_open_files,
             "landlock": s.landlock,
             "seccomp": s.seccomp,
+            "pooling": s.pooling,
+            "max_memory_mb": s.max_memory_mb,
             "read": list(s.read_paths),
             "write": list(s.write_paths),
             "preload": list(self._preload),

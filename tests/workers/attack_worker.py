@@ -47,14 +47,18 @@ def _open_many(n: int) -> dict[str, Any]:
     return {"refused": False, "opened": len(fds)}
 
 
-def _open_fds() -> list[int]:
-    out = []
+def _open_fds() -> dict[int, str]:
+    """Every open descriptor and what it is (``?`` when Landlock hides ``/proc``)."""
+    out: dict[int, str] = {}
     for fd in range(0, 1024):
         try:
             os.fstat(fd)
         except OSError:
             continue
-        out.append(fd)
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            out[fd] = "?"
     return out
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bastion.cachedir import default_cache_root
 from bastion.sandbox.workers.pool import WorkerPool
 from tests.workers.conftest import ATTACK_ENTRY, MakePool, MakeRequest
 
@@ -100,12 +103,29 @@ class TestInheritance:
     ) -> None:
         assert _attack(attack_pool, request_for, "state")["env"] == ["BASTION_CACHE_DIR"]
 
-    def test_no_descriptor_but_stdio_and_the_socket(
-        self, attack_pool: WorkerPool, request_for: MakeRequest
+    def test_no_descriptor_inherited_but_stdio_and_the_socket(
+        self, make_pool: MakePool, request_for: MakeRequest, tmp_path: Path
     ) -> None:
-        fds = _attack(attack_pool, request_for, "state")["fds"]
-        assert fds[:3] == [0, 1, 2]
-        assert len(fds) <= 4, fds
+        # An inheritable descriptor open in the kernel must not reach the worker. Landlock is
+        # off here only so the worker may read /proc/self/fd to say what each descriptor is.
+        bait = tmp_path / "kernel-secret.txt"
+        bait.write_text("x")
+        fd = os.open(bait, os.O_RDONLY)
+        os.set_inheritable(fd, True)
+        try:
+            pool = make_pool(attack=True, landlock=False)
+            fds = _attack(pool, request_for, "state")["fds"]
+        finally:
+            os.close(fd)
+        assert [fds[k] for k in ("0", "1", "2")] == ["/dev/null"] * 3
+        others = [v for k, v in fds.items() if int(k) > 2]
+        assert str(bait) not in others
+        sockets = [v for v in others if v.startswith("socket:")]
+        assert len(sockets) == 1, fds
+        # Anything else the worker opened itself: compiled code mapped from the cache, and
+        # wasmtime's memfd images or epoll; never another path.
+        own = ("socket:", "/memfd:", "anon_inode:", str(default_cache_root()) + "/")
+        assert all(v.startswith(own) for v in others), fds
 
     def test_core_dumps_off_and_no_new_privs(self, attack_pool: WorkerPool) -> None:
         limits = _limits(attack_pool)

@@ -239,18 +239,29 @@ class WorkerPool(Closeable):
         threading.Thread(target=self._start_replacement, name="bastion-worker-spawn").start()
 
     def _start_replacement(self) -> None:
-        with self._cond:
-            try:
+        w: _Worker | None = None
+        try:
+            with self._cond:
                 if not self._closed and len(self._all) < self.settings.size:
-                    self._idle.append(self._spawn_locked())
-            except OSError as exc:
-                _log.error("worker.spawn_failed", error=str(exc)[:200])
-            finally:
+                    w = self._spawn_locked()
+            if w is not None:
+                self._await_ready(w)
+                with self._cond:
+                    if self._closed:
+                        w.kill()
+                    else:
+                        self._idle.append(w)
+        except (OSError, ExecutionError) as exc:
+            _log.error("worker.replace_failed", error=str(exc)[:200])
+        finally:
+            with self._cond:
                 self._replacing -= 1
                 self._cond.notify_all()
 
     def _acquire(self, request: ExecutionRequest) -> tuple[_Worker, float]:
-        """An idle (or new) ready worker and the seconds spent waiting for one to start."""
+        """An idle (or new) ready worker, and the seconds spent getting it: waiting for a
+        worker to start or to come free is the host's time, not the skill's."""
+        t0 = time.monotonic()
         while True:
             with self._cond:
                 while True:
@@ -269,13 +280,9 @@ class WorkerPool(Closeable):
                         raise ExecutionError(
                             ErrorCode.CANCELLED, "the caller cancelled the call before it ran"
                         )
-                    left = request.deadline - time.monotonic()
-                    if left <= 0:
-                        raise _timeout(request, "no worker became free before the deadline")
-                    self._cond.wait(min(left, 0.05) if request.cancel is not None else left)
+                    self._cond.wait(0.05 if request.cancel is not None else None)
             if w.ready is not None:
-                return w, 0.0
-            t0 = time.monotonic()
+                return w, time.monotonic() - t0
             try:
                 self._await_ready(w)
             except ExecutionError:

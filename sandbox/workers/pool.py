@@ -101,10 +101,14 @@ class _Worker:
     def pid(self) -> int:
         return self.proc.pid
 
-    def kill(self) -> int | None:
-        """SIGKILL, reap (no zombie), close the socket; returns the exit status."""
+    def signal_kill(self) -> None:
+        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
+
+    def kill(self) -> int | None:
+        """SIGKILL, reap (no zombie), close the socket; returns the exit status."""
+        self.signal_kill()
         try:
             status = self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel failed to kill
@@ -154,6 +158,7 @@ class WorkerPool(Closeable):
         self._preload: list[list[str]] = []
         self._ids = 0
         self._replacing = 0
+        self._helpers: list[threading.Thread] = []
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._all)
 
@@ -228,17 +233,28 @@ class WorkerPool(Closeable):
                 self._idle.remove(w)
             self._cond.notify()
 
-    def _replace(self, w: _Worker) -> None:
+    def _replace(self, w: _Worker, *, reap: bool = False) -> None:
         """Drop a dead or killed worker and start its replacement on a helper thread, so the
-        failed call returns at once; the new worker readies while the pool serves others."""
+        failed call returns at once; the new worker readies while the pool serves others.
+        With ``reap``, the helper also reaps the old one (tearing down a large address space
+        takes a while, and the caller need not wait for it)."""
         with self._cond:
             if w in self._all:
                 self._all.remove(w)
             self._replacing += 1
             self._cond.notify()
-        threading.Thread(target=self._start_replacement, name="bastion-worker-spawn").start()
+        old = w if reap else None
+        t = threading.Thread(
+            target=self._start_replacement, args=(old,), name="bastion-worker-spawn"
+        )
+        with self._cond:
+            self._helpers = [h for h in self._helpers if h.is_alive()]
+            self._helpers.append(t)
+        t.start()
 
-    def _start_replacement(self) -> None:
+    def _start_replacement(self, old: _Worker | None = None) -> None:
+        if old is not None:
+            old.kill()
         w: _Worker | None = None
         try:
             with self._cond:
@@ -252,7 +268,8 @@ class WorkerPool(Closeable):
                     else:
                         self._idle.append(w)
         except (OSError, ExecutionError) as exc:
-            _log.error("worker.replace_failed", error=str(exc)[:200])
+            if not self._closed:
+                _log.error("worker.replace_failed", error=str(exc)[:200])
         finally:
             with self._cond:
                 self._replacing -= 1
@@ -380,9 +397,9 @@ class WorkerPool(Closeable):
         return self._crashed(w, request, "too many frames for one call")
 
     def _end(self, w: _Worker, request: ExecutionRequest, why: str) -> None:
-        status = w.kill()
-        self._replace(w)
-        _safe_audit(request, {"event": "killed", "reason": why, "pid": w.pid, "status": status})
+        w.signal_kill()
+        self._replace(w, reap=True)
+        _safe_audit(request, {"event": "killed", "reason": why, "pid": w.pid, "signal": "SIGKILL"})
 
     def _crashed(self, w: _Worker, request: ExecutionRequest, why: str | None) -> bytes:
         status = w.kill() if why else w.reap()
@@ -414,11 +431,15 @@ class WorkerPool(Closeable):
         with self._cond:
             self._closed = True
             workers = list(self._all)
+            helpers = list(self._helpers)
             self._all.clear()
             self._idle.clear()
             self._cond.notify_all()
         for w in workers:
             w.kill()
+        for t in helpers:
+            if t is not threading.current_thread():
+                t.join(timeout=30)
         self._finalizer.detach()
 
 

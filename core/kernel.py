@@ -336,7 +336,12 @@ class Kernel(Closeable):
     def metrics_text(self) -> str:
         """Per-skill calls by outcome, latency histograms, cache hits and breaker states in the
         Prometheus text format; raises ``ConfigError`` without ``prometheus-client``."""
-        return prometheus_text(self.metrics.snapshot(), self.breaker_states())
+        text = prometheus_text(self.metrics.snapshot(), self.breaker_states())
+        if self.workers is not None:
+            from .sandbox.workers.metrics import worker_metrics_text
+
+            text += worker_metrics_text(self.workers.stats)
+        return text
 
     def health(self) -> dict[str, Any]:
         """A JSON-able report for embedders and ``bastion doctor``: packs, skills, sandbox,

@@ -4,6 +4,9 @@ in-process."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 from bastion import Kernel, load_policy
 from bastion.audit import read_audit
 from bastion.errors import PolicyError
-from bastion.sandbox.workers import ProcessExecutor
+from bastion.sandbox.workers import ProcessExecutor, landlock
 
 SKILLS = {
     "hello": "def run(name: str) -> dict:\n    return {'hi': name}\n",
@@ -93,3 +96,27 @@ def test_bad_workers_section_is_refused_with_the_value() -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(text='[workers]\nisolation = "vm"\n')
     assert "workers.isolation" in str(info.value) and "'vm'" in str(info.value)
+
+
+def test_doctor_reports_the_worker_layer(tmp_path: Path) -> None:
+    policy = tmp_path / "bastion.toml"
+    policy.write_text(f'[audit]\npath = "{tmp_path / "a.jsonl"}"\n[workers]\nseccomp = false\n')
+    bastion = Path(sys.executable).parent / "bastion"
+    proc = subprocess.run(
+        [str(bastion), "--policy", str(policy), "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["workers"]["detail"].startswith('isolation = "process"')
+    expected = "ABI" if landlock.abi_version() else "NOT available"
+    assert expected in checks["landlock"]["detail"]
+    assert checks["seccomp"]["detail"] == "off ([workers] seccomp = false)"
+
+
+def test_metrics_count_worker_kills(kernel: Kernel) -> None:
+    assert kernel.invoke("sleepy", {}).error is not None
+    text = kernel.metrics_text()
+    assert 'bastion_worker_events_total{event="killed_timeout"} 1.0' in text
+    assert 'bastion_skill_calls_total{outcome="TIMEOUT",skill="sleepy"} 1.0' in text

@@ -96,6 +96,8 @@ class _Worker:
         self.spawned = spawned
         self.ready: dict[str, Any] | None = None
         self.calls = 0
+        self.settled = True
+        """False while a call is in flight and not yet answered, killed or found dead."""
 
     @property
     def pid(self) -> int:
@@ -307,6 +309,7 @@ class WorkerPool(Closeable):
             return w, time.monotonic() - t0
 
     def _release(self, w: _Worker) -> None:
+        w.settled = True
         with self._cond:
             if self._closed:
                 w.kill()
@@ -351,6 +354,16 @@ class WorkerPool(Closeable):
             w.sock.sendall(encode_frame(encode_call(call_id, request, deadline), blob))
         except OSError:
             return self._crashed(w, request, "the worker's socket was closed")
+        w.settled = False
+        try:
+            return self._converse(w, request, call_id, hard)
+        except BaseException:
+            if not w.settled:  # e.g. the audit sink raised: the worker is mid-call, end it
+                self._end(w, request, "kernel error")
+            raise
+
+    def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
+        """Read the worker's frames for one call until its answer, the deadline or a cancel."""
         cancel = request.cancel
         for _ in range(_MAX_FRAMES_PER_CALL):
             while True:
@@ -397,11 +410,13 @@ class WorkerPool(Closeable):
         return self._crashed(w, request, "too many frames for one call")
 
     def _end(self, w: _Worker, request: ExecutionRequest, why: str) -> None:
+        w.settled = True
         w.signal_kill()
         self._replace(w, reap=True)
         _safe_audit(request, {"event": "killed", "reason": why, "pid": w.pid, "signal": "SIGKILL"})
 
     def _crashed(self, w: _Worker, request: ExecutionRequest, why: str | None) -> bytes:
+        w.settled = True
         status = w.kill() if why else w.reap()
         self.stats.crashed += 1
         self._replace(w)

@@ -4,6 +4,7 @@ skills in other workers finish untouched."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,25 @@ def test_descriptor_exhaustion_in_one_call_leaves_others_untouched(
     assert result == [b'{"slow": true}']
     # The hoarding worker closed its files with the store: it serves the next call.
     assert b'"opened"' in pool.run(request_for(hoard, caps=caps, skill="hoard"))
+
+
+class _RaisingLogger:
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def log(*_a: object, **_k: object) -> None:
+            raise RuntimeError("the log sink is broken")
+
+        return log
+
+
+def test_kernel_side_failure_mid_call_ends_that_worker_not_the_pool(
+    make_pool: MakePool, pyskill: Callable[[str, str], Path], request_for: MakeRequest
+) -> None:
+    pool = make_pool(count=1)
+    noisy = pyskill("noisy", "def run() -> dict:\n    print('hi')\n    return {}\n")
+    hello = pyskill("hello", HELLO)
+    req = request_for(noisy)
+    req = dataclasses.replace(req, logger=_RaisingLogger())
+    with pytest.raises(RuntimeError, match="log sink"):
+        pool.run(req)
+    # The worker left mid-call was ended and replaced: the single slot serves the next call.
+    assert pool.run(request_for(hello)) == b'{"hi": "x"}'

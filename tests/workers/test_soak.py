@@ -32,9 +32,9 @@ def test_many_calls_a_tenth_hostile_leave_no_zombie_and_no_leaked_fd(
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        if i % 10 == 3:
+        if i % 20 == 3:
             req = request_for(sleepy, {"n": i}, timeout_ms=100, skill="sleepy")
-        elif i % 10 == 7:
+        elif i % 20 == 13:
             req = request_for(ATTACK_ENTRY, {"do": "abort"}, runtime="attack", skill="bad")
         else:
             req = request_for(hello, {"n": i}, skill="hello")
@@ -55,7 +55,7 @@ def test_many_calls_a_tenth_hostile_leave_no_zombie_and_no_leaked_fd(
         t.start()
     for t in threads:
         t.join()
-    hostile = sum(1 for i in range(CALLS) if i % 10 in (3, 7))
+    hostile = sum(1 for i in range(CALLS) if i % 20 in (3, 13))
     assert outcomes.get("ok", 0) == CALLS - hostile, outcomes
     assert (
         outcomes.get(ErrorCode.TIMEOUT.value, 0) + outcomes.get(ErrorCode.SKILL_CRASHED.value, 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import resource
 import sys
 import sysconfig
@@ -78,8 +79,10 @@ def apply(
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     report["max_open_files"] = limit
     report["core"] = 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    report["no_new_privs"] = libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+    report["no_new_privs"] = False
+    if platform.system() == "Linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        report["no_new_privs"] = libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
     report["landlock"] = 0
     report["landlock_error"] = None
     if landlock_on:

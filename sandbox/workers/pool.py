@@ -321,6 +321,12 @@ class WorkerPool(Closeable):
 
     # -- calls -----------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the first worker now if none runs (it readies while the caller works)."""
+        with self._cond:
+            if not self._all and not self._replacing and not self._closed:
+                self._idle.append(self._spawn_locked())
+
     def prepare(self, runtime: str, entry: Path) -> None:
         """Have workers load ``entry`` (already compiled into the cache by the kernel); a
         worker started later loads it at start-up. Starts the first worker if none runs."""

@@ -37,7 +37,9 @@ class ProcessExecutor:
         self._prepared: set[Path] = set()
 
     def prepare(self, entry: Path) -> None:
-        """Compile and check in this process (fills the cache), then preload in workers."""
+        """Compile and check in this process (fills the cache), then preload in workers.
+        The first worker is started before the local work, so the two overlap."""
+        self.pool.start()
         self.local.prepare(entry)
         self._prepared.add(entry)
         self.pool.prepare(self.runtime, entry)

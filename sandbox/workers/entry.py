@@ -1,14 +1,15 @@
 """A worker process: ``python -I -m bastion.sandbox.workers.entry FD``.
 
-Start-up, in order: close every descriptor but the socket ``FD`` and 0-2 (``/dev/null``),
-read the *hello* frame (cache directory, descriptor limit, the paths Landlock keeps), empty the
-environment, import the engine and the three sandbox executors, load what ``preload`` names
-from the verified cache, import everything a call may need later (Landlock would refuse a
-lazy import outside the Python installation's paths), apply the OS limits (``oslimits.py``),
-then answer *ready* with what took effect. Then, one call at a time: rebuild the request,
-run it, answer with the output bytes or the error, drop the used store and prewarm the next
-call's instance. Log lines and audit records made during a call (``bastion.log``, the HTTP
-audit of ``hostnet``) go back as frames; the kernel binds and redacts them as for its own.
+Start-up, in order: close every descriptor but the socket ``FD`` and 0-2 (``/dev/null``;
+stderr is a pipe the kernel reads for crash reports), read the *hello* frame (cache directory,
+descriptor limit, the paths Landlock keeps), empty the environment, import the engine and the
+three sandbox executors, load what ``preload`` names from the verified cache, import everything
+a call may need later (Landlock would refuse a lazy import outside the Python installation's
+paths), apply the OS limits (``oslimits.py``), then answer *ready* with what took effect. Then,
+one call at a time: rebuild the request, run it, answer with the output bytes or the error,
+drop the used store and prewarm the next call's instance. Log lines and audit records made
+during a call (``bastion.log``, the HTTP audit of ``hostnet``) go back as frames; the kernel
+binds and redacts them as for its own.
 
 ``serve(..., extra=...)`` lets a test entry add a runtime of its own (the attack hook); the
 entry run by the pool has none, so nothing a guest sends reaches such code.

@@ -12,7 +12,7 @@ before any guest runs (and before any thread starts: Landlock binds the calling 
 4. a seccomp filter (``seccomp.py``): no ``execve``, ``ptrace``, ``mount``, namespaces, ...
 
 Descriptors and the environment are dealt with before this (the pool starts the worker with
-only its socket and ``/dev/null`` and an empty environment). The returned report says what
+only its socket, ``/dev/null`` and a stderr pipe, and an empty environment). The report says what
 took effect; ``bastion doctor`` and the tests read it.
 """
 

@@ -43,6 +43,7 @@ _log = structlog.get_logger("bastion.sandbox.workers")
 DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
 _CANCEL_POLL_S: Final[float] = 0.01
 _MAX_FRAMES_PER_CALL: Final[int] = 20_000
+_STDERR_TAIL: Final[int] = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +94,31 @@ class _Worker:
         self.proc = proc
         self.sock = sock
         self.reader = FrameReader(sock.fileno(), max_blob=MAX_BLOB)
+        self.stderr_tail = b""
+        """The last bytes the worker wrote to its stderr (a wasmtime panic, a fatal error)."""
+        err = proc.stderr
+        self._stderr_fd = err.fileno() if err is not None else -1
+        if self._stderr_fd >= 0:
+            os.set_blocking(self._stderr_fd, False)
         self.spawned = spawned
         self.ready: dict[str, Any] | None = None
         self.calls = 0
         self.settled = True
         """False while a call is in flight and not yet answered, killed or found dead."""
+
+    def drain_stderr(self) -> None:
+        """Read what the worker wrote to stderr so far (never blocks; keeps the tail), so the
+        pipe cannot fill and stall the worker."""
+        if self._stderr_fd < 0:
+            return
+        while True:
+            try:
+                chunk = os.read(self._stderr_fd, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                return
+            self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_TAIL:]
 
     @property
     def pid(self) -> int:
@@ -115,8 +136,15 @@ class _Worker:
             status = self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel failed to kill
             status = None
-        self.sock.close()
+        self._close()
         return status
+
+    def _close(self) -> None:
+        self.drain_stderr()
+        self.sock.close()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+            self._stderr_fd = -1
 
     def reap(self) -> int | None:
         """The exit status of a worker that closed its end (waits briefly, then kills)."""
@@ -124,7 +152,7 @@ class _Worker:
             status: int | None = self.proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             return self.kill()
-        self.sock.close()
+        self._close()
         return status
 
 
@@ -173,7 +201,7 @@ class WorkerPool(Closeable):
                 [sys.executable, "-I", *self.settings.entry, str(child.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 pass_fds=(child.fileno(),),
                 env={},
                 close_fds=True,
@@ -407,9 +435,11 @@ class WorkerPool(Closeable):
             if head.get("id") != call_id:
                 return self._crashed(w, request, f"answer for another call ({head.get('id')!r})")
             if kind == "result":
+                w.drain_stderr()
                 self._release(w)
                 return frame.blob
             if kind == "error":
+                w.drain_stderr()
                 self._release(w)
                 raise decode_error(head)
             return self._crashed(w, request, f"unexpected frame {kind!r}")
@@ -427,6 +457,9 @@ class WorkerPool(Closeable):
         self.stats.crashed += 1
         self._replace(w)
         how = why or _describe(status)
+        tail = w.stderr_tail.decode("utf-8", "replace").strip()
+        if tail:
+            how += f"; stderr: {tail[-2000:]}"
         _safe_audit(request, {"event": "crashed", "pid": w.pid, "status": status, "how": how})
         _log.warning("worker.crashed", pid=w.pid, how=how, skill=request.skill)
         raise ExecutionError(

@@ -79,6 +79,9 @@ def attack(request: Any) -> bytes:
         result = {"env": sorted(os.environ), "fds": _open_fds(), "pid": os.getpid()}
     elif what == "abort":
         os.abort()
+    elif what == "panic":
+        os.write(2, b"thread '<unnamed>' panicked at a test-only spot\n")
+        os.abort()
     elif what == "segv":
         ctypes.string_at(1)  # a real fault at address 1 (wasmtime's handler passes it on)
     elif what == "kill9":

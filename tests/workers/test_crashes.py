@@ -114,3 +114,17 @@ def test_kernel_side_failure_mid_call_ends_that_worker_not_the_pool(
         pool.run(req)
     # The worker left mid-call was ended and replaced: the single slot serves the next call.
     assert pool.run(request_for(hello)) == b'{"hi": "x"}'
+
+
+def test_what_a_dying_worker_wrote_to_stderr_goes_to_the_detail_only(
+    make_pool: MakePool, request_for: MakeRequest
+) -> None:
+    pool = make_pool(attack=True)
+    audit = Audit()
+    with pytest.raises(ExecutionError) as info:
+        pool.run(request_for(ATTACK_ENTRY, {"do": "panic"}, runtime="attack", audit=audit))
+    assert info.value.error_code is ErrorCode.SKILL_CRASHED
+    assert "panicked" not in info.value.message
+    assert info.value.detail is not None and "panicked at a test-only spot" in info.value.detail
+    crashed = [f for k, f in audit.events if k == "worker" and f["event"] == "crashed"]
+    assert "SIGABRT" in crashed[0]["how"] and "panicked" in crashed[0]["how"]

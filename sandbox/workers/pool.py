@@ -105,6 +105,9 @@ class _Worker:
         self.calls = 0
         self.settled = True
         """False while a call is in flight and not yet answered, killed or found dead."""
+        self.owned = False
+        """True while a thread (a caller, a replacement helper) holds this worker out of the
+        idle list: that thread, not ``close()``, reaps it and closes its socket."""
 
     def drain_stderr(self) -> None:
         """Read what the worker wrote to stderr so far (never blocks; keeps the tail), so the
@@ -290,13 +293,16 @@ class WorkerPool(Closeable):
             with self._cond:
                 if not self._closed and len(self._all) < self.settings.size:
                     w = self._spawn_locked()
+                    w.owned = True
             if w is not None:
                 self._await_ready(w)
                 with self._cond:
-                    if self._closed:
-                        w.kill()
-                    else:
+                    closed = self._closed
+                    if not closed:
+                        w.owned = False
                         self._idle.append(w)
+                if closed:
+                    w.kill()
         except (OSError, ExecutionError) as exc:
             if not self._closed:
                 _log.error("worker.replace_failed", error=str(exc)[:200])
@@ -319,9 +325,11 @@ class WorkerPool(Closeable):
                         ready = [x for x in self._idle if x.ready is not None]
                         w = ready[-1] if ready else self._idle[-1]
                         self._idle.remove(w)
+                        w.owned = True
                         break
                     if len(self._all) + self._replacing < self.settings.size:
                         w = self._spawn_locked()
+                        w.owned = True
                         break
                     if request.cancel is not None and request.cancel.is_set():
                         raise ExecutionError(
@@ -339,13 +347,14 @@ class WorkerPool(Closeable):
     def _release(self, w: _Worker) -> None:
         w.settled = True
         with self._cond:
-            if self._closed:
-                w.kill()
-                if w in self._all:
-                    self._all.remove(w)
+            if not self._closed:
+                w.owned = False
+                self._idle.append(w)
+                self._cond.notify()
                 return
-            self._idle.append(w)
-            self._cond.notify()
+            if w in self._all:
+                self._all.remove(w)
+        w.kill()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -380,7 +389,7 @@ class WorkerPool(Closeable):
         with self._cond:
             self._ids += 1
             call_id = self._ids
-        self.stats.calls += 1
+            self.stats.calls += 1
         w.calls += 1
         w.reader.max_blob = request.limits.output_bytes + 64 * 1024
         blob = request.input_json.encode("utf-8")
@@ -403,13 +412,13 @@ class WorkerPool(Closeable):
             while True:
                 now = time.monotonic()
                 if cancel is not None and cancel.is_set():
-                    self.stats.cancelled_killed += 1
+                    self._count("cancelled_killed")
                     self._end(w, request, "cancelled")
                     raise ExecutionError(
                         ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
                     )
                 if now >= hard:
-                    self.stats.timeouts_killed += 1
+                    self._count("timeouts_killed")
                     self._end(w, request, "timeout")
                     raise _timeout(request, "the worker did not answer by the deadline; killed")
                 wait = hard - now
@@ -445,6 +454,10 @@ class WorkerPool(Closeable):
             return self._crashed(w, request, f"unexpected frame {kind!r}")
         return self._crashed(w, request, "too many frames for one call")
 
+    def _count(self, counter: str) -> None:
+        with self._cond:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
     def _end(self, w: _Worker, request: ExecutionRequest, why: str) -> None:
         w.settled = True
         w.signal_kill()
@@ -454,7 +467,7 @@ class WorkerPool(Closeable):
     def _crashed(self, w: _Worker, request: ExecutionRequest, why: str | None) -> bytes:
         w.settled = True
         status = w.kill() if why else w.reap()
-        self.stats.crashed += 1
+        self._count("crashed")
         self._replace(w)
         how = why or _describe(status)
         tail = w.stderr_tail.decode("utf-8", "replace").strip()
@@ -489,11 +502,17 @@ class WorkerPool(Closeable):
             self._all.clear()
             self._idle.clear()
             self._cond.notify_all()
+        # SIGKILL first: a thread polling a worker's socket (a caller, a helper awaiting
+        # ready) sees EOF and reaps its own worker; close() reaps and closes only the others,
+        # so no socket is closed under a thread still polling its descriptor number.
         for w in workers:
-            w.kill()
+            w.signal_kill()
         for t in helpers:
             if t is not threading.current_thread():
                 t.join(timeout=30)
+        for w in workers:
+            if not w.owned:
+                w.kill()
         self._finalizer.detach()
 
 

@@ -357,6 +357,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             )
         )
         checks.append(("python runner", True, _runner_state()))
+        from .sandbox.workers.doctor import worker_checks
+
+        checks += worker_checks(k.policy)
         audit = info["audit"]
         if audit["enabled"]:
             checks.append(("audit log", *_audit_check(audit)))

@@ -168,6 +168,17 @@ class Kernel(Closeable):
         for group in self._pm.hook.bastion_executors():
             for ex in group or []:
                 self._executors.setdefault(ex.runtime, ex)
+        self.workers: Any = None
+        """The ``WorkerPool`` of sandboxed calls (``[workers] isolation = "process"``)."""
+        if policy.doc.workers.isolation == "process":
+            from .sandbox.workers import pool_for_kernel
+
+            from .sandbox.python_skill import shared_folder
+
+            folders = [s.folder for s in self._discovery.skills.values() if s.folder is not None]
+            # A pack's _shared/ modules are mapped into its Python skills: readable too.
+            folders += {f for f in map(shared_folder, folders) if f is not None}
+            self.workers = pool_for_kernel(self._executors, policy, skill_folders=folders)
         env = os.environ if environ is None else environ
         self._status: dict[str, SkillStatus] = {}
         for name, skill in sorted(self._discovery.skills.items()):
@@ -409,7 +420,12 @@ class Kernel(Closeable):
     def metrics_text(self) -> str:
         """Per-skill calls by outcome, latency histograms, cache hits and breaker states in the
         Prometheus text format; raises ``ConfigError`` without ``prometheus-client``."""
-        return prometheus_text(self.metrics.snapshot(), self.breaker_states())
+        text = prometheus_text(self.metrics.snapshot(), self.breaker_states())
+        if self.workers is not None:
+            from .sandbox.workers.metrics import worker_metrics_text
+
+            text += worker_metrics_text(self.workers.stats)
+        return text
 
     def health(self) -> dict[str, Any]:
         """A JSON-able report for embedders and ``bastion doctor``: packs, skills, sandbox,

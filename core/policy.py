@@ -179,6 +179,22 @@ class KernelSection(_Model):
     max_workers: Annotated[int, Field(ge=1, le=256)] = 8
 
 
+class WorkersSection(_Model):
+    """``[workers]``: where sandboxed calls run (docs/sandbox.md, "Execution workers")."""
+
+    isolation: Literal["process", "thread"] = "process"
+    """``process``: a pool of worker processes with OS limits and hard deadlines (default);
+    ``thread``: in the kernel's own process, on its threads."""
+    count: Annotated[int, Field(ge=0, le=256)] = 0
+    """Most worker processes at once; 0 means one per CPU."""
+    grace_ms: Annotated[int, Field(ge=1, le=10_000)] = 25
+    """How long after a call's deadline its worker may take to answer before it is killed."""
+    max_open_files: Annotated[int, Field(ge=32, le=65_536)] = 256
+    """``RLIMIT_NOFILE`` of each worker (the guest's files, sockets and the worker's own)."""
+    landlock: bool = True
+    seccomp: bool = True
+
+
 GuardKind = Literal[
     "network", "network_write", "mount", "write_mount", "secret", "trifecta_session"
 ]
@@ -386,6 +402,7 @@ class PolicyDocument(_Model):
     plugins: PluginsSection = PluginsSection()
     audit: AuditSection = AuditSection()
     kernel: KernelSection = KernelSection()
+    workers: WorkersSection = WorkersSection()
     skills: dict[str, SkillPolicy] = {}
     guardrails: tuple[GuardrailEntry, ...] = ()
     presets: tuple[PresetName, ...] = ()

@@ -19,7 +19,14 @@ from .hostlink import close_invocation, component_linker
 from .rawcall import Fault
 from .store import Sandbox
 
-__all__ = ["CallOutcome", "call_export", "export_index", "fault_of"]
+__all__ = [
+    "CallOutcome",
+    "call_export",
+    "call_instance",
+    "export_index",
+    "fault_of",
+    "instantiate_in",
+]
 
 _TRAPS: Final[tuple[tuple[str, wasmtime.TrapCode], ...]] = (
     ("interrupt", wasmtime.TrapCode.INTERRUPT),
@@ -65,18 +72,28 @@ def export_index(component: Component, name: str) -> ExportIndex | None:
     return component.get_export_index(name)
 
 
-def call_export(
-    sandbox: Sandbox, component: Component, export: str | ExportIndex, *args: Any
-) -> CallOutcome:
-    """Instantiate ``component`` in ``sandbox``'s fresh store and call ``export(*args)``."""
+def instantiate_in(sandbox: Sandbox, component: Component) -> tuple[Any, CallOutcome | None]:
+    """A fresh instance of ``component`` in ``sandbox``'s store, or the failed outcome.
+
+    Separate from the call so a worker can instantiate the next call's instance ahead of it.
+    """
     store = sandbox.store
     if store is None:
         raise ValueError("the sandbox is closed")
     try:
-        try:
-            instance = component_linker().instantiate(store, component)
-        except wasmtime.WasmtimeError as exc:
-            return CallOutcome(fault=fault_of(exc), instantiating=True)
+        return component_linker().instantiate(store, component), None
+    except wasmtime.WasmtimeError as exc:
+        return None, CallOutcome(fault=fault_of(exc), instantiating=True)
+
+
+def call_instance(
+    sandbox: Sandbox, instance: Any, export: str | ExportIndex, *args: Any
+) -> CallOutcome:
+    """Call ``export(*args)`` of an instance made by ``instantiate_in`` (once: never reuse it)."""
+    store = sandbox.store
+    if store is None:
+        raise ValueError("the sandbox is closed")
+    try:
         func = instance.get_func(store, export)
         if func is None:
             name = export if isinstance(export, str) else "the requested export"
@@ -92,3 +109,14 @@ def call_export(
         return CallOutcome(value=value)
     finally:
         close_invocation(sandbox.state)
+
+
+def call_export(
+    sandbox: Sandbox, component: Component, export: str | ExportIndex, *args: Any
+) -> CallOutcome:
+    """Instantiate ``component`` in ``sandbox``'s fresh store and call ``export(*args)``."""
+    instance, failed = instantiate_in(sandbox, component)
+    if failed is not None:
+        close_invocation(sandbox.state)
+        return failed
+    return call_instance(sandbox, instance, export, *args)

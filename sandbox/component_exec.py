@@ -9,8 +9,10 @@ becomes ``SKILL_ERROR``. Compiled components come from the verified compile cach
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final, final
+from typing import Any, Final, final
 
 import wasmtime
 from wasmtime.component import Component, Variant
@@ -19,15 +21,63 @@ from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
 from .cache import CompileCache, default_cache
-from .component_call import CallOutcome, call_export
+from .component_call import CallOutcome, call_instance, instantiate_in
 from .errors_map import fault_to_error
 from .store import Sandbox
 
-__all__ = ["MAX_ERROR_CHARS", "RUN_EXPORT", "ComponentExecutor", "outcome_text"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "PREWARM_BUDGET_S",
+    "RUN_EXPORT",
+    "ComponentExecutor",
+    "WarmSlot",
+    "log_streams",
+    "outcome_text",
+]
 
 RUN_EXPORT: Final[str] = "run"
 MAX_ERROR_CHARS: Final[int] = 2000
 """Characters of a skill's error text kept in the public message."""
+
+
+PREWARM_BUDGET_S: Final[float] = 30.0
+"""Epoch budget of a prewarmed instance until its call re-arms it (instantiation only)."""
+
+
+def warm_key(request: ExecutionRequest) -> tuple[Any, ...]:
+    """What a prewarmed instance was made for: a call with another key cannot use it."""
+    return (request.runtime, request.skill, request.entry, request.limits, request.caps.mounts)
+
+
+class WarmSlot:
+    """At most one prewarmed ``(sandbox, instance)``; taken once by a matching call, else
+    dropped. No instance ever serves two calls: ``take`` hands it out and forgets it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: tuple[tuple[Any, ...], Sandbox, Any] | None = None
+
+    def put(self, request: ExecutionRequest, sandbox: Sandbox, instance: Any) -> None:
+        with self._lock:
+            old, self._held = self._held, (warm_key(request), sandbox, instance)
+        if old is not None:
+            old[1].close()
+
+    def take(self, request: ExecutionRequest) -> tuple[Sandbox, Any] | None:
+        with self._lock:
+            held, self._held = self._held, None
+        if held is None:
+            return None
+        if held[0] != warm_key(request):
+            held[1].close()
+            return None
+        return held[1], held[2]
+
+    def clear(self) -> None:
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            held[1].close()
 
 
 def outcome_text(outcome: CallOutcome, sandbox: Sandbox) -> tuple[bool, str]:
@@ -81,6 +131,7 @@ class ComponentExecutor:
         self._cache = cache
         self._lock = threading.Lock()
         self._closed = False
+        self._warm = WarmSlot()
 
     def _component(self, entry: Path) -> Component:
         cache = self._cache if self._cache is not None else default_cache()
@@ -109,28 +160,69 @@ class ComponentExecutor:
         """Compile (and cache) the component and check it exports ``run``."""
         self._component(entry)
 
-    def execute(self, request: ExecutionRequest) -> bytes:
-        """Call ``run(input_json)`` in a fresh instance; returns the ``ok`` text as UTF-8."""
+    def execute(
+        self, request: ExecutionRequest, *, after: list[Callable[[], None]] | None = None
+    ) -> bytes:
+        """Call ``run(input_json)`` in a fresh instance; returns the ``ok`` text as UTF-8.
+
+        A prewarmed instance made for this skill, grants and limits is used if one is held;
+        ``after``, when given, receives the store's drop so a worker can answer first.
+        """
         if self._closed:
             raise ExecutionError(ErrorCode.INTERNAL, "the component executor is closed")
         component = self._component(request.entry)
-        with Sandbox(
-            skill=request.skill,
-            stdin=b"",
-            limits=request.limits,
-            deadline=request.deadline,
-            mounts=request.caps.mounts,
-            request=request,
-        ) as sandbox:
-            outcome = call_export(sandbox, component, RUN_EXPORT, request.input_json)
+        warm = self._warm.take(request)
+        if warm is not None:
+            sandbox, instance = warm
+            sandbox.rearm(request.deadline, request)
+        else:
+            sandbox = self._sandbox(request, request.deadline, request)
+            instance = None
+        try:
+            failed: CallOutcome | None = None
+            if instance is None:
+                instance, failed = instantiate_in(sandbox, component)
+            if failed is not None:
+                outcome = failed
+            else:
+                outcome = call_instance(sandbox, instance, RUN_EXPORT, request.input_json)
             log_streams(sandbox, request)
             ok, text = outcome_text(outcome, sandbox)
+        finally:
+            if after is not None:
+                after.append(sandbox.close)
+            else:
+                sandbox.close()
         if not ok:
             short = text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."
             raise ExecutionError(ErrorCode.SKILL_ERROR, short or "the skill failed")
         return text.encode("utf-8")
 
+    @staticmethod
+    def _sandbox(request: ExecutionRequest, deadline: float, bound: Any) -> Sandbox:
+        return Sandbox(
+            skill=request.skill,
+            stdin=b"",
+            limits=request.limits,
+            deadline=deadline,
+            mounts=request.caps.mounts,
+            request=bound,
+        )
+
+    def prewarm(self, request: ExecutionRequest) -> None:
+        """Instantiate the component for the next call shaped like ``request`` and hold it."""
+        if self._closed:
+            return
+        component = self._component(request.entry)
+        sandbox = self._sandbox(request, time.monotonic() + PREWARM_BUDGET_S, None)
+        instance, failed = instantiate_in(sandbox, component)
+        if failed is not None or instance is None:
+            sandbox.close()
+            return
+        self._warm.put(request, sandbox, instance)
+
     def close(self) -> None:
         """Nothing to release but the flag: compiled components live in the shared cache."""
         with self._lock:
             self._closed = True
+        self._warm.clear()

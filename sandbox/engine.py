@@ -9,10 +9,18 @@ Settings and why:
 - ``epoch_interruption``: timeouts. A shared ticker increments the epoch every ``TICK_MS``;
   each store traps once its deadline (``deadline_ticks``) has passed.
 - ``max_wasm_stack`` (512 KiB): deep recursion traps cleanly instead of exhausting host stack.
-- ``memory_reservation`` lowered (64 MiB) with a small guard: by default every instance reserves
-  ~4 GiB (+2 GiB guard) of address space; a thread pool of skills would exhaust it.
+- ``memory_reservation`` lowered (512 MiB, the policy's default memory cap) with a small guard:
+  by default every instance reserves ~4 GiB (+2 GiB guard) of address space; a thread pool of
+  skills would exhaust it. It is also the pooling allocator's slot size (below), which must
+  hold the largest memory a skill may get.
 - ``wasm_component_model``: components and the Python runner use the same engine.
 - ``consume_fuel``: off by default (fuel is deterministic but it is not time).
+- ``pooling`` (off; a worker process turns it on): wasmtime's pooling instance allocator,
+  reached through the C API (``wasmtime_pooling_allocation_*``; wasmtime-py 50 has no
+  wrapper), with ``keep_resident`` bytes of each linear memory kept mapped between instances:
+  a fresh instance reuses a slot whose pages are already faulted in, instead of taking the
+  copy-on-write faults again. Compiled code does not depend on the allocator, so these
+  settings are left out of the fingerprint (a cached module loads under either).
 
 ``engine_fingerprint()`` names the wasmtime version and every setting: a serialized module only
 loads into an engine with the same version and configuration, so it is part of cache keys.
@@ -20,16 +28,20 @@ loads into an engine with the same version and configuration, so it is part of c
 
 from __future__ import annotations
 
+import ctypes
 import math
 import platform
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
-from typing import Final
+from typing import Final, cast
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 __all__ = [
+    "ALLOCATOR_ONLY",
     "TICK_MS",
     "EngineSettings",
     "configure_engine",
@@ -52,13 +64,23 @@ class EngineSettings:
 
     epoch_interruption: bool = True
     max_wasm_stack: int = 512 * _KIB
-    memory_reservation: int = 64 * _MIB
+    memory_reservation: int = 512 * _MIB
     memory_guard_size: int = 64 * _KIB
     memory_reservation_for_growth: int = 16 * _MIB
     wasm_component_model: bool = True
     consume_fuel: bool = False
     cranelift_opt_level: str = "speed"
     parallel_compilation: bool = True
+    pooling: bool = False
+    """The pooling allocator; its slots hold memories up to ``memory_reservation``."""
+    pooling_slots: int = 8
+    """Linear memories (and component instances) the pool holds at once."""
+    keep_resident: int = 16 * _MIB
+    """Bytes of a freed linear memory kept resident (zeroed, not unmapped) for the next one."""
+
+
+ALLOCATOR_ONLY: Final[frozenset[str]] = frozenset({"pooling", "pooling_slots", "keep_resident"})
+"""Settings that choose how instances are allocated, not what is compiled."""
 
 
 _lock = threading.Lock()
@@ -99,7 +121,50 @@ def _make_config(s: EngineSettings) -> wasmtime.Config:
     cfg.consume_fuel = s.consume_fuel
     cfg.cranelift_opt_level = s.cranelift_opt_level
     cfg.parallel_compilation = s.parallel_compilation
+    if s.pooling:
+        _set_pooling(cfg, s)
     return cfg
+
+
+def _pooling_fn(name: str, arg: type) -> Callable[..., None]:
+    fn = getattr(ffi.dll, f"wasmtime_pooling_allocation_config_{name}_set")
+    fn.argtypes = [ctypes.c_void_p, arg]
+    fn.restype = None
+    return cast(Callable[..., None], fn)
+
+
+def _set_pooling(cfg: wasmtime.Config, s: EngineSettings) -> None:
+    """Switch ``cfg`` to the pooling allocator (raw C API; the config copies the settings)."""
+    lib = ffi.dll
+    lib.wasmtime_pooling_allocation_config_new.restype = ctypes.c_void_p
+    lib.wasmtime_pooling_allocation_config_delete.argtypes = [ctypes.c_void_p]
+    lib.wasmtime_pooling_allocation_strategy_set.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    pcfg = lib.wasmtime_pooling_allocation_config_new()
+    u32, size = ctypes.c_uint32, ctypes.c_size_t
+    slots = max(s.pooling_slots, 1)
+    try:
+        for name, arg, value in (
+            ("total_memories", u32, slots * 4),
+            ("total_tables", u32, slots * 16),
+            ("total_stacks", u32, slots),
+            ("total_core_instances", u32, slots * 64),
+            ("total_component_instances", u32, slots),
+            ("max_memory_size", size, s.memory_reservation),
+            ("max_core_instance_size", size, 16 * _MIB),
+            ("max_component_instance_size", size, 16 * _MIB),
+            ("max_memories_per_component", u32, 16),
+            ("max_tables_per_component", u32, 32),
+            ("max_core_instances_per_component", u32, 64),
+            ("max_memories_per_module", u32, 4),
+            ("max_tables_per_module", u32, 16),
+            ("table_elements", size, 200_000),
+            ("linear_memory_keep_resident", size, s.keep_resident),
+            ("table_keep_resident", size, 64 * _KIB),
+        ):
+            _pooling_fn(name, arg)(pcfg, value)
+        lib.wasmtime_pooling_allocation_strategy_set(ctypes.cast(cfg.ptr(), ctypes.c_void_p), pcfg)
+    finally:
+        lib.wasmtime_pooling_allocation_config_delete(pcfg)
 
 
 def get_engine() -> wasmtime.Engine:
@@ -117,7 +182,7 @@ def get_engine() -> wasmtime.Engine:
 def engine_fingerprint() -> str:
     """wasmtime version, host target and every engine setting, as one stable string."""
     parts = [f"wasmtime={version('wasmtime')}", f"machine={platform.machine()}"]
-    parts += [f"{k}={v}" for k, v in sorted(asdict(_settings).items())]
+    parts += [f"{k}={v}" for k, v in sorted(asdict(_settings).items()) if k not in ALLOCATOR_ONLY]
     return ";".join(parts)
 
 

@@ -22,16 +22,17 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, final
 
 from wasmtime.component import Component, ExportIndex
 
 from bastion.errors import ErrorCode, ExecutionError
-from bastion.executor import ExecutionRequest
+from bastion.executor import ExecutionRequest, Mount
 
-from .component_call import call_export
-from .component_exec import log_streams, outcome_text
+from .component_call import CallOutcome, call_instance, instantiate_in
+from .component_exec import PREWARM_BUDGET_S, WarmSlot, log_streams, outcome_text
 from .python_skill import CALL_SKILL_EXPORT, call_args, folder_call
 from .runner_build import Progress, load_runner_ready
 from .store import Sandbox
@@ -96,6 +97,7 @@ class PythonExecutor:
         self._export: ExportIndex | None = None
         self._call_index: ExportIndex | None = None
         self._closed = False
+        self._warm = WarmSlot()
 
     def _load(self) -> tuple[Component, ExportIndex]:
         runner, export = self._runner, self._export
@@ -136,14 +138,26 @@ class PythonExecutor:
                 f"skill source {entry.name!r} is not UTF-8 (byte {exc.start})",
             ) from None
 
+    def load(self) -> None:
+        """Load the built runner now (a worker does this before its OS limits close the
+        cache to writes); builds and compiles it first if needed."""
+        self._load()
+
     def prepare(self, entry: Path) -> None:
         """Build/compile the runner (slow once, then cached) and check the source is readable."""
         self._load()
         self._source(entry)
         self._call_export()
 
-    def execute(self, request: ExecutionRequest) -> bytes:
-        """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes."""
+    def execute(
+        self, request: ExecutionRequest, *, after: list[Callable[[], None]] | None = None
+    ) -> bytes:
+        """Run the skill's ``run(**input)`` in a fresh runner instance; returns JSON bytes.
+
+        The instance is the one ``prewarm`` made for this skill, grants and limits if there is
+        one (a worker makes it before the call arrives), else a new one. ``after``, when given,
+        receives the store's drop instead of running it, so a worker answers first.
+        """
         if self._closed:
             raise ExecutionError(ErrorCode.INTERNAL, "the Python executor is closed")
         entry_rel, mounts = folder_call(request)
@@ -153,18 +167,29 @@ class PythonExecutor:
         waited = time.monotonic() - waited
         if waited > 0.001:  # building or compiling the runner never counts against the call
             request = dataclasses.replace(request, deadline=request.deadline + waited)
-        with Sandbox(
-            skill=request.skill,
-            stdin=b"",
-            limits=request.limits,
-            deadline=request.deadline,
-            mounts=mounts,
-            request=request,
-        ) as sandbox:
-            outcome = call_export(sandbox, runner, export, *call_args(request, entry_rel))
+        warm = self._warm.take(request)
+        if warm is not None:
+            sandbox, instance = warm
+            sandbox.rearm(request.deadline, request)
+        else:
+            sandbox = self._sandbox(request, mounts, request.deadline, request)
+            instance = None
+        try:
+            failed: CallOutcome | None = None
+            if instance is None:
+                instance, failed = instantiate_in(sandbox, runner)
+            if failed is not None:
+                outcome = failed
+            else:
+                outcome = call_instance(sandbox, instance, export, *call_args(request, entry_rel))
             log_streams(sandbox, request)
             ok, text = outcome_text(outcome, sandbox)
             state = sandbox.state
+        finally:
+            if after is not None:
+                after.append(sandbox.close)
+            else:
+                sandbox.close()
         if ok:
             return text.encode("utf-8")
         if state.stdout.capped or state.stderr.capped:
@@ -186,6 +211,33 @@ class PythonExecutor:
             self._call_index = export
         return export
 
+    @staticmethod
+    def _sandbox(
+        request: ExecutionRequest, mounts: tuple[Mount, ...], deadline: float, bound: Any
+    ) -> Sandbox:
+        return Sandbox(
+            skill=request.skill,
+            stdin=b"",
+            limits=request.limits,
+            deadline=deadline,
+            mounts=mounts,
+            request=bound,
+        )
+
+    def prewarm(self, request: ExecutionRequest) -> None:
+        """Instantiate the runner for the next call shaped like ``request`` (same skill,
+        mounts and limits) and hold it; the instance will serve exactly one call."""
+        if self._closed:
+            return
+        runner, _export = self._load()
+        _entry, mounts = folder_call(request)
+        sandbox = self._sandbox(request, mounts, time.monotonic() + PREWARM_BUDGET_S, None)
+        instance, failed = instantiate_in(sandbox, runner)
+        if failed is not None or instance is None:
+            sandbox.close()
+            return
+        self._warm.put(request, sandbox, instance)
+
     def close(self) -> None:
         """Drop this executor's reference to the runner (the caches keep the compiled form)."""
         with self._lock:
@@ -193,3 +245,4 @@ class PythonExecutor:
             self._runner = None
             self._export = None
             self._call_index = None
+        self._warm.clear()

@@ -286,6 +286,16 @@ class Sandbox(Closeable):
             cfg.preopen_dir(str(m.host), m.guest, fs_mutable=bool(m.writable))
         return cfg
 
+    def rearm(self, deadline: float, request: Any) -> None:
+        """Bind a store made ahead of its call (a worker's prewarmed instance) to the call:
+        its request (caps for host functions) and its deadline, re-armed on the epoch."""
+        store = self.store
+        if store is None:
+            raise ValueError("the sandbox is closed")
+        self.state.deadline = deadline
+        self.state.request = request
+        store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
+
     def memory_size(self, instance: Any) -> int:
         """Bytes of the instance's exported ``memory`` (0 if none)."""
         if self.store is None:

@@ -1,0 +1,241 @@
+"""A worker process: ``python -I -m bastion.sandbox.workers.entry FD``.
+
+Start-up, in order: close every descriptor but the socket ``FD`` and 0-2 (``/dev/null``;
+stderr is a pipe the kernel reads for crash reports), read the *hello* frame (cache directory,
+descriptor limit, the paths Landlock keeps), empty the environment, import the engine and the
+three sandbox executors, load what ``preload`` names from the verified cache, import everything
+a call may need later (Landlock would refuse a lazy import outside the Python installation's
+paths), apply the OS limits (``oslimits.py``), then answer *ready* with what took effect. Then,
+one call at a time: rebuild the request, run it, answer with the output bytes or the error,
+drop the used store and prewarm the next call's instance. Log lines and audit records made
+during a call (``bastion.log``, the HTTP audit of ``hostnet``) go back as frames; the kernel
+binds and redacts them as for its own.
+
+``serve(..., extra=...)`` lets a test entry add a runtime of its own (the attack hook); the
+entry run by the pool has none, so nothing a guest sends reaches such code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from .framing import Frame, encode_frame, read_frame_blocking
+
+__all__ = ["PipeLogger", "main", "serve"]
+
+Handler = Callable[[Any], bytes]
+_MAX_FD: Final[int] = 65536
+_LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error", "critical"})
+
+
+class _Channel:
+    """The worker's end of the socket: blocking reads, whole-frame writes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sock = socket.socket(fileno=fd)
+
+    def send(self, header: dict[str, Any], blob: bytes = b"") -> None:
+        self.sock.sendall(encode_frame(header, blob))
+
+    def recv(self) -> Frame:
+        return read_frame_blocking(self.fd)
+
+
+class PipeLogger:
+    """A structlog-shaped logger whose lines go to the kernel as ``log`` frames."""
+
+    def __init__(self, channel: _Channel, call_id: int) -> None:
+        self._ch = channel
+        self._id = call_id
+
+    def bind(self, **_kw: Any) -> PipeLogger:
+        return self  # the kernel's logger is already bound with skill and invocation id
+
+    def _emit(self, level: str, event: str, **fields: Any) -> None:
+        self._ch.send({"t": "log", "id": self._id, "level": level, "event": event, "f": fields})
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        if level not in _LEVELS and level != "exception":
+            raise AttributeError(level)
+        name = "error" if level == "exception" else level
+
+        def log(event: str, *_a: Any, **fields: Any) -> None:
+            self._emit(name, event, **fields)
+
+        return log
+
+
+def _close_inherited(keep: int) -> None:
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _MAX_FD)
+
+
+def _load(preload: list[list[str]], executors: Mapping[str, Any]) -> None:
+    for runtime, entry in preload:
+        ex = executors.get(runtime)
+        if ex is not None:
+            with contextlib.suppress(Exception):  # the call reports it with its own error
+                ex.prepare(Path(entry))
+
+
+def _import_everything() -> None:
+    """Modules a call may import lazily, imported now (before Landlock and seccomp)."""
+    import encodings.idna  # noqa: F401  (host names)
+    import ssl
+
+    import httpcore  # noqa: F401
+    import httpx  # noqa: F401
+
+    from bastion.sandbox import hostabi, hostlink, hostnet, netguard  # noqa: F401
+
+    ssl.create_default_context()
+
+
+def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
+    """Run the worker on the socket named by ``argv[1]`` until the kernel closes it."""
+    args = sys.argv if argv is None else argv
+    fd = int(args[1])
+    _close_inherited(fd)
+    started = time.monotonic()
+    ch = _Channel(fd)
+    try:
+        hello = ch.recv()
+    except (EOFError, OSError):
+        return 0
+    cfg = hello.header
+    os.environ.clear()
+    from bastion.cachedir import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(cfg["cache"])
+    from bastion.errors import ErrorCode, ExecutionError
+
+    from .. import engine
+    from ..component_exec import ComponentExecutor
+    from ..python_exec import PythonExecutor
+    from ..wasi_module import WasiModuleExecutor
+    from . import oslimits
+    from .wire import encode_error, request_from_call
+
+    slot = engine.engine_settings().memory_reservation
+    pooling = bool(cfg.get("pooling")) and int(cfg.get("max_memory_mb", 0)) * 2**20 <= slot
+    if pooling:
+        engine.configure_engine(pooling=True)
+    engine.get_engine()
+    executors: dict[str, Any] = {
+        "wasm": WasiModuleExecutor(),
+        "component": ComponentExecutor(),
+        "python": PythonExecutor(),
+    }
+    _import_everything()
+    from ..runner_build import built_runner
+
+    if built_runner() is not None:
+        executors["python"].load()
+    _load(list(cfg.get("preload", [])), executors)
+    read = [str(cfg["cache"]), *oslimits.python_read_paths(), *oslimits.SYSTEM_READ_PATHS]
+    read += [str(p) for p in cfg.get("read", [])]
+    report = oslimits.apply(
+        max_open_files=int(cfg["max_open_files"]),
+        read=read,
+        write=[str(p) for p in cfg.get("write", [])],
+        landlock_on=bool(cfg.get("landlock", True)),
+        seccomp_on=bool(cfg.get("seccomp", True)),
+    )
+    handlers: dict[str, Handler] = dict(extra or {})
+    ch.send(
+        {
+            "t": "ready",
+            "pid": os.getpid(),
+            "start_ms": round((time.monotonic() - started) * 1000, 3),
+            "limits": report,
+            "pooling": pooling,
+        }
+    )
+    while True:
+        try:
+            frame = ch.recv()
+        except (EOFError, OSError):
+            return 0
+        if frame.kind == "prepare":
+            _load([[str(frame.header["runtime"]), str(frame.header["entry"])]], executors)
+            continue
+        if frame.kind != "call":
+            continue
+        call_id = int(frame.header.get("id", 0))
+        after: list[Callable[[], None]] = []
+        request: Any = None
+        try:
+
+            def audit(event: str, fields: Mapping[str, Any], _id: int = call_id) -> None:
+                ch.send({"t": "audit", "id": _id, "event": event, "f": dict(fields)})
+
+            request = request_from_call(
+                frame.header,
+                frame.blob.decode("utf-8"),
+                logger=PipeLogger(ch, call_id),
+                audit=audit,
+            )
+            runtime = request.runtime
+            handler = handlers.get(runtime)
+            if handler is not None:
+                out = handler(request)
+            else:
+                ex = executors.get(runtime)
+                if ex is None:
+                    raise ExecutionError(
+                        ErrorCode.INTERNAL, f"no executor for runtime {runtime!r} in the worker"
+                    )
+                if hasattr(ex, "prewarm"):
+                    out = ex.execute(request, after=after)
+                else:
+                    out = ex.execute(request)
+            ch.send({"t": "result", "id": call_id}, bytes(out))
+        except ExecutionError as exc:
+            ch.send(encode_error(call_id, exc))
+        except OSError as exc:
+            if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
+                err = ExecutionError(
+                    ErrorCode.SKILL_ERROR,
+                    "the skill's worker ran out of file descriptors (limit "
+                    f"{report['max_open_files']}; raise [workers] max_open_files)",
+                    detail=traceback.format_exc(limit=5)[-4000:],
+                )
+            else:
+                err = ExecutionError(
+                    ErrorCode.INTERNAL,
+                    "the worker failed to run the skill",
+                    detail=traceback.format_exc(limit=5)[-4000:],
+                )
+            ch.send(encode_error(call_id, err))
+        except Exception:
+            err = ExecutionError(
+                ErrorCode.INTERNAL,
+                "the worker failed to run the skill",
+                detail=traceback.format_exc(limit=5)[-4000:],
+            )
+            ch.send(encode_error(call_id, err))
+        for drop in after:
+            drop()
+        if request is not None:
+            ex = executors.get(request.runtime)
+            if ex is not None and hasattr(ex, "prewarm"):
+                with contextlib.suppress(Exception):
+                    ex.prewarm(request)
+
+
+def main() -> int:
+    """Entry point of ``python -m bastion.sandbox.workers.entry FD``."""
+    return serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Frames on the kernel <-> worker socket: a JSON header and an optional raw byte blob.
+
+Wire format of one frame: ``>II`` (header length, blob length), the header as UTF-8 JSON
+(always an object with a ``"t"`` type key), then the blob (skill input or output bytes, sent
+as they are, never base64). Nothing is pickled: a compromised worker can send only JSON and
+bytes, and both sizes are checked against caps before anything is read or parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "MAX_BLOB",
+    "MAX_HEADER",
+    "Frame",
+    "FrameError",
+    "FrameReader",
+    "encode_frame",
+    "read_frame_blocking",
+]
+
+_LEN: Final = struct.Struct(">II")
+MAX_HEADER: Final[int] = 4 * 1024 * 1024
+"""Largest JSON header accepted (log lines, audit records and error details are bounded)."""
+MAX_BLOB: Final[int] = 64 * 1024 * 1024
+"""Largest blob accepted (inputs and outputs are capped well below this by the limits)."""
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a well-formed frame (sizes, UTF-8, JSON object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame: ``kind`` is the header's ``"t"``; ``blob`` the raw bytes."""
+
+    kind: str
+    header: dict[str, Any]
+    blob: bytes = b""
+
+
+def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
+    """The bytes of one frame (``header`` must hold a ``"t"`` key)."""
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _LEN.pack(len(head), len(blob)) + head + blob
+
+
+def _decode(head: bytes, blob: bytes) -> Frame:
+    try:
+        header = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"frame header is not UTF-8 JSON: {str(exc)[:100]}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+        raise FrameError('frame header is not a JSON object with a string "t"')
+    return Frame(header["t"], header, blob)
+
+
+def _sizes(prefix: bytes, max_blob: int) -> tuple[int, int]:
+    hlen, blen = _LEN.unpack(prefix)
+    if hlen > MAX_HEADER:
+        raise FrameError(f"frame header of {hlen} bytes exceeds {MAX_HEADER}")
+    if blen > max_blob:
+        raise FrameError(f"frame blob of {blen} bytes exceeds {max_blob}")
+    return hlen, blen
+
+
+class FrameReader:
+    """Reads frames from a non-blocking-safe fd with a timeout (the kernel's side)."""
+
+    def __init__(self, fd: int, *, max_blob: int = MAX_BLOB) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self.max_blob = max_blob
+
+    def _take(self) -> Frame | None:
+        buf = self._buf
+        if len(buf) < _LEN.size:
+            return None
+        hlen, blen = _sizes(bytes(buf[: _LEN.size]), self.max_blob)
+        end = _LEN.size + hlen + blen
+        if len(buf) < end:
+            return None
+        head = bytes(buf[_LEN.size : _LEN.size + hlen])
+        blob = bytes(buf[_LEN.size + hlen : end])
+        del buf[:end]
+        return _decode(head, blob)
+
+    def read(self, timeout_s: float) -> Frame | None:
+        """The next frame, or ``None`` if none completed within ``timeout_s``.
+
+        Raises ``EOFError`` when the peer closed (or died), ``FrameError`` on a bad frame.
+        """
+        frame = self._take()
+        if frame is not None:
+            return frame
+        end = time.monotonic() + max(timeout_s, 0.0)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not self._poll.poll(max(int(left * 1000) + 1, 0)):
+                if time.monotonic() >= end:
+                    return None
+                continue
+            chunk = os.read(self._fd, 1 << 20)
+            if not chunk:
+                raise EOFError("the peer closed the connection")
+            self._buf += chunk
+            frame = self._take()
+            if frame is not None:
+                return frame
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    parts: list[bytes] = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the peer closed the connection")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def read_frame_blocking(fd: int, *, max_blob: int = MAX_BLOB) -> Frame:
+    """Block until one whole frame has arrived (the worker's side). Raises ``EOFError``."""
+    hlen, blen = _sizes(_read_exact(fd, _LEN.size), max_blob)
+    head = _read_exact(fd, hlen)
+    blob = _read_exact(fd, blen) if blen else b""
+    return _decode(head, blob)

@@ -1,0 +1,543 @@
+"""The kernel's side: a pool of worker processes, hard deadlines, cancellation and crashes.
+
+``WorkerPool.run(request)`` takes an idle worker (starting one if fewer than ``count`` are
+alive, else waiting), sends the call and reads frames until the answer. It never waits past
+the call's deadline plus ``grace``: a worker that has not answered by then is SIGKILLed,
+reaped and replaced, and the call is ``TIMEOUT`` whatever the guest was doing (computing,
+sleeping in WASI, blocked in a host call). A set ``request.cancel`` ends the call the same
+way with ``CANCELLED``. A worker that dies by itself (a wasmtime panic, a segfault, the OOM
+killer) or breaks the framing is ``SKILL_CRASHED`` for its call, recorded in the audit log
+(event ``worker``) and the pool's counters, and replaced; the kernel never goes down with it.
+
+Workers start lazily: ``bastion run`` starts one; a busy server grows to ``count``. Time spent
+waiting for a worker to *start* is not charged to the call (it is the host's cost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, final
+
+import structlog
+
+from bastion.closing import Closeable
+from bastion.errors import ErrorCode, ExecutionError
+from bastion.executor import ExecutionRequest
+
+from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
+from .wire import decode_error, encode_call
+
+__all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings"]
+
+_log = structlog.get_logger("bastion.sandbox.workers")
+DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
+_CANCEL_POLL_S: Final[float] = 0.01
+_MAX_FRAMES_PER_CALL: Final[int] = 20_000
+_STDERR_TAIL: Final[int] = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How the pool runs workers (from the policy's ``[workers]`` section)."""
+
+    count: int = 0
+    """Most workers alive at once; 0 means one per CPU."""
+    grace_ms: int = 25
+    """After the deadline, how long a worker may take to answer before it is killed."""
+    max_open_files: int = 256
+    start_timeout_s: float = 60.0
+    landlock: bool = True
+    seccomp: bool = True
+    read_paths: tuple[str, ...] = ()
+    """Extra read-only paths Landlock keeps (the policy's read-only mounts)."""
+    write_paths: tuple[str, ...] = ()
+    """Paths Landlock keeps writable (the policy's writable mounts)."""
+    pooling: bool = True
+    """Workers use wasmtime's pooling allocator with keep-resident memory, unless a skill may
+    get more memory (``max_memory_mb``) than a pooled slot holds."""
+    max_memory_mb: int = 512
+    """The largest memory cap in the policy (global or per skill)."""
+    entry: tuple[str, ...] = DEFAULT_ENTRY
+    """Interpreter arguments that start a worker (tests point this at an attack entry)."""
+
+    @property
+    def size(self) -> int:
+        return self.count if self.count > 0 else max(os.cpu_count() or 1, 1)
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """Counters since the pool started (metrics and ``bastion doctor``)."""
+
+    started: int = 0
+    calls: int = 0
+    timeouts_killed: int = 0
+    cancelled_killed: int = 0
+    crashed: int = 0
+    start_ms: list[float] = field(default_factory=list)
+
+
+class _Worker:
+    """One worker process and its socket."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, spawned: float) -> None:
+        self.proc = proc
+        self.sock = sock
+        self.reader = FrameReader(sock.fileno(), max_blob=MAX_BLOB)
+        self.stderr_tail = b""
+        """The last bytes the worker wrote to its stderr (a wasmtime panic, a fatal error)."""
+        err = proc.stderr
+        self._stderr_fd = err.fileno() if err is not None else -1
+        if self._stderr_fd >= 0:
+            os.set_blocking(self._stderr_fd, False)
+        self.spawned = spawned
+        self.ready: dict[str, Any] | None = None
+        self.calls = 0
+        self.settled = True
+        """False while a call is in flight and not yet answered, killed or found dead."""
+        self.owned = False
+        """True while a thread (a caller, a replacement helper) holds this worker out of the
+        idle list: that thread, not ``close()``, reaps it and closes its socket."""
+
+    def drain_stderr(self) -> None:
+        """Read what the worker wrote to stderr so far (never blocks; keeps the tail), so the
+        pipe cannot fill and stall the worker."""
+        if self._stderr_fd < 0:
+            return
+        while True:
+            try:
+                chunk = os.read(self._stderr_fd, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                return
+            self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_TAIL:]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal_kill(self) -> None:
+        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+
+    def kill(self) -> int | None:
+        """SIGKILL, reap (no zombie), close the socket; returns the exit status."""
+        self.signal_kill()
+        try:
+            status = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel failed to kill
+            status = None
+        self._close()
+        return status
+
+    def _close(self) -> None:
+        self.drain_stderr()
+        self.sock.close()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+            self._stderr_fd = -1
+
+    def reap(self) -> int | None:
+        """The exit status of a worker that closed its end (waits briefly, then kills)."""
+        try:
+            status: int | None = self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+        self._close()
+        return status
+
+
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "unknown status"
+    if status < 0:
+        try:
+            return f"signal {signal.Signals(-status).name}"
+        except ValueError:
+            return f"signal {-status}"
+    return f"exit status {status}"
+
+
+def _kill_all(workers: list[_Worker]) -> None:
+    for w in list(workers):
+        with contextlib.suppress(Exception):
+            w.kill()
+    workers.clear()
+
+
+@final
+class WorkerPool(Closeable):
+    """Worker processes for sandboxed calls; thread-safe, one call per worker at a time."""
+
+    def __init__(self, settings: WorkerSettings, *, cache_root: Path) -> None:
+        self.settings = settings
+        self.cache_root = cache_root
+        self.stats = PoolStats()
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._preload: list[list[str]] = []
+        self._ids = 0
+        self._replacing = 0
+        self._helpers: list[threading.Thread] = []
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _kill_all, self._all)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn_locked(self) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", *self.settings.entry, str(child.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(child.fileno(),),
+                env={},
+                close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            child.close()
+        w = _Worker(proc, parent, time.monotonic())
+        s = self.settings
+        hello = {
+            "t": "hello",
+            "cache": str(self.cache_root),
+            "max_open_files": s.max_open_files,
+            "landlock": s.landlock,
+            "seccomp": s.seccomp,
+            "pooling": s.pooling,
+            "max_memory_mb": s.max_memory_mb,
+            "read": list(s.read_paths),
+            "write": list(s.write_paths),
+            "preload": list(self._preload),
+        }
+        parent.sendall(encode_frame(hello))
+        self._all.append(w)
+        self.stats.started += 1
+        return w
+
+    def _await_ready(self, w: _Worker) -> None:
+        end = time.monotonic() + self.settings.start_timeout_s
+        while w.ready is None:
+            try:
+                frame = w.reader.read(max(end - time.monotonic(), 0.0))
+            except (EOFError, FrameError, OSError) as exc:
+                status = w.reap()
+                self._forget(w)
+                raise ExecutionError(
+                    ErrorCode.INTERNAL,
+                    "a sandbox worker failed to start",
+                    detail=f"worker {w.pid}: {_describe(status)} ({exc})",
+                ) from None
+            if frame is None:
+                w.kill()
+                self._forget(w)
+                raise ExecutionError(
+                    ErrorCode.INTERNAL,
+                    f"a sandbox worker did not start within {self.settings.start_timeout_s} s",
+                )
+            if frame.kind == "ready":
+                w.ready = frame.header
+                ms = round((time.monotonic() - w.spawned) * 1000, 3)
+                self.stats.start_ms.append(ms)
+                del self.stats.start_ms[:-100]
+                _log.debug("worker.ready", pid=w.pid, ms=ms, limits=frame.header.get("limits"))
+
+    def _forget(self, w: _Worker) -> None:
+        with self._cond:
+            if w in self._all:
+                self._all.remove(w)
+            if w in self._idle:
+                self._idle.remove(w)
+            self._cond.notify()
+
+    def _replace(self, w: _Worker, *, reap: bool = False) -> None:
+        """Drop a dead or killed worker and start its replacement on a helper thread, so the
+        failed call returns at once; the new worker readies while the pool serves others.
+        With ``reap``, the helper also reaps the old one (tearing down a large address space
+        takes a while, and the caller need not wait for it)."""
+        with self._cond:
+            if w in self._all:
+                self._all.remove(w)
+            self._replacing += 1
+            self._cond.notify()
+        old = w if reap else None
+        t = threading.Thread(
+            target=self._start_replacement, args=(old,), name="bastion-worker-spawn"
+        )
+        with self._cond:
+            self._helpers = [h for h in self._helpers if h.is_alive()]
+            self._helpers.append(t)
+        t.start()
+
+    def _start_replacement(self, old: _Worker | None = None) -> None:
+        if old is not None:
+            old.kill()
+        w: _Worker | None = None
+        try:
+            with self._cond:
+                if not self._closed and len(self._all) < self.settings.size:
+                    w = self._spawn_locked()
+                    w.owned = True
+            if w is not None:
+                self._await_ready(w)
+                with self._cond:
+                    closed = self._closed
+                    if not closed:
+                        w.owned = False
+                        self._idle.append(w)
+                if closed:
+                    w.kill()
+        except (OSError, ExecutionError) as exc:
+            if not self._closed:
+                _log.error("worker.replace_failed", error=str(exc)[:200])
+        finally:
+            with self._cond:
+                self._replacing -= 1
+                self._cond.notify_all()
+
+    def _acquire(self, request: ExecutionRequest) -> tuple[_Worker, float]:
+        """An idle (or new) ready worker, and the seconds spent getting it: waiting for a
+        worker to start or to come free is the host's time, not the skill's."""
+        t0 = time.monotonic()
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise ExecutionError(ErrorCode.INTERNAL, "the worker pool is closed")
+                    if self._idle:
+                        # A ready worker first; one still starting only if none is ready.
+                        ready = [x for x in self._idle if x.ready is not None]
+                        w = ready[-1] if ready else self._idle[-1]
+                        self._idle.remove(w)
+                        w.owned = True
+                        break
+                    if len(self._all) + self._replacing < self.settings.size:
+                        w = self._spawn_locked()
+                        w.owned = True
+                        break
+                    if request.cancel is not None and request.cancel.is_set():
+                        raise ExecutionError(
+                            ErrorCode.CANCELLED, "the caller cancelled the call before it ran"
+                        )
+                    self._cond.wait(0.05 if request.cancel is not None else None)
+            if w.ready is not None:
+                return w, time.monotonic() - t0
+            try:
+                self._await_ready(w)
+            except ExecutionError:
+                continue
+            return w, time.monotonic() - t0
+
+    def _release(self, w: _Worker) -> None:
+        w.settled = True
+        with self._cond:
+            if not self._closed:
+                w.owned = False
+                self._idle.append(w)
+                self._cond.notify()
+                return
+            if w in self._all:
+                self._all.remove(w)
+        w.kill()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the first worker now if none runs (it readies while the caller works)."""
+        with self._cond:
+            if not self._all and not self._replacing and not self._closed:
+                self._idle.append(self._spawn_locked())
+
+    def prepare(self, runtime: str, entry: Path) -> None:
+        """Have workers load ``entry`` (already compiled into the cache by the kernel); a
+        worker started later loads it at start-up. Starts the first worker if none runs."""
+        item = [runtime, str(entry)]
+        with self._cond:
+            if item not in self._preload:
+                self._preload.append(item)
+            if not self._all and not self._closed:
+                self._idle.append(self._spawn_locked())
+                return
+            frame = encode_frame({"t": "prepare", "runtime": runtime, "entry": str(entry)})
+            for w in self._idle:
+                with contextlib.suppress(OSError):
+                    w.sock.sendall(frame)
+
+    def run(self, request: ExecutionRequest) -> bytes:
+        """Run one call in a worker; returns the output bytes or raises ``ExecutionError``."""
+        if request.cancel is not None and request.cancel.is_set():
+            raise ExecutionError(ErrorCode.CANCELLED, "the caller cancelled the call before it ran")
+        w, waited = self._acquire(request)
+        deadline = request.deadline + waited
+        hard = deadline + self.settings.grace_ms / 1000
+        with self._cond:
+            self._ids += 1
+            call_id = self._ids
+            self.stats.calls += 1
+        w.calls += 1
+        w.reader.max_blob = request.limits.output_bytes + 64 * 1024
+        blob = request.input_json.encode("utf-8")
+        try:
+            w.sock.sendall(encode_frame(encode_call(call_id, request, deadline), blob))
+        except OSError:
+            return self._crashed(w, request, "the worker's socket was closed")
+        w.settled = False
+        try:
+            return self._converse(w, request, call_id, hard)
+        except BaseException:
+            if not w.settled:  # e.g. the audit sink raised: the worker is mid-call, end it
+                self._end(w, request, "kernel error")
+            raise
+
+    def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
+        """Read the worker's frames for one call until its answer, the deadline or a cancel."""
+        cancel = request.cancel
+        for _ in range(_MAX_FRAMES_PER_CALL):
+            while True:
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set():
+                    self._count("cancelled_killed")
+                    self._end(w, request, "cancelled")
+                    raise ExecutionError(
+                        ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
+                    )
+                if now >= hard:
+                    self._count("timeouts_killed")
+                    self._end(w, request, "timeout")
+                    raise _timeout(request, "the worker did not answer by the deadline; killed")
+                wait = hard - now
+                if cancel is not None:
+                    wait = min(wait, _CANCEL_POLL_S)
+                try:
+                    frame = w.reader.read(wait)
+                except EOFError:
+                    return self._crashed(w, request, None)
+                except (FrameError, OSError) as exc:
+                    return self._crashed(w, request, f"bad frame: {exc}")
+                if frame is not None:
+                    break
+            kind, head = frame.kind, frame.header
+            if kind == "log":
+                _forward_log(request, head)
+                continue
+            if kind == "audit":
+                fields = head.get("f")
+                if isinstance(fields, dict):
+                    request.audit(str(head.get("event", "event"))[:64], fields)
+                continue
+            if head.get("id") != call_id:
+                return self._crashed(w, request, f"answer for another call ({head.get('id')!r})")
+            if kind == "result":
+                w.drain_stderr()
+                self._release(w)
+                return frame.blob
+            if kind == "error":
+                w.drain_stderr()
+                self._release(w)
+                raise decode_error(head)
+            return self._crashed(w, request, f"unexpected frame {kind!r}")
+        return self._crashed(w, request, "too many frames for one call")
+
+    def _count(self, counter: str) -> None:
+        with self._cond:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
+    def _end(self, w: _Worker, request: ExecutionRequest, why: str) -> None:
+        w.settled = True
+        w.signal_kill()
+        self._replace(w, reap=True)
+        _safe_audit(request, {"event": "killed", "reason": why, "pid": w.pid, "signal": "SIGKILL"})
+
+    def _crashed(self, w: _Worker, request: ExecutionRequest, why: str | None) -> bytes:
+        w.settled = True
+        status = w.kill() if why else w.reap()
+        self._count("crashed")
+        self._replace(w)
+        how = why or _describe(status)
+        tail = w.stderr_tail.decode("utf-8", "replace").strip()
+        if tail:
+            how += f"; stderr: {tail[-2000:]}"
+        _safe_audit(request, {"event": "crashed", "pid": w.pid, "status": status, "how": how})
+        _log.warning("worker.crashed", pid=w.pid, how=how, skill=request.skill)
+        raise ExecutionError(
+            ErrorCode.SKILL_CRASHED,
+            "the skill's worker process died during the call",
+            detail=f"worker {w.pid}: {how}",
+        )
+
+    # -- inspection and lifecycle ------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._cond:
+            return [w.pid for w in self._all]
+
+    def reports(self) -> list[dict[str, Any]]:
+        """The ready report (OS limits in effect) of each started worker."""
+        with self._cond:
+            return [dict(w.ready) for w in self._all if w.ready is not None]
+
+    def close(self) -> None:
+        """Kill every worker (each also exits on its own when its socket closes)."""
+        with self._cond:
+            self._closed = True
+            workers = list(self._all)
+            helpers = list(self._helpers)
+            self._all.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        # SIGKILL first: a thread polling a worker's socket (a caller, a helper awaiting
+        # ready) sees EOF and reaps its own worker; close() reaps and closes only the others,
+        # so no socket is closed under a thread still polling its descriptor number.
+        for w in workers:
+            w.signal_kill()
+        for t in helpers:
+            if t is not threading.current_thread():
+                t.join(timeout=30)
+        for w in workers:
+            if not w.owned:
+                w.kill()
+        self._finalizer.detach()
+
+
+def _timeout(request: ExecutionRequest, detail: str) -> ExecutionError:
+    return ExecutionError(
+        ErrorCode.TIMEOUT,
+        f"skill exceeded its time limit of {request.limits.timeout_ms} ms",
+        detail=detail,
+    )
+
+
+def _safe_audit(request: ExecutionRequest, fields: dict[str, Any]) -> None:
+    try:
+        request.audit("worker", fields)
+    except Exception:
+        _log.exception("worker.audit_failed", skill=request.skill)
+
+
+_LOG_LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error", "critical"})
+
+
+def _forward_log(request: ExecutionRequest, head: dict[str, Any]) -> None:
+    level = str(head.get("level"))
+    fields = head.get("f")
+    if level not in _LOG_LEVELS or not isinstance(fields, dict) or request.logger is None:
+        return
+    kw = {str(k)[:64]: v for k, v in list(fields.items())[:32] if str(k) not in ("event",)}
+    getattr(request.logger, level)(str(head.get("event", "skill.log"))[:128], **kw)

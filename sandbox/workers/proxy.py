@@ -1,0 +1,91 @@
+"""``ProcessExecutor``: the kernel's executor for a sandboxed runtime, run in the worker pool.
+
+It wraps the in-process executor of the same runtime: ``prepare`` compiles into the verified
+cache here (so workers only load what the kernel checked) and tells the pool to preload it;
+``execute`` sends the call to a worker. ``wrap_executors`` swaps the built-in ``wasm``,
+``component`` and ``python`` executors for these when the policy says ``isolation =
+"process"``; executors a plugin registered are left in-process (a worker cannot import them).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, Final, final
+
+from bastion.executor import ExecutionRequest, Executor
+
+from .pool import WorkerPool, WorkerSettings
+
+__all__ = ["SANDBOXED_RUNTIMES", "ProcessExecutor", "wrap_executors"]
+
+SANDBOXED_RUNTIMES: Final[frozenset[str]] = frozenset({"wasm", "component", "python"})
+_BUILTIN_PREFIX: Final[str] = "bastion.sandbox."
+
+
+@final
+class ProcessExecutor:
+    """Runs one sandboxed runtime in the shared ``WorkerPool``."""
+
+    def __init__(self, local: Executor, pool: WorkerPool, owners: list[Any]) -> None:
+        self.runtime = local.runtime
+        self.local = local
+        self.pool = pool
+        self._owners = owners
+        self._closed = False
+        self._prepared: set[Path] = set()
+
+    def prepare(self, entry: Path) -> None:
+        """Compile and check in this process (fills the cache), then preload in workers.
+        The first worker is started before the local work, so the two overlap."""
+        self.pool.start()
+        self.local.prepare(entry)
+        self._prepared.add(entry)
+        self.pool.prepare(self.runtime, entry)
+
+    def execute(self, request: ExecutionRequest) -> bytes:
+        """Run the call in a worker process (hard deadline, cancellation, crash isolation).
+
+        The entry is compiled here first if it was not prepared: workers may read the cache
+        but never write it."""
+        if request.entry not in self._prepared:
+            self.prepare(request.entry)
+        return self.pool.run(request)
+
+    def close(self) -> None:
+        """Close the local executor; the last proxy to close stops the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        self.local.close()
+        with _owners_lock:
+            if self in self._owners:
+                self._owners.remove(self)
+            last = not self._owners
+        if last:
+            self.pool.close()
+
+
+_owners_lock = threading.Lock()
+
+
+def _is_builtin(ex: Executor) -> bool:
+    target = getattr(ex, "_target", "")
+    return isinstance(target, str) and target.startswith(_BUILTIN_PREFIX)
+
+
+def wrap_executors(
+    executors: MutableMapping[str, Executor], settings: WorkerSettings, *, cache_root: Path
+) -> WorkerPool | None:
+    """Replace the built-in sandboxed executors with pool-backed ones (in place)."""
+    chosen = [rt for rt, ex in executors.items() if rt in SANDBOXED_RUNTIMES and _is_builtin(ex)]
+    if not chosen:
+        return None
+    pool = WorkerPool(settings, cache_root=cache_root)
+    owners: list[Any] = []
+    for rt in chosen:
+        proxy = ProcessExecutor(executors[rt], pool, owners)
+        owners.append(proxy)
+        executors[rt] = proxy
+    return pool

@@ -1,0 +1,101 @@
+"""What crosses the pipe for one call: the request as granted, and the outcome as bytes.
+
+The kernel sends only what the skill is granted (its mounts, network rules, private-address
+allowances, the secret values it may see, its limits and deadline); the worker rebuilds an
+``ExecutionRequest`` from that and nothing else. The outcome is the raw output bytes, or an
+error's code, public message and detail: the kernel decodes, sanitizes and audits as for an
+in-process call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import ErrorCode, ExecutionError
+from bastion.executor import Capabilities, ExecutionRequest, Limits, Mount
+from bastion.netrule import NetRule
+
+__all__ = ["decode_error", "encode_call", "encode_error", "request_from_call"]
+
+
+def encode_call(call_id: int, request: ExecutionRequest, deadline: float) -> dict[str, Any]:
+    """The call header for ``request`` (the input JSON travels as the frame's blob)."""
+    caps = request.caps
+    return {
+        "t": "call",
+        "id": call_id,
+        "runtime": request.runtime,
+        "skill": request.skill,
+        "version": request.version,
+        "entry": str(request.entry),
+        "folder": str(request.folder),
+        "invocation_id": request.invocation_id,
+        "deadline": deadline,
+        "limits": [request.limits.timeout_ms, request.limits.memory_mb, request.limits.output_kb],
+        "mounts": [[m.guest, str(m.host), m.writable] for m in caps.mounts],
+        "network": [[r.scheme, r.host, r.port, r.wildcard, r.text] for r in caps.network],
+        "private_allow": [str(n) for n in caps.private_allow],
+        "secrets": dict(caps.secrets),
+        "config": dict(caps.config),
+    }
+
+
+def request_from_call(
+    header: dict[str, Any], input_json: str, *, logger: Any, audit: Any
+) -> ExecutionRequest:
+    """Rebuild the ``ExecutionRequest`` a worker runs (raises ``KeyError``/``TypeError`` if bad)."""
+    timeout_ms, memory_mb, output_kb = (int(x) for x in header["limits"])
+    caps = Capabilities(
+        network=tuple(
+            NetRule(str(s), str(h), int(p), bool(w), str(t)) for s, h, p, w, t in header["network"]
+        ),
+        private_allow=tuple(ipaddress.ip_network(str(n)) for n in header["private_allow"]),
+        mounts=tuple(Mount(str(g), Path(h), bool(w)) for g, h, w in header["mounts"]),
+        secrets={str(k): str(v) for k, v in dict(header["secrets"]).items()},
+        config={str(k): v for k, v in dict(header.get("config") or {}).items()},
+    )
+    return ExecutionRequest(
+        skill=str(header["skill"]),
+        version=str(header["version"]),
+        runtime=str(header["runtime"]),
+        entry=Path(header["entry"]),
+        folder=Path(header["folder"]),
+        input=None,
+        input_json=input_json,
+        caps=caps,
+        limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb, output_kb=output_kb),
+        deadline=float(header["deadline"]),
+        invocation_id=str(header["invocation_id"]),
+        logger=logger,
+        audit=audit,
+    )
+
+
+def encode_error(call_id: int, exc: ExecutionError) -> dict[str, Any]:
+    """The error header for a failed call."""
+    return {
+        "t": "error",
+        "id": call_id,
+        "code": str(exc.error_code),
+        "message": exc.message,
+        "detail": exc.detail,
+        "retry_after_s": exc.retry_after_s,
+    }
+
+
+def decode_error(header: dict[str, Any]) -> ExecutionError:
+    """The ``ExecutionError`` a worker reported; an unknown code is ``INTERNAL``."""
+    try:
+        code = ErrorCode(str(header.get("code")))
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    detail = header.get("detail")
+    retry = header.get("retry_after_s")
+    return ExecutionError(
+        code,
+        str(header.get("message") or "the skill failed")[:4000],
+        detail=str(detail)[:16000] if detail is not None else None,
+        retry_after_s=float(retry) if isinstance(retry, (int, float)) else None,
+    )

@@ -171,9 +171,8 @@ class Kernel(Closeable):
         self.workers: Any = None
         """The ``WorkerPool`` of sandboxed calls (``[workers] isolation = "process"``)."""
         if policy.doc.workers.isolation == "process":
-            from .sandbox.workers import pool_for_kernel
-
             from .sandbox.python_skill import shared_folder
+            from .sandbox.workers import pool_for_kernel
 
             folders = [s.folder for s in self._discovery.skills.values() if s.folder is not None]
             # A pack's _shared/ modules are mapped into its Python skills: readable too.

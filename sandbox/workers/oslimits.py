@@ -58,6 +58,13 @@ def python_read_paths() -> list[str]:
         if p:
             paths.add(p)
     paths.update(p for p in sys.path if p and os.path.isdir(p))
+    # Bastion's own packages: an editable install imports them from the source tree through a
+    # finder, not from sys.path, and modules a call needs are imported lazily, after Landlock.
+    import bastion
+    import bastion.sandbox
+
+    paths.update(os.path.dirname(m.__file__ or "") for m in (bastion, bastion.sandbox))
+    paths.discard("")
     return sorted(paths)
 
 

@@ -309,7 +309,10 @@ class AuditLog(Closeable):
                         log.error("audit_record_dropped", audit_event=str(event)[:64])
                         return
                     self._pending.append(item)
-                    if len(self._pending) >= self.batch:
+                    # The first record wakes the writer (its batching window starts now), a
+                    # full batch ends the window early. Notifying only on a full batch left a
+                    # lone record unwritten until the next flush() or the batch-th record.
+                    if len(self._pending) == 1 or len(self._pending) >= self.batch:
                         self._cond.notify_all()
                     drain = len(self._pending) >= self.max_pending and not self._failing
             if closed:

@@ -195,8 +195,8 @@ def test_cancelling_ainvoke_stops_the_guest(kernel: Kernel, tmp_path: Path) -> N
 
 def test_descriptions_reach_clients_cleaned(kernel: Kernel) -> None:
     """A pack's description with a terminal escape, a bidi override, tag characters and a
-    zero-width space reaches the client as plain text."""
+    zero-width space reaches the client as plain text (cleaned once, at discovery)."""
     status = kernel.skill("sly")
-    assert status is not None and "\x1b" in status.skill.description
+    assert status is not None and status.skill.cleaned  # discovery saw and removed them
     (tool,) = [t for t in ToolCatalog(kernel).tools(LOCAL_CALLER) if t.name == "sly"]
     assert tool.description == "Safe tool."

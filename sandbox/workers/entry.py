@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from bastion.logs import InvocationLog
+
 from .framing import Frame, encode_frame, read_frame_blocking
 
 __all__ = ["PipeLogger", "main", "serve"]
@@ -53,9 +55,14 @@ class _Channel:
 class PipeLogger:
     """A structlog-shaped logger whose lines go to the kernel as ``log`` frames."""
 
-    def __init__(self, channel: _Channel, call_id: int) -> None:
+    def __init__(self, channel: _Channel, call_id: int, min_level: int = 0) -> None:
         self._ch = channel
         self._id = call_id
+        self._min_level = min_level
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether the kernel writes lines of ``level`` (lines it would drop are not sent)."""
+        return level >= self._min_level
 
     def bind(self, **_kw: Any) -> PipeLogger:
         return self  # the kernel's logger is already bound with skill and invocation id
@@ -151,6 +158,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         seccomp_on=bool(cfg.get("seccomp", True)),
     )
     handlers: dict[str, Handler] = dict(extra or {})
+    log_level = int(cfg.get("log_level", 0))
     ch.send(
         {
             "t": "ready",
@@ -173,6 +181,10 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         call_id = int(frame.header.get("id", 0))
         after: list[Callable[[], None]] = []
         request: Any = None
+        # Host lines the call causes are capped here, where they happen (a skill looping over
+        # log() must not flood the pipe); the summary of what was cut goes before the answer.
+        # The kernel's own InvocationLog then redacts what arrives.
+        calllog = InvocationLog(PipeLogger(ch, call_id, log_level))
         try:
 
             def audit(event: str, fields: Mapping[str, Any], _id: int = call_id) -> None:
@@ -181,7 +193,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             request = request_from_call(
                 frame.header,
                 frame.blob.decode("utf-8"),
-                logger=PipeLogger(ch, call_id),
+                logger=calllog,
                 audit=audit,
             )
             runtime = request.runtime
@@ -198,8 +210,10 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     out = ex.execute(request, after=after)
                 else:
                     out = ex.execute(request)
+            calllog.finish()
             ch.send({"t": "result", "id": call_id}, bytes(out))
         except ExecutionError as exc:
+            calllog.finish()
             ch.send(encode_error(call_id, exc))
         except OSError as exc:
             if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
@@ -215,6 +229,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     "the worker failed to run the skill",
                     detail=traceback.format_exc(limit=5)[-4000:],
                 )
+            calllog.finish()
             ch.send(encode_error(call_id, err))
         except Exception:
             err = ExecutionError(
@@ -222,6 +237,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 "the worker failed to run the skill",
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
+            calllog.finish()
             ch.send(encode_error(call_id, err))
         for drop in after:
             drop()

@@ -37,7 +37,7 @@ from bastion.executor import ExecutionRequest
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
 from .wire import decode_error, encode_call
 
-__all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings"]
+__all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "kernel_log_level"]
 
 _log = structlog.get_logger("bastion.sandbox.workers")
 DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
@@ -225,6 +225,7 @@ class WorkerPool(Closeable):
             "read": list(s.read_paths),
             "write": list(s.write_paths),
             "preload": list(self._preload),
+            "log_level": kernel_log_level(),
         }
         parent.sendall(encode_frame(hello))
         self._all.append(w)
@@ -541,3 +542,20 @@ def _forward_log(request: ExecutionRequest, head: dict[str, Any]) -> None:
         return
     kw = {str(k)[:64]: v for k, v in list(fields.items())[:32] if str(k) not in ("event",)}
     getattr(request.logger, level)(str(head.get("event", "skill.log"))[:128], **kw)
+
+
+def kernel_log_level() -> int:
+    """The lowest level this process's structlog configuration writes (a worker counts and
+    forwards only such lines, so its per-kind caps match what the kernel would write)."""
+    import logging
+
+    import structlog
+
+    probe = structlog.get_logger("bastion.workers").bind()
+    check = getattr(probe, "is_enabled_for", None)
+    if check is None:
+        return logging.DEBUG
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+        if check(level):
+            return level
+    return logging.CRITICAL

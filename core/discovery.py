@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 import structlog
 
+from .cachedir import CacheDirError
 from .errors import ConfigError, ManifestError, PackError
 from .manifest import (
     PACK_MANIFEST,
@@ -346,6 +347,8 @@ def load_pack_folder(
                     fix=f"add {rel}/{SKILL_MANIFEST} or remove {rel!r} from skills",
                 )
             skill = _load_skill(sdir, pm.name, distribution)
+        except CacheDirError:
+            raise  # the host's cache is unsafe: every pack would fail alike; exit 2, not a problem
         except ConfigError as exc:
             report.problems.append(Problem(pm.name, str(exc), exc.code))
             continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .cachedir import CacheDirError
 from .errors import ErrorCode, ManifestError
 from .manifest import SKILL_MANIFEST, SkillManifest, check_json_schema
 from .memo import default_memo
@@ -173,6 +174,8 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
 
     try:
         described = describe(folder, manifest.entry, skill=manifest.name)
+    except CacheDirError:
+        raise  # an unsafe cache folder is the host's configuration error, not this skill's
     except Exception as exc:  # the runner cannot be built or loaded: not the skill's fault
         raise ManifestError(
             f"the Python runner is not available to derive the skill's schema "

@@ -33,6 +33,7 @@ from typing import IO, Any, Final
 
 import structlog
 
+from . import auditchain
 from .closing import Closeable
 from .sanitize import SanitizeConfig, Sanitizer
 
@@ -138,6 +139,7 @@ class AuditLog(Closeable):
         try:
             line = self._serialize(event, fields)
             with self._cond:
+                line = auditchain.link(self, line)  # in queue order: the order on disk
                 self._seq += 1
                 item = (self._seq, line)
                 closed = self._closed

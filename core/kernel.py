@@ -28,7 +28,7 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
-from .breaker import CircuitBreaker
+from .breaker import Breaker, CircuitBreaker, SharedBreaker
 from .closing import Closeable
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
@@ -54,6 +54,7 @@ from .resultcache import ResultCache
 from .sanitize import SanitizeConfig, Sanitizer
 from .scrub import scrub_message
 from .skill import Skill
+from .state.handle import StateHandle
 from .tenants import TenantGate
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
@@ -139,8 +140,6 @@ class Kernel(Closeable):
         ensure_logging()
         self.policy = policy
         self._approver = approver
-        self._approved: set[str] = set()
-        self._approved_lock = threading.Lock()
         self._pm = make_plugin_manager(list(plugins))
         self._discovery: Discovery = discover(
             policy,
@@ -160,6 +159,7 @@ class Kernel(Closeable):
             for ex in group or []:
                 self._executors.setdefault(ex.runtime, ex)
         env = os.environ if environ is None else environ
+        self._environ = env
         self._status: dict[str, SkillStatus] = {}
         for name, skill in sorted(self._discovery.skills.items()):
             grant = review(skill.manifest, policy, environ=env)
@@ -205,12 +205,13 @@ class Kernel(Closeable):
     def _setup_runtime(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
         """Guardrails, tenants, rate limits, breakers, cache and metrics from the policy."""
         doc = self.policy.doc
+        self._open_state()
         kinds = {n: grant_kinds(st.grant) for n, st in self._status.items()}
         guardrails = PolicyGuardrails.from_policy(self.policy, kinds)
         if guardrails is not None:
             self._pm.register(guardrails, name="bastion.guardrails")
         self._tenants = (
-            TenantGate(doc.tenants, doc.roles, wall_clock=wall_clock)
+            TenantGate(doc.tenants, doc.roles, wall_clock=wall_clock, state=self._state)
             if doc.tenants or doc.roles
             else None
         )
@@ -227,22 +228,49 @@ class Kernel(Closeable):
                 tenant_default=spec(rl.tenant_default),
                 tenants={n: RateSpec(e.rate, e.burst) for n, e in rl.tenants.items()},
                 clock=clock,
+                state=self._state,
             )
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: dict[str, Breaker] = {}
         self._breaker_codes: frozenset[str] = frozenset()
         if doc.breaker is not None:
             b = doc.breaker
             self._breaker_codes = frozenset(b.codes)
             self._breakers = {
-                n: CircuitBreaker(b.failures, b.cooldown_s, window_s=b.window_s, clock=clock)
+                n: SharedBreaker(
+                    self._state, n, b.failures, b.cooldown_s, window_s=b.window_s, clock=clock
+                )
+                if self._state.store is not None
+                else CircuitBreaker(b.failures, b.cooldown_s, window_s=b.window_s, clock=clock)
                 for n in self._status
             }
         self._cache = (
-            ResultCache(doc.cache.ttl_s, doc.cache.max_entries, clock=clock)
+            ResultCache(doc.cache.ttl_s, doc.cache.max_entries, clock=clock, state=self._state)
             if doc.cache is not None
             else None
         )
         self.metrics = Metrics()
+
+    def _open_state(self) -> None:
+        """The state backend of ``[state]`` (in-process, or Redis shared by replicas)."""
+        from .auditchain import set_node_id
+        from .state import open_state
+        from .state.approvals import ApprovalMemory
+
+        try:
+            self._state = open_state(
+                self.policy.doc.state, self._environ, source=self.policy.source
+            )
+        except ConfigError:
+            self._pool.shutdown(wait=False)
+            self.audit.close()
+            raise
+        set_node_id(self._state.node_id)
+        self._approvals = ApprovalMemory(self._state)
+
+    @property
+    def state(self) -> StateHandle:
+        """The state backend (``backend``, ``node_id``, ``sealer`` for request state)."""
+        return self._state
 
     # -- construction ---------------------------------------------------------------------
 
@@ -345,8 +373,12 @@ class Kernel(Closeable):
         audit = self._audit_health()
         breakers = self.breaker_states()
         cache = self._cache
+        state = self._state_health()
         return {
-            "ok": not failed and sandbox["ready"] and (audit["writable"] or not audit["enabled"]),
+            "ok": not failed
+            and sandbox["ready"]
+            and (audit["writable"] or not audit["enabled"])
+            and state["available"],
             "packs": {"loaded": [p.name for p in packs if p.loaded], "failed": failed},
             "skills": {
                 "usable": [s.name for s in statuses if s.usable],
@@ -360,7 +392,14 @@ class Kernel(Closeable):
             "cache": None
             if cache is None
             else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+            "state": state,
         }
+
+    def _state_health(self) -> dict[str, Any]:
+        store = self._state.store
+        if store is not None:
+            store.ping()  # an outage (or a recovery) is seen now, not at the next call
+        return self._state.status()
 
     def _audit_health(self) -> dict[str, Any]:
         path: Path | None = getattr(self.audit, "path", None)
@@ -650,7 +689,14 @@ class Kernel(Closeable):
             extra["cache"] = "miss"
 
         # Rate limits, tenant quotas, circuit breaker: each undoes the earlier ones on refusal.
-        refused = self._admit(name, ctx, start, extra)
+        try:
+            refused = self._admit(name, ctx, start, extra)
+        except ExecutionError as exc:  # STATE_UNAVAILABLE: a kind of state that fails closed
+            extra["limit"] = "[state]"
+            extra["state_unavailable"] = exc.detail
+            refused = self._fail(
+                exc.error_code, exc.message, start, ctx, retry_after_s=exc.retry_after_s
+            )
         if refused is not None:
             return refused, extra
         breaker = self._breakers.get(name)
@@ -667,7 +713,7 @@ class Kernel(Closeable):
             verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
         finally:
             if self._tenants is not None:
-                self._tenants.release(ctx.tenant)
+                self._tenants.release(ctx.tenant, ctx.invocation_id)
             if breaker is not None:
                 if verdict is None or verdict in self._breaker_codes:
                     breaker.record_failure()
@@ -700,7 +746,12 @@ class Kernel(Closeable):
                     retry_after_s=round(wait, 3),
                 )
         if tenants is not None:
-            quota = tenants.admit(ctx.tenant)
+            try:
+                quota = tenants.admit(ctx.tenant, ctx.invocation_id)
+            except ExecutionError:
+                if limiter is not None:
+                    limiter.refund(name, ctx.tenant)
+                raise
             if quota is not None:
                 if limiter is not None:
                     limiter.refund(name, ctx.tenant)
@@ -713,11 +764,18 @@ class Kernel(Closeable):
                     retry_after_s=round(quota.retry_after_s, 3),
                 )
         breaker = self._breakers.get(name)
-        if breaker is not None and not breaker.allow():
+        unavailable: ExecutionError | None = None
+        try:
+            allowed = breaker is None or breaker.allow()
+        except ExecutionError as exc:
+            allowed, unavailable = False, exc
+        if breaker is not None and not allowed:
             if limiter is not None:
                 limiter.refund(name, ctx.tenant)
             if tenants is not None:
-                tenants.unadmit(ctx.tenant)
+                tenants.unadmit(ctx.tenant, ctx.invocation_id)
+            if unavailable is not None:
+                raise unavailable
             wait = breaker.retry_after_s()
             extra["limit"] = "[breaker]"
             return self._fail(
@@ -881,9 +939,8 @@ class Kernel(Closeable):
         tenant: str,
     ) -> tuple[bool, str | None]:
         binding = approval_binding(skill.name, skill.version, arguments, grant, tenant)
-        with self._approved_lock:
-            if binding in self._approved:
-                return True, "remembered"
+        if self._approvals.remembered(tenant, binding):
+            return True, "remembered"
         if approver is None:
             return False, None
         request = ApprovalRequest(
@@ -904,8 +961,7 @@ class Kernel(Closeable):
             log.exception("approver_failed", skill=skill.name)
             ok = False
         if ok:
-            with self._approved_lock:
-                self._approved.add(binding)
+            self._approvals.remember(tenant, binding, type(approver).__name__)
         return ok, type(approver).__name__
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -921,4 +977,5 @@ class Kernel(Closeable):
                 ex.close()
             except Exception:
                 log.exception("executor_close_failed", runtime=ex.runtime)
+        self._state.close()
         self.audit.close()

@@ -22,6 +22,7 @@ from .errors import ErrorCode, PolicyError
 from .executor import IPNetwork, Limits
 from .manifest import NAME_PATTERN, check_rules, normalize_guest_path
 from .netrule import NetRule
+from .state.settings import StateSection
 
 __all__ = [
     "BREAKER_CODES",
@@ -317,6 +318,7 @@ class PolicyDocument(_Model):
     cache: CacheSection | None = None
     tenants: dict[str, TenantSection] = {}
     roles: dict[str, RoleSection] = {}
+    state: StateSection = StateSection()
 
     @field_validator("skills")
     @classmethod

@@ -351,6 +351,8 @@ class AuditReader:
     corrupt: int = 0
     unreadable: int = 0
     _started: bool = field(default=False, repr=False)
+    _resume: tuple[int, int] | None = field(default=None, repr=False)
+    """(inode, offset) where reading the live file stopped: ``follow`` continues from there."""
 
     def files(self) -> list[Path]:
         """The files to read, oldest first."""
@@ -380,6 +382,9 @@ class AuditReader:
             return
         lines = data.split(b"\n")
         last = len(lines) - 1  # the element after the final newline ('' when terminated)
+        if path == self.path:
+            with contextlib.suppress(OSError):
+                self._resume = (path.stat().st_ino, len(data) - len(lines[-1]))
         for i, raw in enumerate(lines):
             if not raw.strip():
                 continue
@@ -401,7 +406,8 @@ class AuditReader:
     ) -> Iterator[dict[str, Any]]:
         """Records appended to the live file after this call, as they arrive (``tail -f``).
 
-        The file is opened (at its end) now, and kept open: on rotation the rest of the old
+        The file is opened now (where iterating this reader stopped, else at its end, so a
+        record appended between the two is not lost), and kept open: on rotation the rest of the old
         file is read through the open handle before the new file is read from its start, so
         nothing is lost unless several whole files rotate away between two polls. Only complete
         lines are yielded; ends when ``stop()`` is true; never raises on a bad line.
@@ -409,7 +415,11 @@ class AuditReader:
         handle: IO[bytes] | None = None
         try:
             handle = self.path.open("rb")
-            handle.seek(0, os.SEEK_END)
+            resume = self._resume
+            if resume is not None and os.fstat(handle.fileno()).st_ino == resume[0]:
+                handle.seek(resume[1])  # what was appended since iterating is not lost
+            else:
+                handle.seek(0, os.SEEK_END)
         except OSError:
             handle = None
         return self._follow(handle, poll_s, stop)

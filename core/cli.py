@@ -529,6 +529,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    with _startup():
+        from .serve.commands import cmd_mcp as run
+    return run(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with _startup():
+        from .serve.commands import cmd_serve as run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bastion", description="Run third-party LLM skills safely.")
     p.add_argument(
@@ -621,6 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a tour on an embedded policy and a local web server")
     demo.set_defaults(func=cmd_demo)
+
+    mcp = sub.add_parser("mcp", help="serve the granted skills as MCP tools on stdin/stdout")
+    mcp.set_defaults(func=cmd_mcp)
+    srv = sub.add_parser("serve", help="serve the granted skills as MCP tools over HTTP (/mcp)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    srv.set_defaults(func=cmd_serve)
     return p
 
 

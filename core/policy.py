@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .configfile import config_error_from_validation, read_toml, read_toml_text
 from .errors import ErrorCode, PolicyError
@@ -40,6 +47,8 @@ __all__ = [
     "RateLimitsSection",
     "ResolvedMount",
     "RoleSection",
+    "ServeSection",
+    "ServeToken",
     "SkillPolicy",
     "TenantSection",
     "find_policy_path",
@@ -299,6 +308,55 @@ class RoleSection(_Model):
         return _check_patterns(v, "skill")
 
 
+_ENV_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class ServeToken(_Model):
+    """``[[serve.tokens]]``: one bearer token (its sha256, or the environment variable that
+    holds it; never the token itself) mapped to a caller name, a tenant and roles."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+    tenant: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+    roles: tuple[str, ...] = ()
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    token: str | None = Field(default=None, exclude=True)
+    """Never accepted: present only so its refusal can say what to write instead."""
+
+    @field_validator("token")
+    @classmethod
+    def _no_plain_token(cls, v: str | None) -> None:
+        if v is not None:
+            raise ValueError(
+                "a plain 'token' is never stored in the policy; write sha256 = \"<hex digest of "
+                'the token>" or env = "VAR" naming the environment variable that holds it'
+            )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "token" in v:
+            return {**v, "token": "<not shown>"}  # the refusal never echoes the secret
+        if isinstance(v, dict) and (v.get("sha256") is None) == (v.get("env") is None):
+            raise ValueError(
+                f'token {v.get("name")!r} needs exactly one of sha256 = "<hex digest>" or '
+                'env = "VAR"'
+            )
+        return v
+
+
+class ServeSection(_Model):
+    """``[serve]``: the MCP server's callers (bearer tokens), request-state key and queue."""
+
+    tokens: tuple[ServeToken, ...] = ()
+    state_key_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    """Environment variable holding the key that seals approval request state (shared by
+    replicas); absent: a random key per process."""
+    approval_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_queue: Annotated[int, Field(ge=0, le=100_000)] = 64
+    """Calls allowed to wait for a kernel worker; beyond them a call is refused at once."""
+
+
 class PolicyDocument(_Model):
     """The policy file as written (validated, not yet resolved against the host)."""
 
@@ -319,6 +377,7 @@ class PolicyDocument(_Model):
     tenants: dict[str, TenantSection] = {}
     roles: dict[str, RoleSection] = {}
     state: StateSection = StateSection()
+    serve: ServeSection = ServeSection()
 
     @field_validator("skills")
     @classmethod

@@ -4,6 +4,7 @@ Precedence (first match wins):
 
 1. output over its cap                         -> ``OUTPUT_LIMIT``
 2. a host function trapped on purpose           -> its error (e.g. ``TIMEOUT`` in a sleep)
+   the caller's cancel event stopped the guest  -> ``CANCELLED``
 3. epoch deadline / wall clock passed           -> ``TIMEOUT``
 4. instantiation refused for memory             -> ``MEMORY_LIMIT``
 5. exit status 0                                -> success (``None``)
@@ -88,6 +89,10 @@ def fault_to_error(
         )
     if state.host_error is not None:
         return state.host_error
+    if state.cancelled:
+        return ExecutionError(
+            ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
+        )
     if state.timed_out or (fault is not None and fault.trap_code is wasmtime.TrapCode.INTERRUPT):
         return ExecutionError(
             ErrorCode.TIMEOUT,

@@ -8,6 +8,8 @@ the output callbacks and the epoch callback share. Set-up, and why:
 - the epoch deadline is ``deadline_ticks`` of the time *remaining* before ``deadline``; when it
   runs out, an epoch callback checks the wall clock and either traps (timeout) or extends the
   deadline, so a guest never stops before its deadline even if the shared ticker ran early;
+  when the request carries a ``cancel`` event the deadline is armed ``CANCEL_CHECK_TICKS`` at a
+  time and the callback traps (``CANCELLED``) once the event is set;
 - ALWAYS a WASI config (a WASI module in a store without one aborts the process): empty env,
   ``argv = [skill name]``, stdin from bytes (raw ``wasi_config_set_stdin_bytes``), stdout and
   stderr through our own C callbacks that keep at most the cap and then refuse writes with EFBIG
@@ -42,6 +44,7 @@ from .rawcall import TRAP_PREFIX, context_key
 from .ticker import ensure_running, remaining_ms
 
 __all__ = [
+    "CANCEL_CHECK_TICKS",
     "STDERR_KEEP",
     "InvocationState",
     "OutputSink",
@@ -55,6 +58,9 @@ STDERR_KEEP: Final[int] = 8 * 1024
 
 _EFBIG: Final[int] = 27  # errno returned to a guest writing past its output cap
 _UPDATE_CONTINUE: Final[int] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+CANCEL_CHECK_TICKS: Final[int] = 2
+"""Epoch ticks between checks of a request's cancel event (the deadline is armed in chunks this
+long while a caller can cancel, so a cancelled guest stops within about two ticks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,8 @@ class InvocationState:
     request: Any = None
     """The ``ExecutionRequest`` (host functions read caps, audit and logger from it)."""
     timed_out: bool = False
+    cancelled: bool = False
+    """Set by the epoch callback when the request's ``cancel`` event stopped the guest."""
     host_error: ExecutionError | None = None
     """Set by a host function that trapped the guest on purpose (the result's error)."""
     last_denial: ExecutionError | None = None
@@ -157,18 +165,24 @@ _EPOCH_CB_T = ctypes.CFUNCTYPE(
 
 
 def _epoch_expired_py(ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+    reason = "timeout"
     try:
         state = _STATES.get(context_key(ctx))
+        cancel = getattr(state.request, "cancel", None) if state is not None else None
         left = remaining_ms(state.deadline) if state is not None else 0.0
+        if cancel is not None and cancel.is_set():
+            state.cancelled = True  # type: ignore[union-attr]
+            reason, left = "cancelled", 0.0
         if left > 0:
-            delta[0] = deadline_ticks(left)
+            ticks = deadline_ticks(left)
+            delta[0] = ticks if cancel is None else min(ticks, CANCEL_CHECK_TICKS)
             kind[0] = _UPDATE_CONTINUE
             return 0
-        if state is not None:
+        if state is not None and reason == "timeout":
             state.timed_out = True
     except BaseException:
         pass
-    err = ffi.wasmtime_error_new(f"{TRAP_PREFIX}timeout".encode())
+    err = ffi.wasmtime_error_new(f"{TRAP_PREFIX}{reason}".encode())
     return ctypes.cast(err, ctypes.c_void_p).value or 0
 
 
@@ -240,7 +254,10 @@ class Sandbox(Closeable):
             ffi.wasmtime_store_epoch_deadline_callback(
                 store.ptr(), _epoch_expired, None, _NO_FINALIZER
             )
-            store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
+            ticks = deadline_ticks(max(remaining_ms(deadline), 0.0))
+            if getattr(request, "cancel", None) is not None:
+                ticks = min(ticks, CANCEL_CHECK_TICKS)
+            store.set_epoch_deadline(ticks)
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,235 @@
+"""``tools/call``: one MCP call through ``kernel.ainvoke``, its result as an MCP tool result.
+
+Serving step ``MCP dispatch -> calls -> kernel``. The caller (from the bearer token, or the
+local user on stdio) becomes the ``InvocationContext``, so guardrails, tenant and role rules,
+rate limits, quotas, breakers, the result cache, sanitizing and the audit log apply as for any
+call. A skill-side failure is ``isError: true`` with text starting with the stable code
+(``TIMEOUT: ...``); a name the caller may not use answers exactly like an unknown one. Calls
+beyond the kernel's pool plus ``[serve] max_queue`` are refused at once (``RATE_LIMITED``), so
+a flood never queues without bound. A cancelled request (cancel notification, disconnect)
+cancels the call itself and waits until the guest has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Final
+
+import anyio
+import mcp_types as types
+import structlog
+from mcp.server.context import ServerRequestContext
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from bastion.result import InvocationContext, ToolResult
+
+from .approvals import (
+    APPROVAL_KEY,
+    APPROVAL_SCHEMA,
+    McpApproval,
+    approval_message,
+    approved_by,
+    read_state,
+    state_for,
+)
+from .auth import Caller, current_caller
+from .holder import Generation, KernelHolder
+
+__all__ = ["CallHandler", "error_result", "tool_result"]
+
+log = structlog.get_logger("bastion.serve")
+
+_PROGRESS_TOTAL: Final[float] = 3.0
+
+
+def error_result(code: str, message: str) -> types.CallToolResult:
+    """An ``isError`` tool result whose text starts with the stable code."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{code}: {message}")], is_error=True
+    )
+
+
+def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
+    """The MCP form of a kernel result: JSON text always, structured content when declared."""
+    if not result.ok or result.error is not None:
+        err = result.error
+        assert err is not None
+        text = err.message
+        if err.retry_after_s is not None:
+            text += f" (retry after {err.retry_after_s} s)"
+        return error_result(err.code, text)
+    text = json.dumps(result.output, ensure_ascii=False, separators=(",", ":"))
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=result.output
+        if structured and isinstance(result.output, dict)
+        else None,
+    )
+
+
+def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
+    caps = ctx.session.client_capabilities
+    el = caps.elicitation if caps is not None else None
+    return el is not None and (el.form is not None or el.url is None)
+
+
+class CallHandler:
+    """The server's ``on_call_tool``."""
+
+    def __init__(self, holder: KernelHolder, *, max_queue: int) -> None:
+        self.holder = holder
+        self.max_queue = max_queue
+        self.inflight = 0
+        """Calls admitted and not yet answered (event-loop thread only)."""
+
+    def capacity(self, gen: Generation) -> int:
+        return gen.kernel.policy.doc.kernel.max_workers + self.max_queue
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        caller = current_caller()
+        name = params.name
+        with self.holder.use() as gen:
+            if not gen.catalog.allows(name, caller):
+                gen.kernel.audit.write(
+                    "decision",
+                    tenant=caller.tenant,
+                    caller=caller.name,
+                    skill=name[:80],
+                    action="not_listed",
+                    reason="no usable tool of this name for this caller",
+                )
+                return error_result("NOT_FOUND", f"no tool named {name[:80]!r}")
+            if self.inflight >= self.capacity(gen):
+                log.warning("overloaded", inflight=self.inflight, skill=name)
+                return error_result(
+                    "RATE_LIMITED",
+                    f"the server is at capacity ({self.inflight} calls running or queued); "
+                    "retry shortly",
+                )
+            self.inflight += 1
+            try:
+                return await self._call(ctx, params, gen, caller)
+            finally:
+                self.inflight -= 1
+
+    async def _call(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.CallToolRequestParams,
+        gen: Generation,
+        caller: Caller,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        name, arguments = params.name, params.arguments or {}
+        st = gen.catalog.status(name)
+        assert st is not None
+        structured = gen.catalog.tools_output(name)
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        approver = McpApproval()
+        if modern and params.request_state is not None:
+            state = read_state(params.request_state)
+            response = (params.input_responses or {}).get(APPROVAL_KEY)
+            if state is None or state["skill"] != name or state["principal"] != caller.principal:
+                return error_result("APPROVAL_REQUIRED", "the approval state does not match")
+            if not approved_by(response):
+                return error_result("APPROVAL_REQUIRED", "the call was not approved")
+            approver = McpApproval(str(state["binding"]))
+        await self._prepare(ctx, gen, st.skill.runtime, name)
+        context = InvocationContext(
+            tenant=caller.tenant,
+            caller=caller.name,
+            roles=caller.roles,
+            labels={"mcp_request_id": str(ctx.request_id), "protocol": ctx.protocol_version},
+        )
+        result = await self._invoke(gen, name, arguments, context, approver)
+        asked = approver.asked
+        needs = result.error is not None and result.error.code == "APPROVAL_REQUIRED"
+        if not needs or asked is None or approver.binding is not None:
+            return tool_result(result, structured)
+        if not _can_elicit(ctx):
+            err = result.error
+            assert err is not None
+            return error_result(
+                err.code,
+                f"{err.message}; this client can answer neither an InputRequiredResult nor "
+                "an elicitation, so nobody could be asked",
+            )
+        message = approval_message(asked)
+        if modern:
+            return types.InputRequiredResult(
+                input_requests={
+                    APPROVAL_KEY: types.ElicitRequest(
+                        params=types.ElicitRequestFormParams(
+                            message=message, requested_schema=APPROVAL_SCHEMA
+                        )
+                    )
+                },
+                request_state=state_for(asked, caller.principal),
+            )
+        ttl = gen.kernel.policy.doc.serve.approval_ttl_s
+        try:
+            with anyio.fail_after(ttl):
+                answer = await ctx.session.elicit_form(
+                    message, APPROVAL_SCHEMA, related_request_id=ctx.request_id
+                )
+        except TimeoutError:
+            return error_result("APPROVAL_REQUIRED", f"no answer within {ttl:g} s")
+        if not approved_by(answer):
+            return error_result("APPROVAL_REQUIRED", "the call was not approved")
+        again = await self._invoke(gen, name, arguments, context, McpApproval(asked.binding))
+        return tool_result(again, structured)
+
+    async def _invoke(
+        self,
+        gen: Generation,
+        name: str,
+        arguments: dict[str, Any],
+        context: InvocationContext,
+        approver: McpApproval,
+    ) -> ToolResult:
+        """``kernel.ainvoke`` in its own asyncio task, so that a cancelled request cancels it
+        once and then waits (shielded) until the guest has really stopped."""
+        task = asyncio.ensure_future(
+            gen.kernel.ainvoke(name, arguments, context=context, approver=approver)
+        )
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            task.cancel()
+            # CancelledError once the call stopped; shielded so that we really wait for it.
+            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                await task
+            log.info("call_cancelled", skill=name, invocation_id=context.invocation_id)
+            raise
+
+    async def _prepare(
+        self, ctx: ServerRequestContext[Any, Any], gen: Generation, runtime: str, name: str
+    ) -> None:
+        """Load the Python runner before the first Python call, reporting progress (when the
+        client asked for it) instead of spending the skill's deadline on it."""
+        ex = gen.kernel.executors.get(runtime)
+        if runtime != "python" or ex is None or getattr(ex, "_runner", True) is not None:
+            return
+        loop = asyncio.get_running_loop()
+        messages: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def progress(text: str) -> None:
+            loop.call_soon_threadsafe(messages.put_nowait, text)
+
+        def work() -> None:
+            try:
+                gen.kernel.prepare([name], progress=progress)
+            finally:
+                loop.call_soon_threadsafe(messages.put_nowait, None)
+
+        fut = loop.run_in_executor(None, work)
+        step = 0.0
+        await ctx.session.report_progress(step, _PROGRESS_TOTAL, "loading the Python runner")
+        while (text := await messages.get()) is not None:
+            step = min(step + 1.0, _PROGRESS_TOTAL - 0.5)
+            await ctx.session.report_progress(step, _PROGRESS_TOTAL, text[:200])
+        await fut
+        await ctx.session.report_progress(_PROGRESS_TOTAL, _PROGRESS_TOTAL, "runner ready")

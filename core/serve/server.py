@@ -1,0 +1,127 @@
+"""The MCP server object: the SDK's low-level ``Server`` wired to Bastion's kernel.
+
+Serving step ``transport -> server``: ``tools/list`` (the caller's catalog), ``tools/call``
+(``CallHandler``), ``subscriptions/listen`` (2026-07-28 change events), the request-state
+boundary (sealed approval state), a middleware binding the MCP request id into every log line,
+and ``Notifier``, which tells clients of both eras that the tool list changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+import mcp_types as types
+import structlog
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from bastion import __version__
+
+from .approvals import request_state_boundary
+from .auth import current_caller
+from .calls import CallHandler
+from .holder import KernelHolder
+
+__all__ = ["BastionServer", "Notifier"]
+
+log = structlog.get_logger("bastion.serve")
+
+INSTRUCTIONS = (
+    "Tools are Bastion skills, each run in a WebAssembly sandbox under the operator's policy. "
+    "A failed call's text starts with a stable error code (e.g. TIMEOUT:, INVALID_INPUT:)."
+)
+
+
+class Notifier:
+    """Sends "the tool list changed" to every client: on the session (2025) era to each
+    connection that listed tools, on the 2026-07-28 era through ``subscriptions/listen``."""
+
+    def __init__(self) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+    def track(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Remember a session-era connection that can receive standalone notifications."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        # The SDK exposes the connection only through the session (no public accessor yet).
+        conn = getattr(ctx.session, "_connection", None)
+        if isinstance(conn, Connection) and conn.has_standalone_channel:
+            self._legacy.add(conn)
+
+    async def tools_changed(self) -> None:
+        await self.bus.publish(ToolsListChanged())
+        for conn in list(self._legacy):
+            try:
+                await conn.send_tool_list_changed()
+            except Exception:  # a gone client must not stop the others' notifications
+                self._legacy.discard(conn)
+
+
+async def _bind_request_id(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext
+) -> HandlerResult:
+    """Every log line written while a request is handled carries its MCP request id."""
+    if ctx.request_id is None:
+        return await call_next(ctx)
+    with structlog.contextvars.bound_contextvars(
+        mcp_request_id=str(ctx.request_id), mcp_method=ctx.method
+    ):
+        return await call_next(ctx)
+
+
+class BastionServer:
+    """Builds the SDK ``Server`` for a ``KernelHolder`` and keeps what its handlers share."""
+
+    def __init__(self, holder: KernelHolder) -> None:
+        self.holder = holder
+        self.notifier = Notifier()
+        policy = holder.current.kernel.policy
+        self.calls = CallHandler(holder, max_queue=policy.doc.serve.max_queue)
+        self.listen = ListenHandler(self.notifier.bus)
+        self.server: Server[Any] = Server(
+            "bastion",
+            version=__version__,
+            title="Bastion",
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self.calls,
+            on_subscriptions_listen=self.listen,
+        )
+        self.server.middleware.append(_bind_request_id)
+        self.server.middleware.append(request_state_boundary(policy))
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        self.notifier.track(ctx)
+        tools = self.holder.current.catalog.tools(current_caller())
+        return types.ListToolsResult(tools=list(tools))
+
+    def initialization_options(self) -> InitializationOptions:
+        return self.server.create_initialization_options(NotificationOptions(tools_changed=True))
+
+    async def reload(self) -> bool:
+        """Rebuild the kernel off the loop; tell clients when their tools may have changed."""
+        changed = await asyncio.get_running_loop().run_in_executor(None, self.holder.reload)
+        if changed:
+            await self.notifier.tools_changed()
+        return changed
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Poll the policy file and the packs; reload on a change (runs until cancelled)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                moved = await loop.run_in_executor(None, self.holder.changed_on_disk)
+                if moved:
+                    await self.reload()
+            except Exception:
+                log.exception("watch_failed")

@@ -701,6 +701,7 @@ class Kernel(Closeable):
             return refused, extra
         breaker = self._breakers.get(name)
         verdict: str | None = None
+        held = time.time()
         try:
             if cancel is not None and cancel.is_set():
                 result = self._fail(
@@ -713,6 +714,9 @@ class Kernel(Closeable):
             verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
         finally:
             if self._tenants is not None:
+                # Inside the slot's lease (admitted before, released after): concurrency
+                # measured from the audit never over-counts.
+                extra["slot"] = [round(held, 6), round(time.time(), 6)]
                 self._tenants.release(ctx.tenant, ctx.invocation_id)
             if breaker is not None:
                 if verdict is None or verdict in self._breaker_codes:

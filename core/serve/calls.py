@@ -196,7 +196,7 @@ class CallHandler:
             gen.kernel.ainvoke(name, arguments, context=context, approver=approver)
         )
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except BaseException:
             task.cancel()
             # CancelledError once the call stopped; shielded so that we really wait for it.
@@ -204,6 +204,10 @@ class CallHandler:
                 await task
             log.info("call_cancelled", skill=name, invocation_id=context.invocation_id)
             raise
+        # Answer only once the call's audit record is on disk (concurrent calls share one
+        # fsync): a replica killed right after answering leaves no completed call unrecorded.
+        await asyncio.get_running_loop().run_in_executor(None, gen.kernel.audit.flush)
+        return result
 
     async def _prepare(
         self, ctx: ServerRequestContext[Any, Any], gen: Generation, runtime: str, name: str

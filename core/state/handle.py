@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, final
 
 from ..closing import Closeable
@@ -42,6 +42,8 @@ class StateHandle(Closeable):
     node_id: str
     sealer: Sealer
     store: RedisStore | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Where credentials are read from (the kernel's environment)."""
 
     @property
     def backend(self) -> str:
@@ -85,11 +87,15 @@ def open_state(
     node = section.node_id or default_node_id(environ)
     sealer = sealer_from_env(section.seal_keys_env, environ, source=source)
     if section.url is None:
-        return StateHandle(section, node, sealer)
+        return StateHandle(section, node, sealer, environ=environ)
     from .redisstore import RedisStore  # imported only when configured (CLI start-up time)
 
     return StateHandle(
-        section, node, sealer, RedisStore(section, environ=environ, node_id=node, source=source)
+        section,
+        node,
+        sealer,
+        RedisStore(section, environ=environ, node_id=node, source=source),
+        environ,
     )
 
 

@@ -168,6 +168,8 @@ class Cluster:
             rep.proc = subprocess.Popen(
                 [
                     BASTION,
+                    "--log-level",
+                    "info",
                     "--policy",
                     str(rep.policy),
                     "--pack",

@@ -212,6 +212,19 @@ def test_breaker_opened_on_one_replica_refuses_on_all(cluster: Cluster) -> None:
     assert codes[3:] == ["CIRCUIT_OPEN"] * 3
 
 
+def test_tool_list_change_on_one_replica_reaches_the_others(cluster: Cluster) -> None:
+    r1, r2, r3 = cluster.replicas
+    with r1.policy.open("a") as f:
+        f.write("\n[skills.fail]\nenabled = false\n")
+    told: list[Any] = []
+    end = time.monotonic() + 30
+    while len(told) < 2 and time.monotonic() < end:
+        told = [r for r in (r2, r3) if "tools_changed_elsewhere" in r.log.read_text()]
+        time.sleep(0.2)
+    assert "reloaded" in r1.log.read_text()
+    assert len(told) == 2, "r2 and r3 heard r1's change through Redis pub/sub"
+
+
 def test_sigkill_of_a_replica_mid_run(cluster: Cluster) -> None:
     """Kill r3 while 16 clients call: the LB routes around it, its leases expire, and every
     call a client saw complete has its audit record on some replica."""

@@ -97,7 +97,7 @@ class ToolsFanout:
                 await asyncio.sleep(self._retry_s)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @staticmethod
     def _node_of(data: Any) -> str | None:

@@ -54,6 +54,7 @@ from .resultcache import ResultCache
 from .sanitize import SanitizeConfig, Sanitizer
 from .scrub import scrub_message
 from .skill import Skill
+from .state.admission import FALLBACK, Refusal, SharedAdmission, Ticket
 from .state.handle import StateHandle
 from .tenants import TenantGate
 
@@ -249,6 +250,11 @@ class Kernel(Closeable):
             else None
         )
         self.metrics = Metrics()
+        self._admission: SharedAdmission | None = (
+            SharedAdmission(self._state, self._limiter, self._tenants, self._breakers)
+            if self._state.store is not None
+            else None
+        )
 
     def _open_state(self) -> None:
         """The state backend of ``[state]`` (in-process, or Redis shared by replicas)."""
@@ -689,8 +695,21 @@ class Kernel(Closeable):
             extra["cache"] = "miss"
 
         # Rate limits, tenant quotas, circuit breaker: each undoes the earlier ones on refusal.
+        ticket = (
+            self._admission.admit(name, ctx.tenant, ctx.invocation_id)
+            if self._admission is not None
+            else FALLBACK
+        )
         try:
-            refused = self._admit(name, ctx, start, extra)
+            if isinstance(ticket, Refusal):  # one round trip to the shared store said no
+                extra["limit"] = ticket.rule
+                refused: ToolResult | None = self._fail(
+                    ticket.code, ticket.message, start, ctx, retry_after_s=ticket.retry_after_s
+                )
+            else:
+                refused = (
+                    None if isinstance(ticket, Ticket) else self._admit(name, ctx, start, extra)
+                )
         except ExecutionError as exc:  # STATE_UNAVAILABLE: a kind of state that fails closed
             extra["limit"] = "[state]"
             extra["state_unavailable"] = exc.detail
@@ -713,7 +732,14 @@ class Kernel(Closeable):
                 )
             verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
         finally:
-            if self._tenants is not None:
+            if isinstance(ticket, Ticket):
+                assert self._admission is not None
+                if self._tenants is not None:
+                    extra["slot"] = [round(held, 6), round(time.time(), 6)]
+                failed = verdict is None or verdict in self._breaker_codes
+                self._admission.finish(ticket, failed)
+                breaker = None
+            elif self._tenants is not None:
                 # Inside the slot's lease (admitted before, released after): concurrency
                 # measured from the audit never over-counts.
                 extra["slot"] = [round(held, 6), round(time.time(), 6)]

@@ -105,6 +105,8 @@ class RedisStore(Closeable):
         self._b_allow = reg(scripts.BREAKER_ALLOW)
         self._b_record = reg(scripts.BREAKER_RECORD)
         self._b_state = reg(scripts.BREAKER_STATE)
+        self._admit_call = reg(scripts.ADMIT_CALL)
+        self._finish_call = reg(scripts.FINISH_CALL)
         self._lock = threading.Lock()
         self._available = True
         self._reason: str | None = None
@@ -305,6 +307,67 @@ class RedisStore(Closeable):
                 self._call(lambda k=keys, a=args: self._renew(keys=k, args=a))  # type: ignore[misc]
             except StoreUnavailable:
                 continue  # the leases may expire meanwhile; the store decides, not this node
+
+    # -- one call's admission and end, one round trip each -------------------------------------
+
+    def admit_call(
+        self,
+        buckets: Sequence[tuple[str, float, int]],
+        tenant: str,
+        per_day: int | None,
+        max_concurrent: int | None,
+        lease: str,
+        breaker: tuple[str, float, float] | None,
+    ) -> tuple[int, int, float, int]:
+        """Buckets, quota and breaker checked and taken at once (nothing taken on refusal).
+
+        ``(0, 1|2, 0, n)`` admitted (2: this call is the breaker's half-open probe),
+        ``(1, bucket index, wait, 0)``, ``(2, 1 day | 2 slots, wait, n)``, ``(3, 0, wait, 0)``.
+        ``breaker`` is ``(skill, cooldown_s, probe_ttl_s)`` or None."""
+        day, leases = self.tenant_key(tenant, "day"), self.tenant_key(tenant, "leases")
+        bkey = self.skill_key(breaker[0], "breaker") if breaker else self.key("none")
+        args: list[str] = [str(len(buckets))]
+        for _, rate, burst in buckets:
+            args += [repr(float(rate)), str(int(burst))]
+        args += [
+            str(-1 if per_day is None else per_day),
+            str(-1 if max_concurrent is None else max_concurrent),
+            lease,
+            repr(float(self.lease_ttl_s)),
+            "1" if breaker else "0",
+            repr(float(breaker[1])) if breaker else "0",
+            repr(float(breaker[2])) if breaker else "0",
+        ]
+        keys = [b[0] for b in buckets] + [day, leases, bkey]
+        stage, code, wait, n = self._call(lambda: self._admit_call(keys=keys, args=args))
+        if int(stage) == 0 and max_concurrent is not None:
+            self._hold(lease, leases)
+        return int(stage), int(code), float(wait), int(n)
+
+    def finish_call(
+        self,
+        tenant: str,
+        lease: str | None,
+        skill: str,
+        verdict: str,
+        threshold: int,
+        window_s: float | None,
+    ) -> str:
+        """Free ``lease`` and record ``verdict`` (``ok``, ``fail`` or ``none``) for the breaker."""
+        if lease is not None:
+            with self._lock:
+                self._leases.pop(lease, None)
+        with self._lock:
+            self._seq += 1
+            member = f"{self.node_id}/{self._seq}"
+        keys = [
+            self.tenant_key(tenant, "leases"),
+            self.skill_key(skill, "breaker"),
+            self.skill_key(skill, "failures"),
+        ]
+        args = [lease or "", verdict, str(threshold), repr(-1.0 if window_s is None else window_s)]
+        args.append(member)
+        return str(self._call(lambda: self._finish_call(keys=keys, args=args)))
 
     # -- breakers ----------------------------------------------------------------------------
 

@@ -102,7 +102,8 @@ def per_call(redis_url: str, rounds: int, n: int) -> None:
         k.close()
     print(f"\n1. kernel.invoke with limits, quotas and a breaker ({rounds} x {n} calls each)")
     print(
-        f"   anchor: Redis PING round trip   p50 {pct(ping, 0.5):7.1f} us  p99 {pct(ping, 0.99):7.1f} us"
+        f"   anchor: Redis PING round trip   p50 {pct(ping, 0.5):7.1f} us"
+        f"  p99 {pct(ping, 0.99):7.1f} us"
     )
     for name, xs in times.items():
         print(
@@ -118,11 +119,8 @@ def per_call(redis_url: str, rounds: int, n: int) -> None:
 
 def through_lb(redis: RedisServer, root: Path, calls_per_client: int) -> None:
     import anyio
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
 
-    from tests.state.cluster import HAPROXY, TOKENS, Cluster, build_pack
+    from tests.state.cluster import HAPROXY, Cluster, build_pack
 
     if HAPROXY is None:
         print("\n2. skipped: haproxy is not installed")
@@ -130,43 +128,50 @@ def through_lb(redis: RedisServer, root: Path, calls_per_client: int) -> None:
     pack = build_pack(root / "pack")
     print(f"\n2. MCP tools/call of a WASM echo through HAProxy, 16 clients x {calls_per_client}")
     for n in (1, 3):
-        cluster = Cluster(root / f"c{n}", redis, pack, "")
         (root / f"c{n}").mkdir()
+        cluster = Cluster(root / f"c{n}", redis, pack, "")
         try:
             cluster.start(n)
-            lat: list[float] = []
-
-            async def one() -> None:
-                headers = {"Authorization": f"Bearer {TOKENS['other'][1]}"}
-                async with (
-                    httpx2.AsyncClient(headers=headers, timeout=60) as http,
-                    Client(
-                        streamable_http_client(cluster.url, http_client=http),
-                        mode="2026-07-28",
-                        cache=None,
-                    ) as c,
-                ):
-                    await c.call_tool("echo", {"warm": True})
-                    for _ in range(calls_per_client):
-                        t = time.perf_counter()
-                        r = await c.call_tool("echo", {"tag": uuid.uuid4().hex})
-                        lat.append((time.perf_counter() - t) * 1000)
-                        assert not r.is_error, r
-
-            async def storm() -> float:
-                t = time.perf_counter()
-                async with anyio.create_task_group() as tg:
-                    for _ in range(16):
-                        tg.start_soon(one)
-                return time.perf_counter() - t
-
-            wall = anyio.run(storm)
+            lat, wall = anyio.run(_lb_storm, cluster.url, calls_per_client)
             print(
                 f"   {n} replica(s): {len(lat) / wall:7.1f} calls/s  p50 {pct(lat, 0.5):6.1f} ms"
                 f"  p99 {pct(lat, 0.99):6.1f} ms  ({len(lat)} calls in {wall:.1f} s)"
             )
         finally:
             cluster.stop()
+
+
+async def _lb_storm(url: str, calls_per_client: int) -> tuple[list[float], float]:
+    """16 SDK clients through the load balancer; every call's latency (ms) and the wall time."""
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.state.cluster import TOKENS
+
+    lat: list[float] = []
+
+    async def one() -> None:
+        headers = {"Authorization": f"Bearer {TOKENS['other'][1]}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=60) as http,
+            Client(
+                streamable_http_client(url, http_client=http), mode="2026-07-28", cache=None
+            ) as c,
+        ):
+            await c.call_tool("echo", {"warm": True})
+            for _ in range(calls_per_client):
+                t = time.perf_counter()
+                r = await c.call_tool("echo", {"tag": uuid.uuid4().hex})
+                lat.append((time.perf_counter() - t) * 1000)
+                assert not r.is_error, r
+
+    t = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(16):
+            tg.start_soon(one)
+    return lat, time.perf_counter() - t
 
 
 def main() -> int:

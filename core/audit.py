@@ -1,16 +1,31 @@
 """The durable audit log: one JSON line per invocation and per decision, append-only.
 
-``AuditLog.write`` serializes and scrubs a record in the caller's thread and queues it; a
-background thread appends queued records in batches, then flushes and ``fsync``\\ s, at most
-``flush_interval_s`` after the first record of a batch arrived. ``write`` never blocks on disk
-unless ``max_pending`` records are waiting (then the caller writes them itself, in order,
-rather than drop any) and never raises. ``flush`` blocks until everything written before it
-is on disk and returns how many records are acknowledged durable.
+``AuditLog.write`` serializes and redacts a record in the caller's thread and queues it; a
+background thread appends queued records in batches (one ``write(2)`` per batch on an
+``O_APPEND`` descriptor), then ``fsync``\\ s, at most ``flush_interval_s`` after the first record
+of a batch arrived. ``write`` never raises. ``flush`` blocks until every record written before it
+was attempted and returns how many records are acknowledged durable (written and fsynced).
 
-Nothing secret is written: every string is cleaned by a ``Sanitizer`` (granted secret values in
-all their encodings, credential shapes), and values of fields named like ``password``,
-``token`` or ``api_key`` are replaced. The kernel never passes raw skill arguments: it writes
-``args_sha256`` (``guard.arguments_hash``) instead.
+The log fails closed and heals (docs/policy.md, "The audit log under faults"):
+
+- before each batch the path is compared with the open descriptor (device and inode): a file
+  moved away, deleted or replaced is noticed and the path is reopened (created if needed);
+- a write that fails (disk full, I/O error, a path that became a FIFO or a device) keeps its
+  records in memory, in order, and is retried every ``retry_s``; the bytes a failed write left
+  behind (a partial line) are terminated with a newline before the next record;
+- ``accepting`` turns False once ``buffer`` records wait unwritten: the kernel then refuses to
+  run skills (``AUDIT_UNAVAILABLE``) unless ``[audit] on_failure = "continue"``; records past
+  ``max_buffered`` (a memory bound) are dropped and counted in ``dropped``, never silently;
+- rotation takes an exclusive ``flock`` on ``<path>.lock``, renames first and always reopens: a
+  rename that fails leaves the current file in use (and reported); a process that finds the file
+  already rotated by another process only reopens, so two processes may share one log;
+- a FIFO, a device or a directory as the path is an ``AuditPathError`` at start-up (the path is
+  opened with ``O_NONBLOCK`` and checked with ``fstat`` before anything can block).
+
+Nothing secret is written: ``redact_record`` cleans every string with a ``Sanitizer`` (granted
+secret values in all their encodings, credential shapes) and replaces values of fields named
+like ``password``, ``token`` or ``api_key``. The kernel never passes raw skill arguments: it
+writes ``args_sha256`` (``guard.arguments_hash``) instead.
 
 Records: ``{"ts": "<RFC 3339 UTC>", "event": "...", ...fields}``. Files rotate by size:
 ``audit.jsonl`` -> ``audit.jsonl.1`` -> ... -> ``audit.jsonl.<keep>``. A record torn by a crash
@@ -20,9 +35,11 @@ Records: ``{"ts": "<RFC 3339 UTC>", "event": "...", ...fields}``. Files rotate b
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,9 +52,10 @@ import structlog
 
 from . import auditchain
 from .closing import Closeable
+from .errors import ConfigError
 from .sanitize import SanitizeConfig, Sanitizer
 
-__all__ = ["AuditLog", "AuditReader", "NullAudit", "read_audit"]
+__all__ = ["AuditLog", "AuditPathError", "AuditReader", "NullAudit", "read_audit", "redact_record"]
 
 log = structlog.get_logger("bastion.audit")
 
@@ -47,6 +65,13 @@ _SECRET_FIELD: Final = re.compile(
     re.IGNORECASE,
 )
 _RECORD_CAP: Final = 64 * 1024
+_OPEN_FLAGS: Final = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class AuditPathError(ConfigError):
+    """The audit path is not a regular file (a FIFO, a device, a directory): refused at start."""
+
+    code = "AUDIT_PATH_INVALID"
 
 
 def _now() -> str:
@@ -74,8 +99,93 @@ def _hide_secret_fields(value: Any) -> Any:
     return value
 
 
+def redact_record(record: dict[str, Any], sanitizer: Sanitizer) -> dict[str, Any]:
+    """The record as written: plain JSON values, secret-named fields hidden, every string
+    cleaned by ``sanitizer``; one over the size cap keeps ``ts`` and ``event``.
+
+    The one redaction hook of the audit file (secret redaction builds on it)."""
+    try:
+        plain = json.loads(json.dumps(record, default=str, ensure_ascii=False))
+    except (ValueError, TypeError, RecursionError) as exc:
+        plain = {
+            "ts": record.get("ts"),
+            "event": record.get("event"),
+            "unserializable": f"{type(exc).__name__}: {exc}"[:200],
+        }
+    plain = _hide_secret_fields(plain)
+    clean = sanitizer.clean_value(plain).value
+    if not isinstance(clean, dict):  # the record was over the size cap: keep it a record
+        clean = {"ts": record.get("ts"), "event": record.get("event"), "truncated": clean}
+    return clean
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, for the refusal message (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _refuse(path: Path, kind: str) -> AuditPathError:
+    return AuditPathError(
+        f"the audit path {str(path)!r} is {kind}, not a regular file",
+        where="audit.path",
+        fix="point [audit] path at a regular file (it is created if missing)",
+    )
+
+
+def open_audit_file(path: Path) -> int:
+    """Open ``path`` for appending without ever blocking; refuse anything but a regular file."""
+    with contextlib.suppress(FileNotFoundError):
+        kind = _kind(os.stat(path).st_mode)
+        if kind is not None:
+            raise _refuse(path, kind)
+    fd = os.open(path, _OPEN_FLAGS, 0o600)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise _refuse(path, kind)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write ``data``; return the bytes written before an error (which is re-raised as
+    ``_PartialWrite`` when some were)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        try:
+            n = os.write(fd, view[done:])
+        except OSError as exc:
+            raise _PartialWrite(done, exc) from exc
+        if n <= 0:
+            raise _PartialWrite(done, OSError(28, "no space left on device"))
+        done += n
+    return done
+
+
+class _PartialWrite(Exception):
+    def __init__(self, done: int, cause: OSError) -> None:
+        self.done = done
+        self.cause = cause
+        super().__init__(str(cause))
+
+
 class AuditLog(Closeable):
-    """Append-only JSON-lines audit log with a background flusher and size-based rotation."""
+    """Append-only JSON-lines audit log with a background flusher, size-based rotation, and
+    self-healing on moved files, full disks and failed rotations."""
 
     def __init__(
         self,
@@ -87,13 +197,22 @@ class AuditLog(Closeable):
         keep: int = 5,
         redact: Sanitizer | Iterable[str] | None = None,
         max_pending: int = 10_000,
+        buffer: int = 1_000,
+        retry_s: float = 0.5,
+        max_buffered: int | None = None,
     ) -> None:
+        """``buffer``: records held in memory while writes fail before ``accepting`` turns
+        False; ``max_buffered`` (default ``buffer + max_pending``): the memory bound past which
+        records are dropped and counted; ``retry_s``: the wait between attempts while failing."""
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
         self.batch = max(1, batch)
         self.rotate_bytes = rotate_bytes
         self.keep = max(1, keep)
         self.max_pending = max(1, max_pending)
+        self.buffer = max(1, buffer)
+        self.retry_s = max(0.001, retry_s)
+        self.max_buffered = max(self.buffer, max_buffered or self.buffer + self.max_pending)
         self._sanitizer = (
             redact
             if isinstance(redact, Sanitizer)
@@ -111,12 +230,20 @@ class AuditLog(Closeable):
         self._handled = 0
         self._acked = 0
         self._failed = 0
+        self._dropped = 0
+        self._failing = False
+        self._last_error: str | None = None
+        self._next_retry = 0.0
+        self._next_rotate = 0.0
+        self._reopened = 0
+        self._attempts = 0
         self._flush_requested = False
         self._closing = False
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = self._open()
-        self._size = self._file.tell()
+        self._fd: int | None = open_audit_file(self.path)
+        self._size = 0
+        self._terminate_tail()
         self._thread = threading.Thread(target=self._run, name="bastion-audit", daemon=True)
         self._thread.start()
 
@@ -130,9 +257,43 @@ class AuditLog(Closeable):
 
     @property
     def failed(self) -> int:
-        """Records that could not be written (disk errors); they were logged, not raised."""
+        """Write attempts that failed (disk errors); their records were kept and retried."""
         with self._cond:
             return self._failed
+
+    @property
+    def dropped(self) -> int:
+        """Records lost: over ``max_buffered`` while failing, or still unwritten at close."""
+        with self._cond:
+            return self._dropped
+
+    @property
+    def accepting(self) -> bool:
+        """False once ``buffer`` records wait unwritten because writes fail (the kernel's gate)."""
+        with self._cond:
+            return not self._failing or len(self._pending) < self.buffer
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able report for ``health()``: writable, failing, counts, the last error."""
+        with self._cond:
+            failing, pending = self._failing, len(self._pending)
+            info: dict[str, Any] = {
+                "failing": failing,
+                "accepting": not failing or pending < self.buffer,
+                "last_error": self._last_error,
+                "failed_writes": self._failed,
+                "dropped": self._dropped,
+                "buffered": pending if failing else 0,
+                "acknowledged": self._acked,
+                "reopened": self._reopened,
+                "rotation_error": self._rotation_error,
+            }
+        space = self._free_bytes()
+        info["free_bytes"] = space
+        info["writable"] = not failing and space != 0 and os.access(self.path, os.W_OK)
+        if space == 0 and not failing:
+            info["last_error"] = info["last_error"] or "no space left on the audit file system"
+        return info
 
     def write(self, event: str, /, **fields: Any) -> None:
         """Queue one record; never raises, blocks only when ``max_pending`` are waiting."""
@@ -143,39 +304,65 @@ class AuditLog(Closeable):
                 self._seq += 1
                 item = (self._seq, line)
                 closed = self._closed
+                drain = False
                 if not closed:
+                    if self._failing and len(self._pending) >= self.max_buffered:
+                        self._dropped += 1
+                        log.error("audit_record_dropped", audit_event=str(event)[:64])
+                        return
                     self._pending.append(item)
                     if len(self._pending) >= self.batch:
                         self._cond.notify_all()
-                full = len(self._pending) >= self.max_pending
+                    drain = len(self._pending) >= self.max_pending and not self._failing
             if closed:
                 self._write_closed([item])
-            elif full:
+            elif drain:
                 self._drain()
         except Exception:
             log.exception("audit_write_failed", audit_event=str(event)[:64])
 
     def flush(self, timeout: float | None = None) -> int:
-        """Wait until every record written before this call is on disk; return the number of
-        records acknowledged durable (a record that failed to write is not counted)."""
+        """Wait until every record written before this call was attempted (written, or kept for
+        retry after a failure); return the number of records acknowledged durable."""
         with self._cond:
-            target = self._seq
+            target, attempts = self._seq, self._attempts
             self._flush_requested = True
+            self._next_retry = 0.0
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._handled >= target or self._closed, timeout)
+
+            def done() -> bool:
+                if self._closed:
+                    return True
+                if self._handled < target:
+                    return False
+                # Records kept after a failed attempt are tried once more for this flush.
+                waiting = bool(self._pending) and self._pending[0][0] <= target
+                return not waiting or self._attempts > attempts
+
+            self._cond.wait_for(done, timeout)
             return self._acked
 
     def close(self) -> None:
-        """Write what is queued, stop the flusher and close the file; idempotent."""
+        """Write what is queued, stop the flusher and close the file; idempotent. Records still
+        unwritable then are counted in ``dropped`` and logged."""
         with self._cond:
             if self._closing:
                 return
             self._closing = True
+            self._next_retry = 0.0
             self._cond.notify_all()
         self._thread.join()
-        with self._io, contextlib.suppress(OSError):
-            self._file.close()
+        with self._io:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
         with self._cond:
+            lost = len(self._pending)
+            if lost:
+                self._dropped += lost
+                self._pending = []
+                log.error("audit_records_lost_at_close", records=lost, path=str(self.path))
             self._closed = True
             self._cond.notify_all()
 
@@ -185,46 +372,87 @@ class AuditLog(Closeable):
         record: dict[str, Any] = {"ts": _now(), "event": str(event)}
         for key, value in fields.items():
             record["field_" + key if key in ("ts", "event") else key] = value
-        try:
-            plain = json.loads(json.dumps(record, default=str, ensure_ascii=False))
-        except (ValueError, TypeError, RecursionError) as exc:
-            plain = {
-                "ts": record["ts"],
-                "event": record["event"],
-                "unserializable": f"{type(exc).__name__}: {exc}"[:200],
-            }
-        plain = _hide_secret_fields(plain)
-        clean = self._sanitizer.clean_value(plain).value
-        if not isinstance(clean, dict):  # the record was over the size cap: keep it a record
-            clean = {"ts": record["ts"], "event": record["event"], "truncated": clean}
+        clean = redact_record(record, self._sanitizer)
         return json.dumps(clean, ensure_ascii=False, separators=(",", ":")) + "\n"
 
-    def _open(self) -> IO[bytes]:
-        f = open(self.path, "ab")  # noqa: SIM115 - held open for the log's lifetime
-        if f.tell() > 0:
-            # A crash may have torn the last record: terminate it so the next one stays whole.
-            with open(self.path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write(b"\n")
-                    f.flush()
-        return f
+    def _free_bytes(self) -> int | None:
+        fd = self._fd
+        if fd is None:
+            return None
+        try:
+            st = os.fstatvfs(fd)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _terminate_tail(self) -> None:
+        """A crash or a failed write may have torn the last record: end it with a newline so
+        the next record stays whole (the reader skips the torn line)."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size > 0 and os.pread(self._fd, 1, size - 1) != b"\n":
+            _write_all(self._fd, b"\n")
+            size += 1
+        self._size = size
+
+    def _reopen(self, reason: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_audit_file(self.path)
+        old, self._fd = self._fd, fd
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
+        self._terminate_tail()
+        if reason != "rotated":
+            self._reopened += 1
+            log.warning("audit_reopened", path=str(self.path), reason=reason)
+
+    def _ensure_open(self) -> None:
+        """Reopen when the path no longer names the open file (moved, deleted, replaced)."""
+        if self._fd is None:
+            self._reopen("closed")
+            return
+        try:
+            fst = os.fstat(self._fd)
+        except OSError:
+            self._fd = None
+            self._reopen("descriptor lost")
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._reopen("file moved or deleted")
+            return
+        if (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino):
+            self._reopen("file replaced")
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not (self._pending or self._closing or self._flush_requested):
-                    self._cond.wait(self.flush_interval_s)
-                # Batching window: the first queued record waits at most one interval.
-                self._cond.wait_for(
-                    lambda: (
-                        self._closing or self._flush_requested or len(self._pending) >= self.batch
-                    ),
-                    self.flush_interval_s,
-                )
-                if self._closing and not self._pending:
-                    return
+                    self._cond.wait()
+                if self._failing and not self._closing:
+                    delay = self._next_retry - time.monotonic()
+                    if delay > 0:
+                        self._cond.wait_for(
+                            lambda: self._closing or self._next_retry <= time.monotonic(), delay
+                        )
+                elif not self._closing:
+                    # Batching window: the first queued record waits at most one interval.
+                    self._cond.wait_for(
+                        lambda: (
+                            self._closing
+                            or self._flush_requested
+                            or len(self._pending) >= self.batch
+                        ),
+                        self.flush_interval_s,
+                    )
+                closing = self._closing
             self._drain()
+            if closing:
+                with self._cond:
+                    if not self._pending or self._failing:
+                        return
 
     def _drain(self) -> None:
         """Write everything queued, in order (holds the I/O lock while taking the batch)."""
@@ -233,66 +461,159 @@ class AuditLog(Closeable):
                 batch = self._pending
                 self._pending = []
                 self._flush_requested = False
+                top = self._seq  # every record up to here is in the batch, written or dropped
             if not batch:
                 with self._cond:
+                    self._handled = max(self._handled, top)
                     self._cond.notify_all()
                 return
-            ok = self._append([line for _, line in batch])
+            written, synced, error = self._append([line for _, line in batch])
             with self._cond:
-                self._handled = batch[-1][0]
-                if ok:
-                    self._acked += len(batch)
+                self._handled = max(self._handled, top)
+                self._attempts += 1
+                if synced:
+                    self._acked += written
+                rest = batch[written:]
+                if error is None:
+                    if self._failing:
+                        log.warning("audit_recovered", path=str(self.path))
+                    self._failing = False
                 else:
-                    self._failed += len(batch)
+                    self._failed += 1
+                    if not self._failing or error != self._last_error:
+                        log.error("audit_append_failed", path=str(self.path), reason=error)
+                    self._last_error = error
+                    self._failing = True
+                    self._next_retry = time.monotonic() + self.retry_s
+                    self._pending = rest + self._pending
+                    over = len(self._pending) - self.max_buffered
+                    if over > 0:
+                        self._dropped += over
+                        del self._pending[-over:]
+                        log.error("audit_records_dropped", records=over, path=str(self.path))
                 self._cond.notify_all()
 
-    def _append(self, lines: list[str]) -> bool:
-        data = "".join(lines).encode("utf-8", errors="replace")
+    def _append(self, lines: list[str]) -> tuple[int, bool, str | None]:
+        """Append ``lines``; return (records wholly written, whether fsync succeeded, error)."""
+        datas = [line.encode("utf-8", errors="replace") for line in lines]
+        blob = b"".join(datas)
         try:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._size += len(data)
-            if self._size >= self.rotate_bytes:
-                self._rotate()
-            return True
-        except Exception:
-            log.exception("audit_append_failed", path=str(self.path), records=len(lines))
+            self._ensure_open()
+            if self._fd_needs_tail:
+                self._terminate_tail()
+                self._fd_needs_tail = False
+            assert self._fd is not None
+            _write_all(self._fd, blob)
+        except _PartialWrite as exc:
+            whole, end = 0, 0
+            for d in datas:
+                end += len(d)
+                if end > exc.done:
+                    break
+                whole += 1
+            # A torn tail is terminated before the next record (on the next attempt).
+            self._fd_needs_tail = True
+            synced = whole > 0 and self._sync()
+            return whole, synced, self._report(exc.cause)
+        except Exception as exc:
+            self._fd_needs_tail = True
+            return 0, False, self._report(exc)
+        if not self._sync():
+            return len(lines), False, self._last_sync_error
+        try:
+            self._size = os.fstat(self._fd).st_size
+        except OSError:
+            self._size += len(blob)
+        if self._size >= self.rotate_bytes and time.monotonic() >= self._next_rotate:
+            self._rotate()
+        return len(lines), True, None
+
+    _fd_needs_tail = False
+    _rotation_error: str | None = None
+    _last_sync_error: str | None = None
+
+    def _sync(self) -> bool:
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._last_sync_error = self._report(exc)
             return False
+        return True
+
+    def _report(self, exc: BaseException) -> str:
+        text = (
+            f"{exc.strerror or exc} ({type(exc).__name__})"
+            if isinstance(exc, OSError)
+            else f"{type(exc).__name__}: {exc}"
+        )[:300]
+        return text
 
     def _rotate(self) -> None:
-        """``audit.jsonl.<keep>`` is dropped, ``.n`` becomes ``.n+1``, the current one ``.1``."""
-        self._file.close()
-        self._rotated(self.keep).unlink(missing_ok=True)
-        for i in range(self.keep - 1, 0, -1):
-            if self._rotated(i).exists():
-                self._rotated(i).replace(self._rotated(i + 1))
-        self.path.replace(self._rotated(1))
-        _fsync_dir(self.path.parent)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open until the next rotation
-        self._size = 0
+        """Under ``<path>.lock``: if the path is still this file and still over the size,
+        ``.keep`` is dropped, ``.n`` becomes ``.n+1`` and the file ``.1``; then reopen, always.
+
+        A failed rename keeps the current file in use (retried in 5 s, reported in the log)."""
+        lock_fd: int | None = None
+        try:
+            lock_fd = os.open(
+                self.path.with_name(self.path.name + ".lock"),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            assert self._fd is not None
+            fst = os.fstat(self._fd)
+            try:
+                st: os.stat_result | None = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if (
+                st is not None
+                and (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+                and st.st_size >= self.rotate_bytes
+            ):
+                for i in range(self.keep - 1, 0, -1):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(self._rotated(i), self._rotated(i + 1))
+                os.replace(self.path, self._rotated(1))
+                _fsync_dir(self.path.parent)
+            self._reopen("rotated")
+        except OSError as exc:
+            self._next_rotate = time.monotonic() + 5.0
+            self._rotation_error = self._report(exc)
+            log.error("audit_rotation_failed", path=str(self.path), reason=self._rotation_error)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)  # releases the flock
 
     def _rotated(self, i: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{i}")
 
     def _write_closed(self, batch: list[tuple[int, str]]) -> None:
-        """A record written after ``close``: appended synchronously (never dropped)."""
+        """A record written after ``close``: appended synchronously (never dropped silently)."""
         with self._io:
+            ok = False
             try:
-                with open(self.path, "ab") as f:
-                    f.write("".join(line for _, line in batch).encode("utf-8", "replace"))
-                    f.flush()
-                    os.fsync(f.fileno())
-                ok = True
-            except OSError:
-                log.exception("audit_append_failed", path=str(self.path), records=len(batch))
-                ok = False
+                fd = open_audit_file(self.path)
+                try:
+                    self._fd = fd
+                    self._terminate_tail()
+                    _write_all(fd, "".join(line for _, line in batch).encode("utf-8", "replace"))
+                    os.fsync(fd)
+                    ok = True
+                finally:
+                    self._fd = None
+                    os.close(fd)
+            except (OSError, _PartialWrite, ConfigError) as exc:
+                log.error("audit_append_failed", path=str(self.path), reason=self._report(exc))
             with self._cond:
                 self._handled = max(self._handled, batch[-1][0])
                 if ok:
                     self._acked += len(batch)
                 else:
-                    self._failed += len(batch)
+                    self._failed += 1
+                    self._dropped += len(batch)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,7 +1,9 @@
 """The private cache directory: compiled WASM, the built runner and memoized derivations.
 
 Compiled code there is loaded and run, so the directory is a trust boundary: it is created with
-mode 0700, loose permissions are tightened, and a directory owned by another user is refused.
+mode 0700; one owned by another user, or writable by group or others (anyone could have put code
+there), is refused with ``CACHE_UNSAFE`` (exit status 2). ``secure_dir`` runs on every use that
+writes, so a folder deleted while the process runs is re-created and refilled.
 """
 
 from __future__ import annotations
@@ -58,9 +60,16 @@ def secure_dir(root: Path) -> Path:
             f"not by this user (uid {os.getuid()}); what is cached there cannot be trusted",
             fix=f"remove it or set {CACHE_ENV} to a directory you own",
         )
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise CacheDirError(
+            f"cache directory {str(root)!r} has mode {oct(mode)}: writable by others, so what is "
+            "cached there cannot be trusted",
+            fix=f"remove it (it is rebuilt) or set {CACHE_ENV} to a private directory",
+        )
+    if mode & 0o055:
         os.chmod(root, 0o700)
         structlog.get_logger("bastion.cachedir").warning(
-            "cache.permissions_fixed", path=str(root), mode=oct(stat.S_IMODE(st.st_mode))
+            "cache.permissions_fixed", path=str(root), mode=oct(mode)
         )
     return root

@@ -220,24 +220,11 @@ def _print_problems(problems: Sequence[Any], out: TextIO | None = None) -> None:
 
 
 def _read_input(text: str) -> Any:
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            data = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"cannot read input file {text[1:]!r} ({exc})",
-                fix="pass --input @FILE with a readable UTF-8 JSON file",
-            ) from None
-    else:
-        data = text
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"--input is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            fix="""pass a JSON object, e.g. --input '{"text": "hello"}'""",
-        ) from None
+    """The ``--input`` value: JSON text, ``@FILE``, or ``-`` / ``@-`` for stdin, read with the
+    kernel's size cap before decoding; anything bad is a ``ConfigError`` (exit 2)."""
+    from .inputfile import read_input
+
+    return read_input(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -258,6 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             finally:
                 stop()
         result = k.invoke(args.name, value, context=InvocationContext(caller="cli"))
+        unaudited = _unaudited(k)
+    if unaudited:
+        sys.stderr.write(f"bastion: {unaudited}\n")
     if args.json:
         _emit_json(result.to_dict())
     elif result.ok:
@@ -271,7 +261,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{err.code}: {err.message}\n")
         if err.retryable:
             sys.stderr.write("(retryable: the same call may succeed later)\n")
+    if unaudited:
+        return EXIT_USAGE
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _unaudited(k: Any) -> str | None:
+    """Why this run's audit record could not be written (one-shot runs cannot wait for the
+    disk), or None when it was."""
+    k.audit.flush(timeout=10)
+    status = getattr(k.audit, "status", None)
+    if not callable(status):
+        return None
+    info = status()
+    if not info["failing"]:
+        return None
+    return (
+        f"AUDIT_UNAVAILABLE: the audit record of this run could not be written to "
+        f"{str(k.audit.path)!r} ({info['last_error']}). Fix: free space or correct [audit] path"
+    )
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -341,14 +349,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append(("python runner", True, _runner_state()))
         audit = info["audit"]
         if audit["enabled"]:
-            checks.append(
-                (
-                    "audit log",
-                    bool(audit["writable"]) and not audit["failed_writes"],
-                    f"{audit['path']} ({'writable' if audit['writable'] else 'NOT writable'}"
-                    f", {audit['failed_writes']} failed writes)",
-                )
-            )
+            checks.append(("audit log", *_audit_check(audit)))
         else:
             checks.append(("audit log", True, "disabled by [audit] enabled = false"))
         packs = k.packs
@@ -397,6 +398,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
         _print_problems(problems, sys.stdout)
     return EXIT_OK if all(ok for _, ok, _ in checks) and not problems else EXIT_FAILED
+
+
+def _audit_check(audit: dict[str, Any]) -> tuple[bool, str]:
+    """The doctor's audit row: writable or why not, failed writes, dropped and waiting records."""
+    ok = bool(audit["writable"]) and not audit["failed_writes"] and not audit.get("dropped")
+    state = "writable" if audit["writable"] else "NOT writable"
+    if audit.get("last_error") and not audit["writable"]:
+        state += f": {audit['last_error']}"
+    return ok, (
+        f"{audit['path']} ({state}, {audit['failed_writes']} failed writes, "
+        f"{audit.get('dropped', 0)} dropped records, {audit.get('refused_calls', 0)} refused calls)"
+    )
 
 
 def _runner_state() -> str:

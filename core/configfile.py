@@ -37,7 +37,15 @@ def read_toml(path: Path, error: type[ConfigError]) -> dict[str, Any]:
             fix="a manifest or policy is a few kilobytes: check the file",
         )
     try:
-        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
+        # Read at most one byte past the cap: a device or FIFO reports size 0 and never ends.
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise error(
+                f"the file holds more than the {MAX_CONFIG_BYTES}-byte limit",
+                source=str(path),
+                fix="a manifest or policy is a few kilobytes: check the file",
+            )
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
@@ -56,6 +64,12 @@ def read_toml_text(text: str, error: type[ConfigError], *, source: str) -> dict[
         raise error(f"the text is over the {MAX_CONFIG_BYTES}-byte limit", source=source)
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise error(
+            "the TOML is nested too deeply to read",
+            source=source,
+            fix="a manifest or policy nests a few levels: check the file",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         where = None

@@ -29,6 +29,7 @@ from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, NullAudit
 from .breaker import Breaker, CircuitBreaker, SharedBreaker
+from .cachedir import CacheDirError
 from .closing import Closeable
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
@@ -43,7 +44,8 @@ from .guard import (
     strongest,
 )
 from .guardrails import PolicyGuardrails, grant_kinds
-from .jsonsafe import check_value, dumps_compact, loads_bounded
+from .inputfile import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
+from .jsonsafe import check_value, dumps_strict, loads_bounded
 from .logs import CallLoggers, ensure_logging
 from .metrics import Metrics, prometheus_text
 from .plugins import make_plugin_manager
@@ -60,8 +62,8 @@ from .tenants import TenantGate
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
 
-MAX_INPUT_BYTES = 1024 * 1024
-MAX_INPUT_DEPTH = 64
+_NO_VERDICT = frozenset({"NOT_READY", "CANCELLED", "AUDIT_UNAVAILABLE"})
+"""Outcomes that are not the skill's doing: a breaker neither counts nor clears on them."""
 log = structlog.get_logger("bastion.kernel")
 
 
@@ -97,6 +99,12 @@ def default_audit_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("bastion")) / "audit.jsonl"
+
+
+def _open_audit(path: Path, policy: Policy) -> AuditLog:
+    """The audit log the policy's ``[audit]`` section describes."""
+    a = policy.doc.audit
+    return AuditLog(path, buffer=a.buffer, rotate_bytes=a.rotate_mb * 1024 * 1024, keep=a.keep)
 
 
 def _sandbox_health() -> dict[str, Any]:
@@ -186,12 +194,13 @@ class Kernel(Closeable):
                 if not path.is_absolute():
                     path = policy.base_dir / path
                 try:
-                    audit = AuditLog(path)
-                except OSError as exc:
+                    audit = _open_audit(path, policy)
+                except (OSError, ConfigError) as exc:
                     # Fail closed: a kernel that cannot keep its audit trail does not start.
                     self._pool.shutdown(wait=False)
+                    why = exc.message if isinstance(exc, ConfigError) else exc.strerror or exc
                     raise PolicyError(
-                        f"cannot open the audit log {str(path)!r} ({exc.strerror or exc})",
+                        f"cannot open the audit log {str(path)!r} ({why})",
                         source=policy.source,
                         where="audit.path",
                         fix="point [audit] path at a writable file, or set [audit] enabled = "
@@ -201,6 +210,10 @@ class Kernel(Closeable):
                 audit = NullAudit()
         self.audit = audit
         self._closed = False
+        self._clock, self._wall_clock, self._environ = clock, wall_clock, env
+        self._audit_refused = 0
+        self._reload_lock = threading.Lock()
+        self._refused_lock = threading.Lock()
         self._setup_runtime(clock, wall_clock)
 
     def _setup_runtime(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
@@ -311,25 +324,88 @@ class Kernel(Closeable):
     def problems(self) -> list[Problem]:
         """Pack problems and policy lines that cannot take effect."""
         out = list(self._discovery.problems)
-        for perr in self.policy.problems:
+        for perr in self._policy_errors(self.policy, self._status):
             out.append(Problem("policy", str(perr), perr.code))
-        for name in self.policy.doc.skills:
-            if name not in self._status:
-                out.append(
-                    Problem(
-                        "policy",
-                        str(
-                            PolicyError(
-                                f"[skills.{name}] names a skill no loaded pack provides",
-                                source=self.policy.source,
-                                where=f"skills.{name}",
-                                fix="install the pack, correct the name, or remove the section",
-                            )
-                        ),
-                        PolicyError.code,
-                    )
-                )
         return out
+
+    @staticmethod
+    def _policy_errors(policy: Policy, status: Mapping[str, SkillStatus]) -> list[PolicyError]:
+        """The policy's own problems and every name in it that matches nothing."""
+        from .policyrefs import SkillRef, check_references
+
+        refs = {}
+        for name, st in status.items():
+            props = st.skill.input_schema.get("properties")
+            refs[name] = SkillRef(
+                st.skill.pack,
+                frozenset(st.skill.manifest.permissions.secrets),
+                frozenset(props) if isinstance(props, dict) else None,
+            )
+        return list(policy.problems) + check_references(policy, refs)
+
+    def reload_policy(self, policy: Policy | str | Path | None = None) -> None:
+        """Replace the policy: the new one is loaded and checked whole (grants, guardrails and
+        every name, as ``bastion policy check``) before it replaces the old; a bad one raises
+        ``PolicyError`` and the old one keeps serving. ``None`` re-reads the current file.
+
+        Calls that already started finish under the policy they started with; discovered packs,
+        ``[plugins]``, ``[audit]`` and ``[kernel]`` need a restart (a change there is refused)."""
+        with self._reload_lock:
+            try:
+                new = self._replacement(policy)
+                status = {
+                    n: SkillStatus(
+                        st.skill,
+                        review(st.skill.manifest, new, environ=self._environ),
+                        st.available,
+                    )
+                    for n, st in self._status.items()
+                }
+                PolicyGuardrails.from_policy(
+                    new, {n: grant_kinds(st.grant) for n, st in status.items()}
+                )
+                errors = self._policy_errors(new, status)
+                if errors:
+                    raise PolicyError(
+                        f"{len(errors)} problem(s): " + " | ".join(str(e) for e in errors[:5]),
+                        source=new.source,
+                        fix="run 'bastion policy check' on the file and correct it",
+                    )
+            except ConfigError as exc:
+                log.error("policy_reload_refused", reason=str(exc)[:2000])
+                if isinstance(exc, PolicyError):
+                    raise
+                raise PolicyError(str(exc)) from None
+            metrics = self.metrics
+            if self._pm.get_plugin("bastion.guardrails") is not None:
+                self._pm.unregister(name="bastion.guardrails")
+            self.policy, self._status, self._sanitizers = new, status, {}
+            self._setup_runtime(self._clock, self._wall_clock)
+            self.metrics = metrics
+            log.info("policy_reloaded", source=new.source)
+
+    def _replacement(self, policy: Policy | str | Path | None) -> Policy:
+        if isinstance(policy, Policy):
+            new = policy
+        elif policy is not None:
+            new = load_policy(policy)
+        elif self.policy.source.startswith("<"):
+            raise PolicyError(
+                f"the current policy is {self.policy.source}, not a file that can be re-read",
+                fix="pass the new policy (a Policy or a path) to reload_policy",
+            )
+        else:
+            new = load_policy(self.policy.source)
+        old = self.policy.doc
+        for section in ("plugins", "audit", "kernel"):
+            if getattr(new.doc, section) != getattr(old, section):
+                raise PolicyError(
+                    f"[{section}] changed; it takes effect only when the process restarts",
+                    source=new.source,
+                    where=section,
+                    fix="restart the process, or keep the section as it was",
+                )
+        return new
 
     @property
     def executors(self) -> dict[str, Executor]:
@@ -349,6 +425,8 @@ class Kernel(Closeable):
                 progress(f"preparing {st.name} ({st.skill.runtime})")
             try:
                 self._executors[st.skill.runtime].prepare(st.skill.entry_path)
+            except CacheDirError:
+                raise  # an unsafe cache folder is the operator's to fix: exit 2, not a problem row
             except (ExecutionError, ConfigError) as exc:
                 problems.append(Problem(st.skill.pack, f"{st.name}: {exc}"))
         return problems
@@ -385,6 +463,7 @@ class Kernel(Closeable):
             and sandbox["ready"]
             and (audit["writable"] or not audit["enabled"])
             and state["available"],
+            "ready": self.readiness(sandbox=sandbox["ready"]),
             "packs": {"loaded": [p.name for p in packs if p.loaded], "failed": failed},
             "skills": {
                 "usable": [s.name for s in statuses if s.usable],
@@ -417,12 +496,37 @@ class Kernel(Closeable):
         elif enabled:
             writable = True  # a custom audit sink without a file
         failed = getattr(self.audit, "failed", 0)
-        return {
+        info: dict[str, Any] = {
             "enabled": enabled,
             "path": str(path) if path is not None else None,
             "writable": writable,
             "failed_writes": failed if isinstance(failed, int) else 0,
         }
+        status = getattr(self.audit, "status", None)
+        if callable(status):
+            info.update(status())
+            info["writable"] = bool(info["writable"]) and writable
+        info["refused_calls"] = self._audit_refused
+        info["on_failure"] = self.policy.doc.audit.on_failure
+        return info
+
+    def readiness(self, *, sandbox: bool | None = None) -> dict[str, bool]:
+        """Whether each component can serve a call now (for ``/readyz``): ``audit`` (records
+        can be kept, or ``[audit] on_failure = "continue"``) and ``sandbox`` (the engine can be
+        configured); the kernel is ready when every value is True."""
+        if sandbox is None:
+            sandbox = self._sandbox_ready
+            if sandbox is None:
+                sandbox = self._sandbox_ready = bool(_sandbox_health()["ready"])
+        return {"audit": self._audit_accepting(), "sandbox": sandbox}
+
+    _sandbox_ready: bool | None = None
+
+    def _audit_accepting(self) -> bool:
+        if self.policy.doc.audit.on_failure == "continue":
+            return True
+        accepting = getattr(self.audit, "accepting", True)
+        return accepting is not False
 
     # -- invocation -----------------------------------------------------------------------
 
@@ -449,9 +553,18 @@ class Kernel(Closeable):
         }
         if ctx.session is not None:
             fields["session"] = ctx.session
+        if not self._audit_accepting():
+            # Fail closed: no skill runs while its record could not be kept.
+            return self._audit_refusal(name, ctx, start)
         try:
             result, extra = self._run(name, arguments, ctx, approver, start, cancel)
             fields.update(extra)
+        except CacheDirError as exc:
+            # The host's own configuration (an unsafe cache folder), not the skill's doing: the
+            # embedder gets the typed error (code CACHE_UNSAFE) and the CLI exits 2.
+            fields.update(outcome=exc.code, detail=str(exc)[:2000])
+            self._audit("invoke", fields)
+            raise
         except Exception as exc:  # the kernel survives anything
             log.exception("invoke_internal_error", skill=name, invocation_id=ctx.invocation_id)
             fields["detail"] = f"{type(exc).__name__}: {exc}"
@@ -503,6 +616,28 @@ class Kernel(Closeable):
             with contextlib.suppress(Exception):
                 await future
             raise
+
+    def _audit_refusal(self, name: Any, ctx: InvocationContext, start: float) -> ToolResult:
+        with self._refused_lock:
+            self._audit_refused += 1
+            n = self._audit_refused
+        if n & (n - 1) == 0 or n % 1000 == 0:  # 1, 2, 4, ... then every 1000th: no log flood
+            log.error("audit_unavailable_refused", refused_calls=n, skill=str(name)[:64])
+        result = self._fail(
+            ErrorCode.AUDIT_UNAVAILABLE,
+            "the audit log cannot be written, so no skill runs until it can; "
+            "the operator sees the cause in 'bastion doctor'",
+            start,
+            ctx,
+            retry_after_s=1.0,
+        )
+        self.metrics.record(
+            name if isinstance(name, str) and name in self._status else "_unknown",
+            ErrorCode.AUDIT_UNAVAILABLE.value,
+            result.duration_ms / 1000,
+            cache_hit=False,
+        )
+        return result
 
     def _audit(self, event: str, fields: Mapping[str, Any]) -> None:
         try:
@@ -580,6 +715,7 @@ class Kernel(Closeable):
                     max_bytes=MAX_INPUT_BYTES,
                     max_depth=MAX_INPUT_DEPTH,
                     code=ErrorCode.INVALID_INPUT,
+                    strict=True,
                 )
             check_value(
                 arguments,
@@ -592,7 +728,7 @@ class Kernel(Closeable):
                     ErrorCode.INVALID_INPUT,
                     f"input must be a JSON object, got {type(arguments).__name__}",
                 )
-            input_json = dumps_compact(arguments)
+            input_json = dumps_strict(arguments, code=ErrorCode.INVALID_INPUT)
             if len(input_json) > MAX_INPUT_BYTES:
                 raise ExecutionError(
                     ErrorCode.INVALID_INPUT, f"input is over the {MAX_INPUT_BYTES}-byte limit"
@@ -745,7 +881,9 @@ class Kernel(Closeable):
                 extra["slot"] = [round(held, 6), round(time.time(), 6)]
                 self._tenants.release(ctx.tenant, ctx.invocation_id)
             if breaker is not None:
-                if verdict is None or verdict in self._breaker_codes:
+                if verdict in _NO_VERDICT:
+                    breaker.release()  # says nothing about the skill's health
+                elif verdict is None or verdict in self._breaker_codes:
                     breaker.record_failure()
                 else:
                     breaker.record_success()

@@ -137,6 +137,8 @@ class SkillPolicy(_Model):
     """``[skills.NAME]``: enable/disable one skill and grant it more than the global sections."""
 
     enabled: bool = True
+    optional: bool = False
+    """The skill may not be installed yet: naming it is deliberate, not a typo."""
     network: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     mounts: tuple[MountEntry, ...] = ()
@@ -161,6 +163,13 @@ class AuditSection(_Model):
 
     enabled: bool = True
     path: str | None = None
+    on_failure: Literal["refuse", "continue"] = "refuse"
+    """When records cannot be written and ``buffer`` of them wait: refuse to run skills
+    (``AUDIT_UNAVAILABLE``, the default) or run on and count the dropped records."""
+    buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Records held in memory while the audit file cannot be written."""
+    rotate_mb: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    keep: Annotated[int, Field(ge=1, le=1000)] = 5
 
 
 class KernelSection(_Model):
@@ -246,6 +255,9 @@ _NEVER_COUNTED: Final = frozenset(
         ErrorCode.APPROVAL_REQUIRED,
         ErrorCode.RATE_LIMITED,
         ErrorCode.CIRCUIT_OPEN,
+        ErrorCode.NOT_READY,
+        ErrorCode.CANCELLED,
+        ErrorCode.AUDIT_UNAVAILABLE,
     }
 )
 BREAKER_CODES: Final[tuple[str, ...]] = ("SKILL_CRASHED", "TIMEOUT", "MEMORY_LIMIT", "INTERNAL")

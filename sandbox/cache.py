@@ -3,8 +3,8 @@
 A serialized module is native code that ``deserialize_file`` maps and runs with **no integrity
 check**, so the cache is treated as a trust boundary:
 
-- the directory is private (mode 0700, owned by this user); a group/world-writable one is fixed,
-  one owned by someone else is refused (``CacheDirError``);
+- the directory is private (mode 0700, owned by this user); a group/world-writable one or one
+  owned by someone else is refused (``CacheDirError``); a deleted one is re-created on write;
 - every artifact ``<key>.cwasm`` has its digest in ``<key>.sha256`` (the sha256 of the sha256 of
   each 4 MiB, so the chunks hash on several threads); the digest is verified on the very inode
   that is then loaded (through ``/proc/self/fd``), and a mismatching, truncated or unloadable
@@ -289,6 +289,7 @@ class CompileCache(Closeable):
         return obj
 
     def _write_atomic(self, dest: Path, data: bytes) -> None:
+        secure_dir(self.root)  # re-created if it was deleted while the process ran
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=dest.suffix)
         try:
             with os.fdopen(fd, "wb") as f:

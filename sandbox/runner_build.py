@@ -31,19 +31,22 @@ from typing import Final
 import structlog
 import wasmtime.component
 
-from bastion.errors import BastionError
+from bastion.cachedir import secure_dir
+from bastion.errors import BastionError, ErrorCode, ExecutionError
 
 from .cache import default_cache
 
 __all__ = [
     "GUEST_DIR",
     "RUNNER_APP",
+    "RUNNER_WAIT_ENV",
     "RUNNER_WORLD",
     "RunnerBuildError",
     "allowed_modules",
     "built_runner",
     "ensure_runner",
     "load_runner",
+    "load_runner_ready",
     "runner_digest",
     "runner_sha256",
 ]
@@ -98,7 +101,7 @@ def allowed_modules(guest_dir: Path = GUEST_DIR) -> tuple[str, ...]:
 
 
 def _runner_dir() -> Path:
-    path = default_cache().root / "runner"
+    path = secure_dir(default_cache().root) / "runner"  # re-created if deleted meanwhile
     path.mkdir(mode=0o700, exist_ok=True)
     return path
 
@@ -233,6 +236,93 @@ def runner_sha256(runner: Path) -> str:
 
 
 def load_runner(progress: Progress | None = None) -> wasmtime.component.Component:
-    """The compiled runner component (built and compiled once, then served from the caches)."""
+    """The compiled runner component (built and compiled once, then served from the caches).
+
+    A runner file that does not compile (truncated or corrupted on disk) is deleted and built
+    again, once."""
     path = ensure_runner(progress)
-    return default_cache().component_from_file(path, sha256=runner_sha256(path), progress=progress)
+    try:
+        return default_cache().component_from_file(
+            path, sha256=runner_sha256(path), progress=progress
+        )
+    except wasmtime.WasmtimeError as exc:
+        _log.warning("runner.corrupt_rebuilt", path=str(path), reason=str(exc)[:200])
+        for p in (path, _digest_path(path)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        path = ensure_runner(progress)
+        return default_cache().component_from_file(
+            path, sha256=runner_sha256(path), progress=progress
+        )
+
+
+RUNNER_WAIT_ENV: Final[str] = "BASTION_RUNNER_WAIT_S"
+"""Seconds a call waits for the runner to be built and compiled (default 300) before it is
+answered ``NOT_READY``; the build goes on, and a later call finds the runner ready."""
+_DEFAULT_WAIT_S: Final[float] = 300.0
+
+
+class _Warmup:
+    """Builds and compiles the runner once, on a background thread, for every caller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: threading.Event | None = None
+        self._value: wasmtime.component.Component | None = None
+        self._error: BaseException | None = None
+
+    def get(self, progress: Progress | None, wait_s: float) -> wasmtime.component.Component:
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            if self._done is None or (self._done.is_set() and self._error is not None):
+                self._done, self._error = threading.Event(), None  # (re)try after a failure
+                threading.Thread(
+                    target=self._work,
+                    args=(progress, self._done),
+                    name="bastion-runner-warmup",
+                    daemon=True,
+                ).start()
+            done = self._done
+        if not done.wait(wait_s):
+            raise ExecutionError(
+                ErrorCode.NOT_READY,
+                f"the Python runner is still being built and compiled (waited {wait_s:g} s); "
+                "it goes on in the background: retry shortly",
+                retry_after_s=5.0,
+            )
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            assert self._error is not None
+            raise self._error
+
+    def _work(self, progress: Progress | None, done: threading.Event) -> None:
+        try:
+            value = load_runner(progress)
+            with self._lock:
+                self._value = value
+        except BaseException as exc:
+            with self._lock:
+                self._error = exc
+        finally:
+            done.set()
+
+
+_warmup = _Warmup()
+
+
+def _wait_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get(RUNNER_WAIT_ENV, _DEFAULT_WAIT_S)))
+    except ValueError:
+        return _DEFAULT_WAIT_S
+
+
+def load_runner_ready(
+    progress: Progress | None = None, wait_s: float | None = None
+) -> wasmtime.component.Component:
+    """``load_runner`` with a bounded start-up wait: the build runs once in the background; a
+    caller waits at most ``wait_s`` (default ``$BASTION_RUNNER_WAIT_S`` or 300 s), then gets
+    ``ExecutionError(NOT_READY)`` (retryable). A failed build is retried by the next caller."""
+    return _warmup.get(progress, _wait_s() if wait_s is None else wait_s)

@@ -527,12 +527,15 @@ def test_health_report(make: Any, tmp_path: Path) -> None:
     assert h["ok"] is True and h["sandbox"]["ready"] is True
     assert "calc" in h["skills"]["usable"] and h["skills"]["denied"] == ["echo"]
     assert h["packs"]["loaded"] == ["Skills"] and h["packs"]["failed"] == []
-    assert h["audit"] == {
+    audit = h["audit"]
+    assert {k: audit[k] for k in ("enabled", "path", "writable", "failed_writes")} == {
         "enabled": True,
         "path": str(tmp_path / "audit.jsonl"),
         "writable": True,
         "failed_writes": 0,
     }
+    assert audit["failing"] is False and audit["dropped"] == 0 and audit["refused_calls"] == 0
+    assert h["ready"] == {"audit": True, "sandbox": True} == k.readiness()
     assert set(h["breakers"].values()) == {"closed"} and h["cache"] is None
 
 

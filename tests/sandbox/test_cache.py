@@ -38,10 +38,14 @@ def test_dir_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700
 
 
-def test_loose_permissions_are_fixed(tmp_path: Path) -> None:
+def test_loose_permissions_are_refused(tmp_path: Path) -> None:
     root = tmp_path / "loose"
     root.mkdir()
     os.chmod(root, 0o777)
+    with pytest.raises(CacheDirError, match="writable by others") as err:
+        CompileCache(root)
+    assert err.value.code == "CACHE_UNSAFE"
+    os.chmod(root, 0o755)  # readable by others only: tightened, not refused
     CompileCache(root)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
 

@@ -15,7 +15,7 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.kernel import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
+from bastion.inputfile import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
 
 __all__ = ["MAX_FRAME_BYTES", "MAX_FRAME_DEPTH", "FrameLimitMiddleware", "frame_problem"]
 

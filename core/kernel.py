@@ -872,7 +872,11 @@ class Kernel(Closeable):
                 assert self._admission is not None
                 if self._tenants is not None:
                     extra["slot"] = [round(held, 6), round(time.time(), 6)]
-                failed = verdict is None or verdict in self._breaker_codes
+                failed = (
+                    None
+                    if verdict in _NO_VERDICT
+                    else verdict is None or verdict in self._breaker_codes
+                )
                 self._admission.finish(ticket, failed)
                 breaker = None
             elif self._tenants is not None:

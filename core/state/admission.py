@@ -47,6 +47,8 @@ class Ticket:
     skill: str
     lease: str | None
     breaker: bool
+    probe: bool = False
+    """This call is the breaker's single half-open probe."""
 
 
 class _Fallback:
@@ -96,7 +98,7 @@ class SharedAdmission:
             return FALLBACK
         if stage == 0:
             held = lease if max_conc is not None else None
-            return Ticket(tenant, skill, held, breaker is not None)
+            return Ticket(tenant, skill, held, breaker is not None, probe=code == 2)
         if stage == 1:
             which = buckets[code - 1][0]
             rule = (
@@ -128,9 +130,15 @@ class SharedAdmission:
         )
 
     def finish(self, ticket: Ticket, failed: bool | None) -> None:
-        """Free the lease and give the breaker its verdict (``failed`` None: no verdict)."""
+        """Free the lease and give the breaker its verdict (``failed`` None: no verdict, as
+        for ``NOT_READY`` or ``CANCELLED``: a probe is handed back, nothing is counted)."""
         br = self._breakers.get(ticket.skill) if ticket.breaker else None
-        verdict = "none" if br is None or failed is None else ("fail" if failed else "ok")
+        if br is None:
+            verdict = "none"
+        elif failed is None:
+            verdict = "release" if ticket.probe else "none"
+        else:
+            verdict = "fail" if failed else "ok"
         if ticket.lease is None and verdict == "none":
             return
         threshold = br.threshold if br is not None else 1
@@ -141,6 +149,6 @@ class SharedAdmission:
             )
         except StoreUnavailable:
             # The lease frees itself (lease_ttl_s); the verdict goes to the local breaker.
-            if br is not None and verdict != "none":
+            if br is not None and verdict in ("ok", "fail"):
                 local = getattr(br, "local", br)
                 (local.record_failure if verdict == "fail" else local.record_success)()

@@ -311,11 +311,16 @@ FINISH_CALL: Final = (
     _NOW
     + """
 -- One call's end in one round trip: free its lease (ARGV[1], "" for none) and give the
--- breaker its verdict (ARGV[2]: "ok", "fail" or "none"), as BREAKER_RECORD does.
+-- breaker its verdict (ARGV[2]: "ok", "fail", "release" the probe, or "none"), as
+-- BREAKER_RECORD does.
 -- KEYS: leases, breaker, failures. ARGV: lease, what, threshold, window, member.
 if ARGV[1] ~= "" then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local what = ARGV[2]
 if what == "none" then return 'none' end
+if what == "release" then
+  redis.call('HDEL', KEYS[2], 'probe')
+  return 'released'
+end
 local threshold = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
 local h = redis.call('HMGET', KEYS[2], 'opened', 'probe')

@@ -217,6 +217,21 @@ class TestBreaker:
         assert a.breaker_states()["crashy"] == "open" == b.breaker_states()["crashy"]
         assert b.breaker_states()["echo"] == "closed"
 
+    def test_a_cancelled_probe_is_handed_back(self, replicas: Any) -> None:
+        a, b = replicas(self.POLICY, node="a"), replicas(self.POLICY, node="b")
+        assert [code(a.invoke("crashy", {})) for _ in range(3)] == [
+            "MEMORY_LIMIT",
+            "MEMORY_LIMIT",
+            "CIRCUIT_OPEN",
+        ]
+        time.sleep(1.1)  # cooldown_s = 1: half-open
+        gone = threading.Event()
+        gone.set()
+        # The probe's caller gave up before it ran: says nothing about the skill's health.
+        assert code(a.invoke("crashy", {}, cancel=gone)) == "CANCELLED"
+        assert code(b.invoke("crashy", {})) == "MEMORY_LIMIT", "the next call may probe"
+        assert code(a.invoke("crashy", {})) == "CIRCUIT_OPEN", "the failed probe re-opened it"
+
     def test_half_open_probe_is_single_flight_across_replicas(
         self, replicas: Any, redis_server: RedisServer
     ) -> None:

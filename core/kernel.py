@@ -57,7 +57,7 @@ from .sanitize import SanitizeConfig, Sanitizer
 from .scrub import scrub_message
 from .skill import Skill
 from .state.admission import FALLBACK, Refusal, SharedAdmission, Ticket
-from .state.handle import StateHandle
+from .state.handle import StateHandle, check_state
 from .tenants import TenantGate
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
@@ -169,6 +169,7 @@ class Kernel(Closeable):
                 self._executors.setdefault(ex.runtime, ex)
         env = os.environ if environ is None else environ
         self._environ = env
+        self._retired_states: list[StateHandle] = []
         self._status: dict[str, SkillStatus] = {}
         for name, skill in sorted(self._discovery.skills.items()):
             grant = review(skill.manifest, policy, environ=env)
@@ -275,14 +276,19 @@ class Kernel(Closeable):
         from .state import open_state
         from .state.approvals import ApprovalMemory
 
+        old: StateHandle | None = getattr(self, "_state", None)
+        if old is not None and old.section == self.policy.doc.state:
+            return  # a policy reload that leaves [state] alone keeps its connections and leases
         try:
-            self._state = open_state(
-                self.policy.doc.state, self._environ, source=self.policy.source
-            )
+            state = open_state(self.policy.doc.state, self._environ, source=self.policy.source)
         except ConfigError:
-            self._pool.shutdown(wait=False)
-            self.audit.close()
+            if old is None:  # start-up (a reload checked [state] before it swapped)
+                self._pool.shutdown(wait=False)
+                self.audit.close()
             raise
+        if old is not None:
+            self._retired_states.append(old)  # its leases may still be renewed: closed last
+        self._state = state
         set_node_id(self._state.node_id)
         self._approvals = ApprovalMemory(self._state)
 
@@ -364,6 +370,7 @@ class Kernel(Closeable):
                 PolicyGuardrails.from_policy(
                     new, {n: grant_kinds(st.grant) for n, st in status.items()}
                 )
+                check_state(new.doc.state, self._environ, source=new.source)
                 errors = self._policy_errors(new, status)
                 if errors:
                     raise PolicyError(
@@ -1149,5 +1156,6 @@ class Kernel(Closeable):
                 ex.close()
             except Exception:
                 log.exception("executor_close_failed", runtime=ex.runtime)
-        self._state.close()
+        for state in [self._state, *self._retired_states]:
+            state.close()
         self.audit.close()

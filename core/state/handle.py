@@ -23,7 +23,14 @@ from .unavailable import StoreUnavailable
 if TYPE_CHECKING:
     from .redisstore import RedisStore
 
-__all__ = ["NODE_ENV", "StateHandle", "default_node_id", "describe_status", "open_state"]
+__all__ = [
+    "NODE_ENV",
+    "StateHandle",
+    "check_state",
+    "default_node_id",
+    "describe_status",
+    "open_state",
+]
 
 NODE_ENV = "BASTION_NODE_ID"
 
@@ -77,6 +84,27 @@ class StateHandle(Closeable):
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def check_state(
+    section: StateSection, environ: Mapping[str, str], *, source: str | None = None
+) -> None:
+    """Raise ``ConfigError`` if ``open_state`` would (a named credential or seal key is not
+    set or too short), without connecting: a policy reload checks this before it swaps."""
+    sealer_from_env(section.seal_keys_env, environ, source=source)
+    from ..errors import ConfigError
+
+    for field_name, env in (
+        ("username", section.username_env),
+        ("password", section.password_env),
+    ):
+        if section.url is not None and env is not None and not environ.get(env):
+            raise ConfigError(
+                f"[state] {field_name}_env names {env!r}, which is not set",
+                source=source,
+                where=f"state.{field_name}_env",
+                fix=f"export {env}=... before starting, or remove {field_name}_env",
+            )
 
 
 def open_state(

@@ -362,6 +362,44 @@ class TestOutage:
         assert code(k.invoke("echo", {})) == "STATE_UNAVAILABLE"
 
 
+class TestReload:
+    def test_reload_keeps_the_store_and_refuses_a_missing_seal_key(
+        self, replicas: Any, tmp_path: Path, redis_server: RedisServer
+    ) -> None:
+        from bastion.errors import PolicyError
+
+        policy = "[rate_limits.skills.echo]\nrate = 0.001\nburst = 2\n"
+        k = replicas(policy, node="re")
+        store = k.state.store
+        assert code(k.invoke("echo", {})) == "ok"
+        text = k.policy.source  # "<policy text>": reload with a Policy object
+        assert text.startswith("<")
+        same = load_policy(text=_policy(policy, redis_server, tmp_path, "re"))
+        k.reload_policy(same)
+        assert k.state.store is store, "an unchanged [state] keeps its connection and leases"
+        assert code(k.invoke("echo", {})) == "ok"
+        assert code(k.invoke("echo", {})) == "RATE_LIMITED", "the bucket survived the reload"
+        bad = _policy(policy, redis_server, tmp_path, "re").replace("SEAL_A", "NO_SUCH_KEY")
+        with pytest.raises(PolicyError, match="NO_SUCH_KEY"):
+            k.reload_policy(load_policy(text=bad))
+        assert k.state.store is store and code(k.invoke("echo", {})) == "RATE_LIMITED"
+
+
+def _policy(extra: str, redis_server: RedisServer, tmp_path: Path, node: str) -> str:
+    return extra + textwrap.dedent(f"""
+        [state]
+        url = "{redis_server.url}"
+        namespace = "test"
+        node_id = "{node}"
+        seal_keys_env = ["SEAL_A"]
+        timeout_ms = 300
+        retry_s = 0.2
+        lease_ttl_s = 2
+        [audit]
+        path = "{tmp_path / (node + ".jsonl")}"
+        """)
+
+
 class TestConfig:
     @pytest.mark.parametrize(
         ("line", "words"),

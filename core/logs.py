@@ -18,6 +18,20 @@ _LEVELS = {
 }
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a
+    stream swapped and closed later (a test's capture, a daemon's redirect) never breaks it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _Stderr()
+
+
 def configure_logging(*, level: str = "warning", json: bool = False) -> None:
     """Send structured logs to stderr at ``level``; JSON lines if ``json`` else console."""
     renderer: Any = (
@@ -31,7 +45,7 @@ def configure_logging(*, level: str = "warning", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.WARNING)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -367,6 +367,11 @@ class ServeSection(_Model):
     approval_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     max_queue: Annotated[int, Field(ge=0, le=100_000)] = 64
     """Calls allowed to wait for a kernel worker; beyond them a call is refused at once."""
+    allowed_hosts: tuple[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9.\[\]:-]+:(\d{1,5}|\*)$")], ...
+    ] = ()
+    """Extra ``Host`` values accepted (``name:port`` or ``name:*``), e.g. the public name a
+    load balancer forwards; the bound address is always accepted."""
 
 
 class PolicyDocument(_Model):

@@ -25,6 +25,8 @@ class T:
     source: str
     values: st.SearchStrategy[Any]
     kind: str  # "str", "int", "float", "bool", "null", "list", "dict", "enum", "union"
+    json_kinds: frozenset[str] = frozenset()
+    """JSON kinds a union or Literal accepts at its top level (for ``wrong_value``)."""
 
 
 SCALARS = [
@@ -43,8 +45,28 @@ def literal() -> st.SearchStrategy[T]:
         unique=True,
     )
     return vals.map(
-        lambda vs: T("Literal[" + ", ".join(repr(v) for v in vs) + "]", st.sampled_from(vs), "enum")
+        lambda vs: T(
+            "Literal[" + ", ".join(repr(v) for v in vs) + "]",
+            st.sampled_from(vs),
+            "enum",
+            frozenset("str" if isinstance(v, str) else "number" for v in vs),
+        )
     )
+
+
+_JSON_KIND = {
+    "str": "str",
+    "int": "number",
+    "float": "number",
+    "bool": "bool",
+    "null": "null",
+    "list": "array",
+    "dict": "object",
+}
+
+
+def json_kinds(t: T) -> frozenset[str]:
+    return t.json_kinds if t.kind in ("union", "enum") else frozenset({_JSON_KIND[t.kind]})
 
 
 def extend(inner: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
@@ -58,11 +80,22 @@ def extend(inner: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
                 "dict",
             )
         ),
-        inner.map(lambda t: T(f"Optional[{t.source}]", st.none() | t.values, "union")),
-        inner.map(lambda t: T(f"{t.source} | None", st.none() | t.values, "union")),
+        inner.map(
+            lambda t: T(
+                f"Optional[{t.source}]", st.none() | t.values, "union", json_kinds(t) | {"null"}
+            )
+        ),
+        inner.map(
+            lambda t: T(
+                f"{t.source} | None", st.none() | t.values, "union", json_kinds(t) | {"null"}
+            )
+        ),
         st.tuples(inner, inner).map(
             lambda ab: T(
-                f"Union[{ab[0].source}, {ab[1].source}]", ab[0].values | ab[1].values, "union"
+                f"Union[{ab[0].source}, {ab[1].source}]",
+                ab[0].values | ab[1].values,
+                "union",
+                json_kinds(ab[0]) | json_kinds(ab[1]),
             )
         ),
     )
@@ -79,9 +112,23 @@ HEADER = "from typing import Dict, List, Literal, Optional, Union\n\n"
 
 
 def wrong_value(t: T) -> Any:
-    """A value of a JSON type that ``t`` never accepts (None where t has no None)."""
+    """A value of a JSON type that ``t`` never accepts (None where t has no None).
+
+    For a union or Literal: a value of a JSON kind none of its members accepts at all (a
+    ``dict[...]`` member accepts some objects, so an object is never "wrong" for it). With at
+    most 4 leaves a union covers at most 4 of str, number, bool, array, object (arrays and
+    objects each need a leaf inside), so such a kind always exists."""
     if t.kind in ("union", "enum"):
-        return {"not": ["expected"]}
+        for kind, value in (
+            ("object", {"not": ["expected"]}),
+            ("array", [{"not": "expected"}]),
+            ("bool", True),
+            ("str", "not expected"),
+            ("number", 1.5),
+        ):
+            if kind not in t.json_kinds:
+                return value
+        raise AssertionError(f"{t.source} accepts every JSON kind")
     return {
         "str": 1,
         "int": "1",

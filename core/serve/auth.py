@@ -30,6 +30,7 @@ __all__ = [
     "POLICY_ISSUER",
     "AuthAuditMiddleware",
     "Caller",
+    "CurrentTokenVerifier",
     "PolicyTokenVerifier",
     "caller_from_token",
     "current_caller",
@@ -150,6 +151,16 @@ class PolicyTokenVerifier:
             resource=self.audience,
             claims={"tenant": found.tenant, "iss": POLICY_ISSUER},
         )
+
+
+@dataclass
+class CurrentTokenVerifier:
+    """The token verifier of whichever policy is serving now (tokens follow policy reloads)."""
+
+    current: Callable[[], PolicyTokenVerifier]
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        return await self.current().verify_token(token)
 
 
 class AuthAuditMiddleware:

@@ -23,6 +23,7 @@ import structlog
 from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from bastion.errors import ErrorCode
 from bastion.result import InvocationContext, ToolResult
 
 from .approvals import (
@@ -69,6 +70,15 @@ def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
     )
 
 
+def _session_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str] | None:
+    """(session id, request id) of a 2025-era HTTP call, else None (stdio, 2026 era)."""
+    headers = getattr(ctx.request, "headers", None)
+    session = headers.get("mcp-session-id") if headers is not None else None
+    if not session or ctx.request_id is None:
+        return None
+    return str(session), str(ctx.request_id)
+
+
 def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
     caps = ctx.session.client_capabilities
     el = caps.elicitation if caps is not None else None
@@ -78,14 +88,26 @@ def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
 class CallHandler:
     """The server's ``on_call_tool``."""
 
-    def __init__(self, holder: KernelHolder, *, max_queue: int) -> None:
+    def __init__(self, holder: KernelHolder) -> None:
         self.holder = holder
-        self.max_queue = max_queue
         self.inflight = 0
         """Calls admitted and not yet answered (event-loop thread only)."""
+        self._running: dict[tuple[str, str], asyncio.Task[ToolResult]] = {}
+        self._gone: set[tuple[str, str]] = set()
 
-    def capacity(self, gen: Generation) -> int:
-        return gen.kernel.policy.doc.kernel.max_workers + self.max_queue
+    def client_gone(self, session_id: str, request_id: str) -> None:
+        """A 2025-era HTTP client disconnected from ``request_id``: stop that call."""
+        key = (session_id, request_id)
+        task = self._running.get(key)
+        if task is not None and not task.done():
+            self._gone.add(key)
+            task.cancel()
+
+    @staticmethod
+    def capacity(gen: Generation) -> int:
+        """Calls that may run (``[kernel] max_workers``) plus those that may wait."""
+        doc = gen.kernel.policy.doc
+        return doc.kernel.max_workers + doc.serve.max_queue
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -144,7 +166,8 @@ class CallHandler:
             roles=caller.roles,
             labels={"mcp_request_id": str(ctx.request_id), "protocol": ctx.protocol_version},
         )
-        result = await self._invoke(gen, name, arguments, context, approver)
+        key = _session_key(ctx)
+        result = await self._invoke(gen, name, arguments, context, approver, key)
         asked = approver.asked
         needs = result.error is not None and result.error.code == "APPROVAL_REQUIRED"
         if not needs or asked is None or approver.binding is not None:
@@ -179,7 +202,7 @@ class CallHandler:
             return error_result("APPROVAL_REQUIRED", f"no answer within {ttl:g} s")
         if not approved_by(answer):
             return error_result("APPROVAL_REQUIRED", "the call was not approved")
-        again = await self._invoke(gen, name, arguments, context, McpApproval(asked.binding))
+        again = await self._invoke(gen, name, arguments, context, McpApproval(asked.binding), key)
         return tool_result(again, structured)
 
     async def _invoke(
@@ -189,33 +212,55 @@ class CallHandler:
         arguments: dict[str, Any],
         context: InvocationContext,
         approver: McpApproval,
+        key: tuple[str, str] | None = None,
     ) -> ToolResult:
         """``kernel.ainvoke`` in its own asyncio task, so that a cancelled request cancels it
-        once and then waits (shielded) until the guest has really stopped."""
+        once and then waits (shielded) until the guest has really stopped. ``key`` (session,
+        request id) lets ``client_gone`` stop it when a 2025-era HTTP client vanishes."""
         task = asyncio.ensure_future(
             gen.kernel.ainvoke(name, arguments, context=context, approver=approver)
         )
+        if key is not None:
+            self._running[key] = task
         try:
             result = await asyncio.shield(task)
-        except BaseException:
-            task.cancel()
-            # CancelledError once the call stopped; shielded so that we really wait for it.
-            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
-                await task
-            log.info("call_cancelled", skill=name, invocation_id=context.invocation_id)
+        except asyncio.CancelledError:
+            if key is not None and key in self._gone and task.cancelled():
+                # ainvoke re-raised only after the guest stopped; nobody reads this answer.
+                log.info("call_cancelled", skill=name, invocation_id=context.invocation_id)
+                return ToolResult.failure(
+                    ErrorCode.CANCELLED, "the client disconnected; the call was stopped"
+                )
+            await self._stop(task, name, context)
             raise
+        except BaseException:
+            await self._stop(task, name, context)
+            raise
+        finally:
+            if key is not None:
+                self._running.pop(key, None)
+                self._gone.discard(key)
         # Answer only once the call's audit record is on disk (concurrent calls share one
         # fsync): a replica killed right after answering leaves no completed call unrecorded.
         await asyncio.get_running_loop().run_in_executor(None, gen.kernel.audit.flush)
         return result
 
+    @staticmethod
+    async def _stop(task: asyncio.Task[ToolResult], name: str, context: InvocationContext) -> None:
+        """Cancel ``task`` and wait (shielded) until the call has stopped."""
+        task.cancel()
+        # CancelledError once the call stopped; shielded so that we really wait for it.
+        with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+            await task
+        log.info("call_cancelled", skill=name, invocation_id=context.invocation_id)
+
     async def _prepare(
         self, ctx: ServerRequestContext[Any, Any], gen: Generation, runtime: str, name: str
     ) -> None:
-        """Load the Python runner before the first Python call, reporting progress (when the
-        client asked for it) instead of spending the skill's deadline on it."""
-        ex = gen.kernel.executors.get(runtime)
-        if runtime != "python" or ex is None or getattr(ex, "_runner", True) is not None:
+        """Prepare a skill on its first call in this generation (for a Python skill: build or
+        load the runner), reporting progress when the client asked for it, so the skill's
+        deadline is not spent on it. Later calls skip this (``Generation.prepared``)."""
+        if name in gen.prepared or runtime == "native":
             return
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue[str | None] = asyncio.Queue()
@@ -226,14 +271,18 @@ class CallHandler:
         def work() -> None:
             try:
                 gen.kernel.prepare([name], progress=progress)
+            except Exception:  # the call itself then reports what is wrong
+                log.exception("prepare_failed", skill=name)
             finally:
                 loop.call_soon_threadsafe(messages.put_nowait, None)
 
         fut = loop.run_in_executor(None, work)
+        what = "loading the Python runner" if runtime == "python" else f"preparing {name}"
         step = 0.0
-        await ctx.session.report_progress(step, _PROGRESS_TOTAL, "loading the Python runner")
+        await ctx.session.report_progress(step, _PROGRESS_TOTAL, what)
         while (text := await messages.get()) is not None:
             step = min(step + 1.0, _PROGRESS_TOTAL - 0.5)
             await ctx.session.report_progress(step, _PROGRESS_TOTAL, text[:200])
         await fut
-        await ctx.session.report_progress(_PROGRESS_TOTAL, _PROGRESS_TOTAL, "runner ready")
+        gen.prepared.add(name)
+        await ctx.session.report_progress(_PROGRESS_TOTAL, _PROGRESS_TOTAL, "ready")

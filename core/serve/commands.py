@@ -11,10 +11,14 @@ import argparse
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from bastion.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bastion.kernel import Kernel
 
 __all__ = ["cmd_mcp", "cmd_serve"]
 
@@ -49,7 +53,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Streamable HTTP on ``--host``/``--port`` until interrupted."""
-    from .auth import PolicyTokenVerifier
+    from .auth import CurrentTokenVerifier, PolicyTokenVerifier
     from .http import build_app, is_loopback, serve_http
     from .readiness import Readiness
     from .server import BastionServer
@@ -57,10 +61,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bs = _server(args)
     assert isinstance(bs, BastionServer)
     try:
-        kernel = bs.holder.current.kernel
-        verifier = PolicyTokenVerifier.from_policy(kernel.policy)
-        for problem in verifier.problems:
-            sys.stderr.write(f"bastion serve: {problem}\n")
+
+        def tokens(kernel: Kernel) -> dict[str, Any]:
+            verifier = PolicyTokenVerifier.from_policy(kernel.policy)
+            for problem in verifier.problems:
+                sys.stderr.write(f"bastion serve: {problem}\n")
+            return {"tokens": verifier}
+
+        bs.holder.set_attach(tokens)
+        verifier = bs.holder.current.attachments["tokens"]
         if not is_loopback(args.host) and not verifier.configured:
             sys.stderr.write(
                 f"bastion: refusing to serve on {args.host!r} without authentication: anyone "
@@ -73,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by accepted connections: small SSE frames go out at once instead of
+        # waiting ~40 ms for a delayed ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((args.host.strip("[]"), args.port))
         except OSError as exc:
@@ -88,7 +100,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             Readiness(bs.holder),
             host=args.host,
             port=port,
-            token_verifier=verifier if verifier.configured else None,
+            token_verifier=CurrentTokenVerifier(lambda: bs.holder.current.attachments["tokens"])
+            if verifier.configured
+            else None,
         )
         anyio.run(serve_http, app, sock)
     finally:

@@ -39,8 +39,12 @@ class Generation:
     kernel: Kernel
     catalog: ToolCatalog
     number: int
+    attachments: dict[str, Any] = field(default_factory=dict)
+    """What the server derives from this kernel's policy (e.g. its bearer tokens)."""
     users: int = 0
     retired: bool = False
+    prepared: set[str] = field(default_factory=set)
+    """Skills already prepared in this generation (the first call of each prepares it)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -88,16 +92,32 @@ class KernelHolder:
         *,
         policy_path: Path | None = None,
         packs: Sequence[Path] = (),
+        attach: Callable[[Kernel], dict[str, Any]] | None = None,
     ) -> None:
+        """``attach(kernel)`` derives per-generation attachments; a ``ConfigError`` from it
+        refuses the kernel like a bad policy would."""
         self._factory = factory
+        self._attach = attach
         self._policy_path = policy_path
         self._packs = tuple(packs)
         self._swap = threading.Lock()
-        kernel = factory()
-        self._current = Generation(kernel, ToolCatalog(kernel), 1)
+        self._current = self._generation(factory(), 1)
         self._mtimes = watched_mtimes(policy_path, self._packs)
         self.last_error: str | None = None
         """Why the last reload was refused (the old policy kept serving), or None."""
+
+    def _generation(self, kernel: Kernel, number: int) -> Generation:
+        try:
+            attachments = self._attach(kernel) if self._attach is not None else {}
+        except BaseException:
+            kernel.close()
+            raise
+        return Generation(kernel, ToolCatalog(kernel), number, attachments)
+
+    def set_attach(self, attach: Callable[[Kernel], dict[str, Any]]) -> None:
+        """Install ``attach`` and apply it to the current generation (server set-up)."""
+        self._attach = attach
+        self._current.attachments = attach(self._current.kernel)
 
     @classmethod
     def from_args(cls, policy: str | None, packs: Sequence[Path], **kernel_kw: Any) -> KernelHolder:
@@ -139,8 +159,9 @@ class KernelHolder:
         A policy or pack that fails to load keeps the current kernel and sets ``last_error``."""
         with self._swap:
             self._mtimes = watched_mtimes(self._policy_path, self._packs)
+            old = self._current
             try:
-                kernel = self._factory()
+                new = self._generation(self._factory(), old.number + 1)
             except ConfigError as exc:
                 self.last_error = str(exc)
                 log.error("reload_refused", reason=self.last_error, kept=self._current.number)
@@ -149,8 +170,6 @@ class KernelHolder:
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
                 log.error("reload_failed", reason=self.last_error, kept=self._current.number)
                 return False
-            old = self._current
-            new = Generation(kernel, ToolCatalog(kernel), old.number + 1)
             self._current = new
             self.last_error = None
             with old._lock:

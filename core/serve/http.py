@@ -1,7 +1,8 @@
 """``bastion serve``: Streamable HTTP at ``/mcp`` plus ``/healthz``, ``/readyz``, ``/metrics``.
 
 Serving step ``transport (HTTP)``: ``/mcp`` is ``auth audit -> bearer auth -> frame limits ->
-the SDK's session manager`` (both protocol eras; Host/Origin checked against DNS rebinding).
+disconnect watch -> the SDK's session manager`` (both protocol eras; Host/Origin checked
+against DNS rebinding).
 Binding anything but loopback without a token configured is refused. ``SIGHUP`` reloads the
 policy and packs; they are also polled for changes.
 """
@@ -34,6 +35,7 @@ from starlette.routing import Route
 from bastion.errors import ConfigError
 
 from .auth import AuthAuditMiddleware
+from .disconnect import DisconnectWatchMiddleware
 from .limits import MAX_FRAME_BYTES, FrameLimitMiddleware
 from .readiness import Readiness
 from .server import BastionServer
@@ -82,10 +84,14 @@ def build_app(
     """The ASGI app of ``bastion serve`` (also usable under any ASGI server)."""
     manager = StreamableHTTPSessionManager(
         app=bs.server,
-        security_settings=transport_security(host, port),
+        security_settings=transport_security(
+            host, port, bs.holder.current.kernel.policy.doc.serve.allowed_hosts
+        ),
         max_request_body_size=MAX_FRAME_BYTES,
     )
-    endpoint: Any = FrameLimitMiddleware(StreamableHTTPASGIApp(manager))
+    endpoint: Any = FrameLimitMiddleware(
+        DisconnectWatchMiddleware(StreamableHTTPASGIApp(manager), bs.calls.client_gone)
+    )
     middleware: list[Middleware] = []
     if token_verifier is not None:
         endpoint = RequireAuthMiddleware(endpoint, [], None)

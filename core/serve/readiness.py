@@ -39,6 +39,7 @@ class Readiness:
         try:
             with self.holder.use() as gen:
                 self.problems = [p.message for p in gen.kernel.prepare()]
+                gen.prepared.update(gen.catalog.names())
         except Exception as exc:
             self.problems = [f"{type(exc).__name__}: {str(exc)[:300]}"]
             log.exception("prepare_failed")

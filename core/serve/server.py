@@ -94,7 +94,7 @@ class BastionServer:
         self.holder = holder
         self.notifier = Notifier()
         policy = holder.current.kernel.policy
-        self.calls = CallHandler(holder, max_queue=policy.doc.serve.max_queue)
+        self.calls = CallHandler(holder)
         self.listen = ListenHandler(self.notifier.bus)
         self.server: Server[Any] = Server(
             "bastion",

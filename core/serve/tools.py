@@ -5,7 +5,8 @@ enabled, has an executor, and the caller's tenant and roles allow it; anything e
 exactly like a name no pack provides. Annotations describe what the kernel *enforces* (the
 grant), never what the author claims: ``readOnlyHint`` no writable mount, ``openWorldHint`` any
 network rule, ``destructiveHint`` false only when nothing writable, ``idempotentHint`` from
-``deterministic``.
+``deterministic``. Titles and descriptions are cleaned like skill output before a client sees
+them (a pack is untrusted: no terminal escapes, bidi tricks or invisible "tag" text).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import mcp_types as types
 
 from bastion.kernel import Kernel, SkillStatus
+from bastion.sanitize import SanitizeConfig, Sanitizer
 from bastion.tenants import TenantGate
 
 from .auth import Caller
@@ -38,9 +40,17 @@ def annotations_for(st: SkillStatus) -> types.ToolAnnotations:
     )
 
 
+_TEXT = Sanitizer(SanitizeConfig(max_output_bytes=8192, credential_shapes=False))
+"""Cleans what a pack wrote for people and models (escapes, controls, bidi, invisibles)."""
+
+
+def _clean(text: str) -> str:
+    return _TEXT.clean_text(text).text
+
+
 def _title(st: SkillStatus) -> str | None:
     title = getattr(st.skill.manifest, "title", None)
-    return title if isinstance(title, str) and title else None
+    return _clean(title) if isinstance(title, str) and title else None
 
 
 def _object_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -57,7 +67,7 @@ def tool_for(st: SkillStatus) -> types.Tool:
     return types.Tool(
         name=st.name,
         title=_title(st),
-        description=st.skill.description,
+        description=_clean(st.skill.description),
         input_schema=schema,
         output_schema=_object_schema(st.skill.output_schema),
         annotations=annotations_for(st),
@@ -100,6 +110,10 @@ class ToolCatalog:
         """Whether the tool declares an ``outputSchema`` (results then carry structured content)."""
         tool = self._tools.get(name)
         return tool is not None and tool.output_schema is not None
+
+    def names(self) -> list[str]:
+        """Every usable tool's name (whoever may call it)."""
+        return list(self._usable)
 
     def status(self, name: str) -> SkillStatus | None:
         return self._usable.get(name)

@@ -216,7 +216,13 @@ class Served:
 
 
 @contextmanager
-def run_serve(policy_path: Path, pack: Path, *args: str, ready: bool = True) -> Iterator[Served]:
+def run_serve(
+    policy_path: Path,
+    pack: Path,
+    *args: str,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[Served]:
     """Start ``bastion serve --port 0``; wait for its port (and ``/readyz`` 200 if ``ready``)."""
     err = policy_path.parent / f"serve-{time.monotonic_ns()}.log"
     with err.open("w") as log:
@@ -235,7 +241,7 @@ def run_serve(policy_path: Path, pack: Path, *args: str, ready: bool = True) -> 
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,
-            env=server_env(),
+            env=env or server_env(),
             cwd=str(policy_path.parent),
         )
     try:
@@ -249,7 +255,7 @@ def run_serve(policy_path: Path, pack: Path, *args: str, ready: bool = True) -> 
         served = Served(proc, wait_for(port, 60), policy_path)
         if ready:
             wait_for(
-                lambda: httpx.get(served.base + "/readyz", timeout=5).status_code == 200, 120, 0.2
+                lambda: httpx.get(served.base + "/readyz", timeout=30).status_code == 200, 300, 0.2
             )
         yield served
     finally:

@@ -174,10 +174,29 @@ def test_a_cancelled_call_stops_the_skill(
     before = len(read_audit(audit))
 
     async def body() -> None:
+        started, prepared = anyio.Event(), anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, _msg: str | None) -> None:
+            started.set()
+            if progress == total:
+                prepared.set()
+
         async with connect() as c:
-            with anyio.move_on_after(1.0) as scope:
-                await c.call_tool("forever", {})
-            assert scope.cancelled_caught
+            await c.list_tools()  # as clients do (a 2026 client lists before its first call)
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    await c.call_tool("forever", {}, progress_callback=on_progress)
+                    raise AssertionError("forever returned")
+
+                tg.start_soon(call)
+                # A first call prepares the skill (progress), then runs it: cancel once it runs.
+                with anyio.move_on_after(1.0):
+                    await started.wait()
+                if started.is_set():
+                    await prepared.wait()
+                await anyio.sleep(0.5)
+                tg.cancel_scope.cancel()
             r = await c.call_tool("echo", {"after": "cancel"})
             assert not r.is_error
 

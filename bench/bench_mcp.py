@@ -1,0 +1,237 @@
+"""MCP server overhead: a trivial WASM skill over stdio and HTTP vs ``kernel.invoke``.
+
+Run: ``.venv/bin/python bench/bench_mcp.py [--calls N]``. In one run it measures the anchor
+(``kernel.invoke`` of the echo skill in-process), then the same call through the SDK's own
+client against a spawned ``bastion mcp`` (stdio) and ``bastion serve`` (HTTP keep-alive), on
+both protocol eras; then calls/s with 16 concurrent HTTP clients, and the start-up of
+``bastion serve`` (to "listening" and to ``/readyz`` 200) with a warm cache. Prints medians,
+p95 and the added time per call; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BASTION = str(Path(sys.executable).with_name("bastion"))
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _row(label: str, xs: list[float], anchor: float | None = None) -> None:
+    med = statistics.median(xs) * 1000
+    p95 = _pct(xs, 0.95) * 1000
+    extra = "" if anchor is None else f"   added {med - anchor * 1000:7.3f} ms"
+    print(f"  {label:<34} median {med:7.3f} ms   p95 {p95:7.3f} ms{extra}")
+
+
+def build(tmp: Path, token: str) -> tuple[Path, Path]:
+    from tests.sandbox.guestbuild import GUESTS, build_c
+
+    pack = tmp / "pack"
+    (pack / "echo").mkdir(parents=True)
+    (pack / "echo" / "skill.wasm").write_bytes(build_c(GUESTS / "echo.c"))
+    (pack / "echo" / "skill.toml").write_text(
+        'name = "echo"\nversion = "1.0.0"\ndescription = "Echo."\nruntime = "wasm"\n'
+        'entry = "skill.wasm"\ninput_schema = { type = "object" }\n'
+    )
+    (pack / "bastion-pack.toml").write_text('name = "b"\nversion = "1.0.0"\nskills = ["echo"]\n')
+    policy = tmp / "bastion.toml"
+    policy.write_text(
+        f'[audit]\npath = "{tmp / "audit.jsonl"}"\n[kernel]\nmax_workers = 16\n'
+        f'[serve]\nmax_queue = 64\n[[serve.tokens]]\nname = "bench"\n'
+        f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+    )
+    return pack, policy
+
+
+def bench_kernel(policy: Path, pack: Path, n: int) -> list[float]:
+    from bastion import Kernel
+
+    with Kernel.from_policy(policy, pack_paths=[pack], entry_points=False) as k:
+        for _ in range(100):
+            k.invoke("echo", {"v": 1})
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r = k.invoke("echo", {"v": 1})
+            out.append(time.perf_counter() - t)
+            assert r.ok
+        return out
+
+
+async def _calls(client: Any, n: int) -> list[float]:
+    await client.list_tools()  # as a client does first (2026: calls are checked against it)
+    for _ in range(50):
+        await client.call_tool("echo", {"v": 1})
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = await client.call_tool("echo", {"v": 1})
+        out.append(time.perf_counter() - t)
+        assert not r.is_error
+    return out
+
+
+def bench_stdio(policy: Path, pack: Path, n: int, mode: str, env: dict[str, str]) -> list[float]:
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=BASTION, args=["--policy", str(policy), "--pack", str(pack), "mcp"], env=env
+    )
+
+    async def body() -> list[float]:
+        async with Client(params, mode=mode, cache=None) as c:
+            return await _calls(c, n)
+
+    return anyio.run(body)
+
+
+def _http_client(url: str, token: str, mode: str) -> Any:
+    from contextlib import asynccontextmanager
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    @asynccontextmanager
+    async def open_client() -> Any:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+            Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as c,
+        ):
+            yield c
+
+    return open_client()
+
+
+def bench_http(url: str, token: str, n: int, mode: str) -> list[float]:
+    import anyio
+
+    async def body() -> list[float]:
+        async with _http_client(url, token, mode) as c:
+            return await _calls(c, n)
+
+    return anyio.run(body)
+
+
+def bench_concurrent(url: str, token: str, clients: int, per_client: int, mode: str) -> float:
+    import anyio
+
+    async def one() -> None:
+        async with _http_client(url, token, mode) as c:
+            await c.list_tools()
+            for _ in range(per_client):
+                r = await c.call_tool("echo", {"v": 1})
+                assert not r.is_error
+
+    async def body() -> float:
+        async with anyio.create_task_group() as tg:  # warm the connections first
+            for _ in range(clients):
+                tg.start_soon(one)
+        t = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(clients):
+                tg.start_soon(one)
+        return clients * per_client / (time.perf_counter() - t)
+
+    return anyio.run(body)
+
+
+def start_serve(
+    policy: Path, pack: Path, env: dict[str, str], log: Path
+) -> tuple[Any, int, float, float]:
+    import httpx
+
+    t0 = time.perf_counter()
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [BASTION, "--policy", str(policy), "--pack", str(pack), "serve", "--port", "0"],
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+    port = 0
+    while not port:
+        m = re.search(r"127\.0\.0\.1:(\d+)/mcp", log.read_text())
+        port = int(m.group(1)) if m else 0
+        if proc.poll() is not None:
+            raise SystemExit(log.read_text())
+        time.sleep(0.005)
+    listening = time.perf_counter() - t0
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.005)
+    return proc, port, listening, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=500)
+    ap.add_argument("--concurrent", type=int, default=16)
+    a = ap.parse_args()
+    print(f"nproc {os.cpu_count()}; load: {os.getloadavg()}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ, BASTION_LOAD_PLUGINS="")
+    try:
+        pack, policy = build(tmp, token)
+        anchor = bench_kernel(policy, pack, a.calls * 2)
+        k_med = statistics.median(anchor)
+        print(f"calls per path: {a.calls} (after 50 warm-up calls)")
+        _row("kernel.invoke (anchor)", anchor)
+        for mode in ("legacy", "2026-07-28"):
+            _row(f"stdio  {mode}", bench_stdio(policy, pack, a.calls, mode, env), k_med)
+        starts: list[tuple[float, float]] = []
+        for _ in range(3):
+            proc, port, listening, ready = start_serve(policy, pack, env, tmp / "serve.log")
+            starts.append((listening, ready))
+            if len(starts) < 3:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(30)
+        try:
+            url = f"http://127.0.0.1:{port}/mcp"
+            for mode in ("legacy", "2026-07-28"):
+                _row(f"http   {mode} (keep-alive)", bench_http(url, token, a.calls, mode), k_med)
+            for mode in ("legacy", "2026-07-28"):
+                per = max(20, a.calls // a.concurrent)
+                rate = bench_concurrent(url, token, a.concurrent, per, mode)
+                print(f"  {a.concurrent} concurrent HTTP clients, {mode:<10}  {rate:8.0f} calls/s")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        for i, (listening, ready) in enumerate(starts):
+            print(
+                f"  bastion serve start #{i + 1}: listening {listening * 1000:6.0f} ms, "
+                f"/readyz 200 {ready * 1000:6.0f} ms (warm cache)"
+            )
+        print(f"load after: {os.getloadavg()}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -311,7 +311,7 @@ class AuditLog(Closeable):
                         log.error("audit_record_dropped", audit_event=str(event)[:64])
                         return
                     self._pending.append(item)
-                    if len(self._pending) >= self.batch:
+                    if len(self._pending) in (1, self.batch):  # 1: the flusher's window opens
                         self._cond.notify_all()
                     drain = len(self._pending) >= self.max_pending and not self._failing
             if closed:

@@ -53,11 +53,43 @@ def setup() -> None:
     if not PY.exists():
         print(f"creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    _system_packages()
     want = _fingerprint()
     if not (STAMP.exists() and STAMP.read_text() == want):
         _install()
         STAMP.write_text(want)
     _compile_bytecode()
+
+
+SYSTEM_PACKAGES = {"redis-server": "redis-server", "haproxy": "haproxy"}
+"""Debian packages the tests start as real processes (program -> package)."""
+
+
+def _system_packages() -> None:
+    """Install Debian's redis-server and haproxy when missing (as root), else say what to run."""
+    import shutil
+
+    missing = [pkg for prog, pkg in SYSTEM_PACKAGES.items() if shutil.which(prog) is None]
+    if not missing:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(
+            "dev.py: the Redis and load-balancer tests need "
+            + ", ".join(missing)
+            + "; install with: sudo apt-get update && sudo apt-get install -y "
+            + " ".join(missing)
+            + " (those tests are skipped without them)",
+            flush=True,
+        )
+        return
+    print("+ apt-get update && apt-get install -y " + " ".join(missing), flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *missing]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if proc.returncode != 0:
+            sys.stdout.write(proc.stdout[-4000:])
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"dev.py: {cmd[0]} {cmd[1]} failed with status {proc.returncode}")
 
 
 def _compile_bytecode() -> None:

@@ -50,6 +50,7 @@ from typing import IO, Any, Final
 
 import structlog
 
+from . import auditchain
 from .closing import Closeable
 from .errors import ConfigError
 from .sanitize import SanitizeConfig, Sanitizer
@@ -299,6 +300,7 @@ class AuditLog(Closeable):
         try:
             line = self._serialize(event, fields)
             with self._cond:
+                line = auditchain.link(self, line)  # in queue order: the order on disk
                 self._seq += 1
                 item = (self._seq, line)
                 closed = self._closed

@@ -6,6 +6,12 @@ Closed, it counts failures: ``threshold`` consecutive failures open it, or, with
 Open, it refuses calls for ``cooldown_s``; then it is half-open and admits a single probe: a
 success closes it (failures forgotten), a failure opens it for another cool-down, ``release``
 gives the probe back without a verdict. ``clock`` is injectable so tests never sleep.
+
+``SharedBreaker`` is the same breaker kept in the shared state store: failures on any replica
+count, an open breaker refuses on all, and the half-open probe is single-flight across them
+(a probe whose replica died is handed out again after ``probe_ttl_s``). While the store is
+down it falls back to a local ``CircuitBreaker`` (the default) or refuses, as
+``[state.on_unavailable] breakers`` says.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
-__all__ = ["BreakerState", "CircuitBreaker"]
+if TYPE_CHECKING:
+    from .state.handle import StateHandle
+
+__all__ = ["Breaker", "BreakerState", "CircuitBreaker", "SharedBreaker"]
 
 
 class BreakerState:
@@ -121,3 +130,90 @@ class CircuitBreaker:
         """Give back a probe that ended without a verdict (the next call probes again)."""
         with self._lock:
             self._probe_out = False
+
+
+@final
+class SharedBreaker:
+    """A ``CircuitBreaker`` for one skill whose state lives in the shared store."""
+
+    def __init__(
+        self,
+        state: StateHandle,
+        skill: str,
+        threshold: int = 5,
+        cooldown_s: float = 30.0,
+        *,
+        window_s: float | None = None,
+        probe_ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert state.store is not None
+        self._state = state
+        self._store = state.store
+        self.skill = skill
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.window_s = window_s
+        self.probe_ttl_s = probe_ttl_s
+        self.local = CircuitBreaker(threshold, cooldown_s, window_s=window_s, clock=clock)
+        """Used while the store is down (``breakers = "local"``)."""
+        self._wait = threading.local()
+
+    def _fallback(self, exc: Exception) -> None:
+        from .state.unavailable import StoreUnavailable
+
+        assert isinstance(exc, StoreUnavailable)
+        if self._state.fallback("breakers") != "local":
+            raise self._state.refuse("breakers", exc) from None
+
+    @property
+    def state(self) -> str:
+        from .state.unavailable import StoreUnavailable
+
+        try:
+            return self._store.breaker_states([self.skill], self.cooldown_s)[0]
+        except StoreUnavailable:
+            return self.local.state
+
+    def allow(self) -> bool:
+        """Whether a call may go out now; raises ``ExecutionError(STATE_UNAVAILABLE)`` when
+        the store is down and breakers fail closed."""
+        from .state.unavailable import StoreUnavailable
+
+        try:
+            code, wait = self._store.breaker_allow(self.skill, self.cooldown_s, self.probe_ttl_s)
+        except StoreUnavailable as exc:
+            self._fallback(exc)
+            self._wait.value = None
+            return self.local.allow()
+        self._wait.value = wait
+        return code != 0
+
+    def retry_after_s(self) -> float:
+        """Seconds until the cool-down ends, as the last ``allow`` in this thread saw it."""
+        wait = getattr(self._wait, "value", None)
+        return self.local.retry_after_s() if wait is None else float(wait)
+
+    def _record(self, what: str) -> None:
+        from .state.unavailable import StoreUnavailable
+
+        try:
+            self._store.breaker_record(self.skill, what, self.threshold, self.window_s)
+        except StoreUnavailable:
+            # Never raises from here: the verdict is kept locally for the fallback breaker.
+            {"ok": self.local.record_success, "fail": self.local.record_failure}.get(
+                what, self.local.release
+            )()
+
+    def record_success(self) -> None:
+        self._record("ok")
+
+    def record_failure(self) -> None:
+        self._record("fail")
+
+    def release(self) -> None:
+        self._record("release")
+
+
+Breaker = CircuitBreaker | SharedBreaker
+"""Either breaker: the kernel calls ``allow``, ``record_*``, ``release``, ``retry_after_s``."""

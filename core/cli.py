@@ -386,6 +386,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 else "all closed",
             )
         )
+        from .state.handle import describe_status
+
+        checks.append(
+            ("state store", bool(info["state"]["available"]), describe_status(info["state"]))
+        )
         problems = k.problems
     if args.json:
         _emit_json(
@@ -516,6 +521,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import read_audit
 
     path = _audit_path(args)
+    if args.action == "verify" and path is not None:
+        from .auditchain import verify_command
+
+        return verify_command(path, as_json=args.json)
     if path is None:
         sys.stderr.write("bastion: the audit log is disabled ([audit] enabled = false)\n")
         return EXIT_USAGE
@@ -695,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json-report", metavar="FILE", help="also write a JSON report for CI")
     t.set_defaults(func=cmd_test)
 
-    a = sub.add_parser("audit", help="read the audit log")
+    a = sub.add_parser("audit", help="read the audit log (`audit verify`: check its hash chain)")
+    a.add_argument("action", nargs="?", choices=["verify"], help="verify: check every chain")
     a.add_argument(
         "--tail",
         type=int,

@@ -27,7 +27,7 @@ from typing import Any, final
 import structlog
 
 from .audit import AuditLog, NullAudit
-from .breaker import CircuitBreaker
+from .breaker import Breaker, CircuitBreaker, SharedBreaker
 from .cachedir import CacheDirError
 from .closing import Closeable
 from .content import extract_content, restore_content
@@ -57,6 +57,8 @@ from .sanitize import SanitizeConfig, Sanitizer
 from .schemas import SchemaValidator
 from .scrub import scrub_message
 from .skill import Skill
+from .state.admission import FALLBACK, Refusal, SharedAdmission, Ticket
+from .state.handle import StateHandle, check_state
 from .tenants import TenantGate
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
@@ -148,8 +150,6 @@ class Kernel(Closeable):
         ensure_logging()
         self.policy = policy
         self._approver = approver
-        self._approved: set[str] = set()
-        self._approved_lock = threading.Lock()
         self._pm = make_plugin_manager(list(plugins))
         self._discovery: Discovery = discover(
             policy,
@@ -179,6 +179,8 @@ class Kernel(Closeable):
             folders += {f for f in map(shared_folder, folders) if f is not None}
             self.workers = pool_for_kernel(self._executors, policy, skill_folders=folders)
         env = os.environ if environ is None else environ
+        self._environ = env
+        self._retired_states: list[StateHandle] = []
         self._status: dict[str, SkillStatus] = {}
         for name, skill in sorted(self._discovery.skills.items()):
             grant = review(skill.manifest, policy, environ=env)
@@ -230,12 +232,13 @@ class Kernel(Closeable):
     def _setup_runtime(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
         """Guardrails, tenants, rate limits, breakers, cache and metrics from the policy."""
         doc = self.policy.doc
+        self._open_state()
         kinds = {n: grant_kinds(st.grant) for n, st in self._status.items()}
         guardrails = PolicyGuardrails.from_policy(self.policy, kinds)
         if guardrails is not None:
             self._pm.register(guardrails, name="bastion.guardrails")
         self._tenants = (
-            TenantGate(doc.tenants, doc.roles, wall_clock=wall_clock)
+            TenantGate(doc.tenants, doc.roles, wall_clock=wall_clock, state=self._state)
             if doc.tenants or doc.roles
             else None
         )
@@ -252,22 +255,59 @@ class Kernel(Closeable):
                 tenant_default=spec(rl.tenant_default),
                 tenants={n: RateSpec(e.rate, e.burst) for n, e in rl.tenants.items()},
                 clock=clock,
+                state=self._state,
             )
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: dict[str, Breaker] = {}
         self._breaker_codes: frozenset[str] = frozenset()
         if doc.breaker is not None:
             b = doc.breaker
             self._breaker_codes = frozenset(b.codes)
             self._breakers = {
-                n: CircuitBreaker(b.failures, b.cooldown_s, window_s=b.window_s, clock=clock)
+                n: SharedBreaker(
+                    self._state, n, b.failures, b.cooldown_s, window_s=b.window_s, clock=clock
+                )
+                if self._state.store is not None
+                else CircuitBreaker(b.failures, b.cooldown_s, window_s=b.window_s, clock=clock)
                 for n in self._status
             }
         self._cache = (
-            ResultCache(doc.cache.ttl_s, doc.cache.max_entries, clock=clock)
+            ResultCache(doc.cache.ttl_s, doc.cache.max_entries, clock=clock, state=self._state)
             if doc.cache is not None
             else None
         )
         self.metrics = Metrics()
+        self._admission: SharedAdmission | None = (
+            SharedAdmission(self._state, self._limiter, self._tenants, self._breakers)
+            if self._state.store is not None
+            else None
+        )
+
+    def _open_state(self) -> None:
+        """The state backend of ``[state]`` (in-process, or Redis shared by replicas)."""
+        from .auditchain import set_node_id
+        from .state import open_state
+        from .state.approvals import ApprovalMemory
+
+        old: StateHandle | None = getattr(self, "_state", None)
+        if old is not None and old.section == self.policy.doc.state:
+            return  # a policy reload that leaves [state] alone keeps its connections and leases
+        try:
+            state = open_state(self.policy.doc.state, self._environ, source=self.policy.source)
+        except ConfigError:
+            if old is None:  # start-up (a reload checked [state] before it swapped)
+                self._pool.shutdown(wait=False)
+                self.audit.close()
+            raise
+        if old is not None:
+            self._retired_states.append(old)  # its leases may still be renewed: closed last
+        self._state = state
+        set_node_id(self._state.node_id)
+        self._approvals = ApprovalMemory(self._state)
+
+    @property
+    def state(self) -> StateHandle:
+        """The state backend (``backend``, ``node_id``, ``sealer`` for request state)."""
+        return self._state
 
     # -- construction ---------------------------------------------------------------------
 
@@ -342,6 +382,7 @@ class Kernel(Closeable):
                 PolicyGuardrails.from_policy(
                     new, {n: grant_kinds(st.grant) for n, st in status.items()}
                 )
+                check_state(new.doc.state, self._environ, source=new.source)
                 errors = self._policy_errors(new, status)
                 if errors:
                     raise PolicyError(
@@ -440,8 +481,12 @@ class Kernel(Closeable):
         audit = self._audit_health()
         breakers = self.breaker_states()
         cache = self._cache
+        state = self._state_health()
         return {
-            "ok": not failed and sandbox["ready"] and (audit["writable"] or not audit["enabled"]),
+            "ok": not failed
+            and sandbox["ready"]
+            and (audit["writable"] or not audit["enabled"])
+            and state["available"],
             "ready": self.readiness(sandbox=sandbox["ready"]),
             "packs": {"loaded": [p.name for p in packs if p.loaded], "failed": failed},
             "skills": {
@@ -456,7 +501,14 @@ class Kernel(Closeable):
             "cache": None
             if cache is None
             else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+            "state": state,
         }
+
+    def _state_health(self) -> dict[str, Any]:
+        store = self._state.store
+        if store is not None:
+            store.ping()  # an outage (or a recovery) is seen now, not at the next call
+        return self._state.status()
 
     def _audit_health(self) -> dict[str, Any]:
         path: Path | None = getattr(self.audit, "path", None)
@@ -804,11 +856,32 @@ class Kernel(Closeable):
             extra["cache"] = "miss"
 
         # Rate limits, tenant quotas, circuit breaker: each undoes the earlier ones on refusal.
-        refused = self._admit(name, ctx, start, extra)
+        ticket = (
+            self._admission.admit(name, ctx.tenant, ctx.invocation_id)
+            if self._admission is not None
+            else FALLBACK
+        )
+        try:
+            if isinstance(ticket, Refusal):  # one round trip to the shared store said no
+                extra["limit"] = ticket.rule
+                refused: ToolResult | None = self._fail(
+                    ticket.code, ticket.message, start, ctx, retry_after_s=ticket.retry_after_s
+                )
+            else:
+                refused = (
+                    None if isinstance(ticket, Ticket) else self._admit(name, ctx, start, extra)
+                )
+        except ExecutionError as exc:  # STATE_UNAVAILABLE: a kind of state that fails closed
+            extra["limit"] = "[state]"
+            extra["state_unavailable"] = exc.detail
+            refused = self._fail(
+                exc.error_code, exc.message, start, ctx, retry_after_s=exc.retry_after_s
+            )
         if refused is not None:
             return refused, extra
         breaker = self._breakers.get(name)
         verdict: str | None = None
+        held = time.time()
         try:
             if cancel is not None and cancel.is_set():
                 result = self._fail(
@@ -820,8 +893,22 @@ class Kernel(Closeable):
                 )
             verdict = "ok" if result.ok else result.error.code  # type: ignore[union-attr]
         finally:
-            if self._tenants is not None:
-                self._tenants.release(ctx.tenant)
+            if isinstance(ticket, Ticket):
+                assert self._admission is not None
+                if self._tenants is not None:
+                    extra["slot"] = [round(held, 6), round(time.time(), 6)]
+                failed = (
+                    None
+                    if verdict in _NO_VERDICT
+                    else verdict is None or verdict in self._breaker_codes
+                )
+                self._admission.finish(ticket, failed)
+                breaker = None
+            elif self._tenants is not None:
+                # Inside the slot's lease (admitted before, released after): concurrency
+                # measured from the audit never over-counts.
+                extra["slot"] = [round(held, 6), round(time.time(), 6)]
+                self._tenants.release(ctx.tenant, ctx.invocation_id)
             if breaker is not None:
                 if verdict in _NO_VERDICT:
                     breaker.release()  # says nothing about the skill's health
@@ -856,7 +943,12 @@ class Kernel(Closeable):
                     retry_after_s=round(wait, 3),
                 )
         if tenants is not None:
-            quota = tenants.admit(ctx.tenant)
+            try:
+                quota = tenants.admit(ctx.tenant, ctx.invocation_id)
+            except ExecutionError:
+                if limiter is not None:
+                    limiter.refund(name, ctx.tenant)
+                raise
             if quota is not None:
                 if limiter is not None:
                     limiter.refund(name, ctx.tenant)
@@ -869,11 +961,18 @@ class Kernel(Closeable):
                     retry_after_s=round(quota.retry_after_s, 3),
                 )
         breaker = self._breakers.get(name)
-        if breaker is not None and not breaker.allow():
+        unavailable: ExecutionError | None = None
+        try:
+            allowed = breaker is None or breaker.allow()
+        except ExecutionError as exc:
+            allowed, unavailable = False, exc
+        if breaker is not None and not allowed:
             if limiter is not None:
                 limiter.refund(name, ctx.tenant)
             if tenants is not None:
-                tenants.unadmit(ctx.tenant)
+                tenants.unadmit(ctx.tenant, ctx.invocation_id)
+            if unavailable is not None:
+                raise unavailable
             wait = breaker.retry_after_s()
             extra["limit"] = "[breaker]"
             return self._fail(
@@ -1073,9 +1172,8 @@ class Kernel(Closeable):
         tenant: str,
     ) -> tuple[bool, str | None]:
         binding = approval_binding(skill.name, skill.version, arguments, grant, tenant)
-        with self._approved_lock:
-            if binding in self._approved:
-                return True, "remembered"
+        if self._approvals.remembered(tenant, binding):
+            return True, "remembered"
         if approver is None:
             return False, None
         request = ApprovalRequest(
@@ -1096,8 +1194,7 @@ class Kernel(Closeable):
             log.exception("approver_failed", skill=skill.name)
             ok = False
         if ok:
-            with self._approved_lock:
-                self._approved.add(binding)
+            self._approvals.remember(tenant, binding, type(approver).__name__)
         return ok, type(approver).__name__
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -1113,4 +1210,6 @@ class Kernel(Closeable):
                 ex.close()
             except Exception:
                 log.exception("executor_close_failed", runtime=ex.runtime)
+        for state in [self._state, *self._retired_states]:
+            state.close()
         self.audit.close()

@@ -29,6 +29,7 @@ from .errors import ErrorCode, PolicyError
 from .executor import IPNetwork, Limits
 from .manifest import NAME_PATTERN, check_rules, normalize_guest_path
 from .netrule import NetRule
+from .state.settings import StateSection
 
 __all__ = [
     "BREAKER_CODES",
@@ -411,6 +412,7 @@ class PolicyDocument(_Model):
     cache: CacheSection | None = None
     tenants: dict[str, TenantSection] = {}
     roles: dict[str, RoleSection] = {}
+    state: StateSection = StateSection()
     serve: ServeSection = ServeSection()
 
     @field_validator("skills")

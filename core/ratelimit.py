@@ -3,6 +3,11 @@
 A call takes one token; an empty bucket says how long until the next token. ``RateLimiter``
 keeps one bucket per skill and one per tenant, created on first use from the policy's
 ``[rate_limits]``. Thread-safe; ``clock`` is injectable so tests never sleep.
+
+With a shared state store (``[state] url``) both buckets live there and are taken in one atomic
+round trip (all or nothing, so nothing needs refunding); while the store is down the limiter
+refuses (``STATE_UNAVAILABLE``) or uses these local buckets, as ``[state.on_unavailable]
+rate_limits`` says.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import final
+from typing import TYPE_CHECKING, final
+
+if TYPE_CHECKING:
+    from .state.handle import StateHandle
 
 __all__ = ["RateLimiter", "RateSpec", "TokenBucket"]
 
@@ -105,6 +113,7 @@ class RateLimiter:
         tenants: Mapping[str, RateSpec] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_buckets: int = 10_000,
+        state: StateHandle | None = None,
     ) -> None:
         """``max_buckets`` bounds memory when callers send many tenant names: past it, buckets
         that have refilled completely are dropped (a full bucket is the same as a new one, so
@@ -118,6 +127,28 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket | None] = {}
         self._lock = threading.Lock()
+        self._state = state if state is not None and state.store is not None else None
+
+    def _spec(self, kind: str, name: str) -> RateSpec | None:
+        if kind == "skill":
+            return self._skills.get(name, self._default)
+        return self._tenants.get(name, self._tenant_default)
+
+    def _shared(self, skill: str, tenant: str) -> list[tuple[str, str, float, int]]:
+        """``(which, key, rate, burst)`` of the buckets that apply, for the shared store."""
+        assert self._state is not None and self._state.store is not None
+        store = self._state.store
+        out = []
+        for which, name in (("skill", skill), ("tenant", tenant)):
+            spec = self._spec(which, name)
+            if spec is not None:
+                key = (
+                    store.skill_key(name, "bucket")
+                    if which == "skill"
+                    else store.tenant_key(name, "bucket")
+                )
+                out.append((which, key, spec.rate, spec.burst))
+        return out
 
     def _bucket(self, kind: str, name: str) -> TokenBucket | None:
         key = (kind, name)
@@ -146,8 +177,23 @@ class RateLimiter:
         """Take a token from the skill's and the tenant's bucket.
 
         Returns None when both allowed the call, else ``(which, retry_after_s)`` with ``which``
-        ``"skill"`` or ``"tenant"``; a token already taken is given back.
+        ``"skill"`` or ``"tenant"``; a token already taken is given back. With a shared store
+        that is down and fails closed, raises ``ExecutionError(STATE_UNAVAILABLE)``.
         """
+        if self._state is not None:
+            from .state.unavailable import StoreUnavailable
+
+            assert self._state.store is not None
+            buckets = self._shared(skill, tenant)
+            if not buckets:
+                return None
+            try:
+                hit = self._state.store.take([(k, r, b) for _, k, r, b in buckets])
+            except StoreUnavailable as exc:
+                if self._state.fallback("rate_limits") != "local":
+                    raise self._state.refuse("rate_limits", exc) from None
+            else:
+                return None if hit is None else (buckets[hit[0]][0], hit[1])
         sb, wait = self._take("skill", skill)
         if wait > 0:
             return ("skill", wait)
@@ -171,6 +217,17 @@ class RateLimiter:
 
     def refund(self, skill: str, tenant: str) -> None:
         """Give back the tokens ``acquire`` took (a later check refused the call)."""
+        if self._state is not None:
+            from .state.unavailable import StoreUnavailable
+
+            assert self._state.store is not None
+            buckets = self._shared(skill, tenant)
+            try:
+                if buckets:
+                    self._state.store.refund([(k, r, b) for _, k, r, b in buckets])
+                return
+            except StoreUnavailable:
+                pass  # taken locally (fallback) or lost with the store: refund locally
         for b in (self._bucket("skill", skill), self._bucket("tenant", tenant)):
             if b is not None:
                 b.refund()

@@ -5,6 +5,11 @@ skills the tenant may call and set ``invocations_per_day`` (the day ends at UTC 
 ``max_concurrent``. ``[roles.NAME] skills`` lists what a caller holding that role may call: a
 caller holding one or more configured roles needs at least one of them to allow the skill;
 roles without a section restrict nothing. Tenant and role rules must both allow a call.
+
+With a shared state store the daily count and the running calls live there (one atomic script
+per admission; a running call is a lease that this process renews and that expires if the
+process dies); while the store is down, admission refuses (``STATE_UNAVAILABLE``) or counts
+locally, as ``[state.on_unavailable] quotas`` says.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from .policy import RoleSection, TenantSection
+
+if TYPE_CHECKING:
+    from .state.handle import StateHandle
 
 __all__ = ["QuotaRefusal", "TenantGate", "matches_any"]
 
@@ -50,7 +58,11 @@ class TenantGate:
         roles: Mapping[str, RoleSection],
         *,
         wall_clock: Callable[[], float] = time.time,
+        state: StateHandle | None = None,
     ) -> None:
+        self._state = state if state is not None and state.store is not None else None
+        self._leases: dict[tuple[str, str], tuple[str, bool]] = {}
+        """(tenant, call id) -> (shared lease id, counted today) for shared admissions."""
         self._tenants = dict(tenants)
         self._roles = dict(roles)
         self._wall = wall_clock
@@ -82,10 +94,11 @@ class TenantGate:
             return f"skill {skill!r} is not allowed for the caller's roles by {names} skills"
         return None
 
-    def admit(self, tenant: str) -> QuotaRefusal | None:
+    def admit(self, tenant: str, call: str = "") -> QuotaRefusal | None:
         """Count one invocation and one running call, or say which quota refuses it.
 
-        On None the caller must call ``release(tenant)`` when the invocation ends.
+        On None the caller must call ``release(tenant, call)`` when the invocation ends;
+        ``call`` (the invocation id) names the concurrency lease in a shared store.
         """
         found = self._section(tenant)
         if found is None:
@@ -93,6 +106,40 @@ class TenantGate:
         where, sec = found
         if sec.invocations_per_day is None and sec.max_concurrent is None:
             return None
+        if self._state is not None:
+            from .state.unavailable import StoreUnavailable
+
+            try:
+                return self._admit_shared(tenant, call, where, sec)
+            except StoreUnavailable as exc:
+                if self._state.fallback("quotas") != "local":
+                    raise self._state.refuse("quotas", exc) from None
+        return self._admit_local(tenant, where, sec)
+
+    def _admit_shared(
+        self, tenant: str, call: str, where: str, sec: TenantSection
+    ) -> QuotaRefusal | None:
+        assert self._state is not None and self._state.store is not None
+        store = self._state.store
+        lease = store.new_lease_id(call)
+        code, wait, n = store.admit(tenant, sec.invocations_per_day, sec.max_concurrent, lease)
+        if code == 1:
+            return QuotaRefusal(
+                f"{where} invocations_per_day",
+                f"tenant {tenant!r} used its {sec.invocations_per_day} invocations for today (UTC)",
+                wait,
+            )
+        if code == 2:
+            return QuotaRefusal(
+                f"{where} max_concurrent",
+                f"tenant {tenant!r} already runs {n} calls (max_concurrent {sec.max_concurrent})",
+                wait,
+            )
+        with self._lock:
+            self._leases[(tenant, call)] = (lease, sec.invocations_per_day is not None)
+        return None
+
+    def _admit_local(self, tenant: str, where: str, sec: TenantSection) -> QuotaRefusal | None:
         now = self._wall()
         today = int(now // _DAY_S)
         with self._lock:
@@ -122,8 +169,31 @@ class TenantGate:
             self._running[tenant] = running + 1
         return None
 
-    def release(self, tenant: str) -> None:
+    def _shared_end(self, tenant: str, call: str, undo: bool) -> bool:
+        """End a shared admission; False if ``call`` was admitted locally (or not at all)."""
+        with self._lock:
+            held = self._leases.pop((tenant, call), None)
+        if held is None or self._state is None or self._state.store is None:
+            return False
+        from .state.unavailable import StoreUnavailable
+
+        lease, counted = held
+        try:
+            if undo:
+                self._state.store.unadmit(tenant, lease, counted=counted)
+            else:
+                self._state.store.release(tenant, lease)
+        except StoreUnavailable:
+            pass  # the lease expires by itself (lease_ttl_s); the count stays (fails closed)
+        return True
+
+    def release(self, tenant: str, call: str = "") -> None:
         """One admitted call ended."""
+        if self._state is not None and self._shared_end(tenant, call, undo=False):
+            return
+        self._release_local(tenant)
+
+    def _release_local(self, tenant: str) -> None:
         with self._lock:
             n = self._running.get(tenant, 0)
             if n <= 1:
@@ -131,15 +201,25 @@ class TenantGate:
             else:
                 self._running[tenant] = n - 1
 
-    def unadmit(self, tenant: str) -> None:
+    def unadmit(self, tenant: str, call: str = "") -> None:
         """An admitted call did not run after all: release it and uncount it for today."""
+        if self._state is not None and self._shared_end(tenant, call, undo=True):
+            return
         with self._lock:
             day, count = self._day.get(tenant, (0, 0))
             if count > 0:
                 self._day[tenant] = (day, count - 1)
-        self.release(tenant)
+        self._release_local(tenant)
 
     def running(self, tenant: str) -> int:
+        """Calls of ``tenant`` running now (across replicas with a shared store)."""
+        if self._state is not None and self._state.store is not None:
+            from .state.unavailable import StoreUnavailable
+
+            try:
+                return self._state.store.running(tenant)
+            except StoreUnavailable:
+                pass
         with self._lock:
             return self._running.get(tenant, 0)
 

@@ -223,7 +223,7 @@ class CallHandler:
         if key is not None:
             self._running[key] = task
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except asyncio.CancelledError:
             if key is not None and key in self._gone and task.cancelled():
                 # ainvoke re-raised only after the guest stopped; nobody reads this answer.
@@ -240,6 +240,10 @@ class CallHandler:
             if key is not None:
                 self._running.pop(key, None)
                 self._gone.discard(key)
+        # Answer only once the call's audit record is on disk (concurrent calls share one
+        # fsync): a replica killed right after answering leaves no completed call unrecorded.
+        await asyncio.get_running_loop().run_in_executor(None, gen.kernel.audit.flush)
+        return result
 
     @staticmethod
     async def _stop(task: asyncio.Task[ToolResult], name: str, context: InvocationContext) -> None:

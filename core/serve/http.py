@@ -128,6 +128,7 @@ def build_app(
         readiness.start()
         async with manager.run():
             watcher = asyncio.ensure_future(bs.watch(watch_interval_s))
+            fanout = bs.fanout and asyncio.ensure_future(bs.fanout.run(bs.remote_change))
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bs.reload()))
@@ -135,6 +136,8 @@ def build_app(
                 yield
             finally:
                 watcher.cancel()
+                if fanout:
+                    fanout.cancel()
                 bs.listen.close()
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signal.SIGHUP)

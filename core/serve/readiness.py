@@ -65,6 +65,7 @@ class Readiness:
             "generation": self.holder.current.number,
             "preparing": not self._prepared.is_set(),
         }
+        details["state"] = health.get("state")  # reported; a store outage is per-call policy
         if self.problems:
             details["prepare_problems"] = self.problems[:20]
         if self.holder.last_error:

@@ -28,6 +28,17 @@ from .auth import current_caller
 from .calls import CallHandler
 from .holder import KernelHolder
 
+
+def tools_fanout(kernel: Any) -> Any:
+    """A ``ToolsFanout`` when the kernel's state lives in a shared store, else None."""
+    state = kernel.state
+    if state.store is None:
+        return None
+    from bastion.state.fanout import ToolsFanout
+
+    return ToolsFanout(state.section, state.node_id, state.environ)
+
+
 __all__ = ["BastionServer", "Notifier"]
 
 log = structlog.get_logger("bastion.serve")
@@ -96,6 +107,8 @@ class BastionServer:
         )
         self.server.middleware.append(_bind_request_id)
         self.server.middleware.append(request_state_boundary(policy))
+        self.fanout = tools_fanout(holder.current.kernel)
+        """Tool-list changes shared with the other replicas (a shared ``[state]`` store)."""
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -107,12 +120,20 @@ class BastionServer:
     def initialization_options(self) -> InitializationOptions:
         return self.server.create_initialization_options(NotificationOptions(tools_changed=True))
 
-    async def reload(self) -> bool:
+    async def reload(self, *, publish: bool = True) -> bool:
         """Rebuild the kernel off the loop; tell clients when their tools may have changed."""
         changed = await asyncio.get_running_loop().run_in_executor(None, self.holder.reload)
         if changed:
             await self.notifier.tools_changed()
+            if publish and self.fanout is not None:
+                await self.fanout.publish()
         return changed
+
+    async def remote_change(self, node: str) -> None:
+        """Another replica's tools changed: re-read ours, and tell our clients to list again."""
+        log.info("tools_changed_elsewhere", node=node)
+        if not await self.reload(publish=False):
+            await self.notifier.tools_changed()
 
     async def watch(self, interval_s: float = 1.0) -> None:
         """Poll the policy file and the packs; reload on a change (runs until cancelled)."""

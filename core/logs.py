@@ -198,14 +198,18 @@ class InvocationLog:
                 limit=self._limits.get(kind, self._per_kind),
             )
 
-    def _enabled(self, method: str) -> bool:
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether the wrapped logger writes lines of ``level`` (unknown: yes)."""
         check = getattr(self._logger, "is_enabled_for", None)
         if check is None:
             return True
         try:
-            return bool(check(_METHODS[method]))
+            return bool(check(level))
         except Exception:
             return True
+
+    def _enabled(self, method: str) -> bool:
+        return self.is_enabled_for(_METHODS[method])
 
     def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
         if not self._enabled(method):

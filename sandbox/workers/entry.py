@@ -158,7 +158,6 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         seccomp_on=bool(cfg.get("seccomp", True)),
     )
     handlers: dict[str, Handler] = dict(extra or {})
-    log_level = int(cfg.get("log_level", 0))
     ch.send(
         {
             "t": "ready",
@@ -184,7 +183,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         # Host lines the call causes are capped here, where they happen (a skill looping over
         # log() must not flood the pipe); the summary of what was cut goes before the answer.
         # The kernel's own InvocationLog then redacts what arrives.
-        calllog = InvocationLog(PipeLogger(ch, call_id, log_level))
+        calllog = InvocationLog(PipeLogger(ch, call_id, int(frame.header.get("log_level", 0))))
         try:
 
             def audit(event: str, fields: Mapping[str, Any], _id: int = call_id) -> None:

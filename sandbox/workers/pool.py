@@ -37,7 +37,7 @@ from bastion.executor import ExecutionRequest
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
 from .wire import decode_error, encode_call
 
-__all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "kernel_log_level"]
+__all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
 
 _log = structlog.get_logger("bastion.sandbox.workers")
 DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
@@ -225,7 +225,6 @@ class WorkerPool(Closeable):
             "read": list(s.read_paths),
             "write": list(s.write_paths),
             "preload": list(self._preload),
-            "log_level": kernel_log_level(),
         }
         parent.sendall(encode_frame(hello))
         self._all.append(w)
@@ -384,6 +383,7 @@ class WorkerPool(Closeable):
         """Run one call in a worker; returns the output bytes or raises ``ExecutionError``."""
         if request.cancel is not None and request.cancel.is_set():
             raise ExecutionError(ErrorCode.CANCELLED, "the caller cancelled the call before it ran")
+        log_level = call_log_level(request.logger)  # before a worker is taken
         w, waited = self._acquire(request)
         deadline = request.deadline + waited
         hard = deadline + self.settings.grace_ms / 1000
@@ -395,7 +395,9 @@ class WorkerPool(Closeable):
         w.reader.max_blob = request.limits.output_bytes + 64 * 1024
         blob = request.input_json.encode("utf-8")
         try:
-            w.sock.sendall(encode_frame(encode_call(call_id, request, deadline), blob))
+            header = encode_call(call_id, request, deadline)
+            header["log_level"] = log_level
+            w.sock.sendall(encode_frame(header, blob))
         except OSError:
             return self._crashed(w, request, "the worker's socket was closed")
         w.settled = False
@@ -544,18 +546,21 @@ def _forward_log(request: ExecutionRequest, head: dict[str, Any]) -> None:
     getattr(request.logger, level)(str(head.get("event", "skill.log"))[:128], **kw)
 
 
-def kernel_log_level() -> int:
-    """The lowest level this process's structlog configuration writes (a worker counts and
-    forwards only such lines, so its per-kind caps match what the kernel would write)."""
+def call_log_level(logger: Any) -> int:
+    """The lowest level the call's logger writes (a worker counts and forwards only such
+    lines, so its per-kind caps match what the kernel would write); all levels if unknown."""
     import logging
 
-    import structlog
-
-    probe = structlog.get_logger("bastion.workers").bind()
-    check = getattr(probe, "is_enabled_for", None)
-    if check is None:
+    try:  # a caller's logger is foreign code: whatever it does, the call goes on
+        check = getattr(logger, "is_enabled_for", None)
+        if check is None:
+            return logging.DEBUG
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+            answer = check(level)
+            if not isinstance(answer, bool):
+                return logging.DEBUG  # not a real level check (a duck-typed logger)
+            if answer:
+                return level
+        return logging.CRITICAL
+    except Exception:
         return logging.DEBUG
-    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
-        if check(level):
-            return level
-    return logging.CRITICAL

@@ -162,48 +162,55 @@ return {2, "0"}
 """
 )
 
+_BREAKER_VERDICT: Final = """
+-- A breaker's verdict on one call, shared by BREAKER_RECORD and FINISH_CALL.
+-- hkey: the breaker hash; zkey: its failure times (zset); what: "ok" | "fail" | "release";
+-- window seconds (-1: consecutive failures); member: this call's zset member.
+local function breaker_verdict(hkey, zkey, what, threshold, window, member)
+  if what == 'release' then
+    redis.call('HDEL', hkey, 'probe')
+    return 'released'
+  end
+  local h = redis.call('HMGET', hkey, 'opened', 'probe')
+  local opened = tonumber(h[1])
+  local probe_out = tonumber(h[2]) ~= nil
+  if what == 'ok' then
+    if window < 0 or opened ~= nil then
+      redis.call('DEL', zkey)
+      redis.call('HDEL', hkey, 'n')
+    end
+    if opened ~= nil or probe_out then redis.call('HDEL', hkey, 'opened', 'probe') end
+    return 'closed'
+  end
+  if opened ~= nil and not probe_out then return 'straggler' end
+  local count
+  if probe_out then
+    count = threshold
+  elseif window < 0 then
+    count = redis.call('HINCRBY', hkey, 'n', 1)
+  else
+    redis.call('ZADD', zkey, now, member)
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now - window)
+    redis.call('PEXPIRE', zkey, math.ceil(window * 1000) + 1000)
+    count = redis.call('ZCARD', zkey)
+  end
+  if count >= threshold then
+    redis.call('HSET', hkey, 'opened', tostring(now))
+    redis.call('HDEL', hkey, 'probe', 'n')
+    redis.call('DEL', zkey)
+    return 'open'
+  end
+  return 'counted'
+end
+"""
+
 BREAKER_RECORD: Final = (
     _NOW
+    + _BREAKER_VERDICT
     + """
 -- KEYS[1]: the breaker hash; KEYS[2]: its failure times (zset).
 -- ARGV: "ok" | "fail" | "release", threshold, window seconds (-1: consecutive), member.
-local what = ARGV[1]
-local threshold = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 'opened', 'probe')
-local opened = tonumber(h[1])
-local probe_out = tonumber(h[2]) ~= nil
-if what == 'release' then
-  redis.call('HDEL', KEYS[1], 'probe')
-  return 'released'
-end
-if what == 'ok' then
-  if window < 0 or opened ~= nil then
-    redis.call('DEL', KEYS[2])
-    redis.call('HDEL', KEYS[1], 'n')
-  end
-  redis.call('HDEL', KEYS[1], 'opened', 'probe')
-  return 'closed'
-end
-if opened ~= nil and not probe_out then return 'straggler' end
-local count
-if probe_out then
-  count = threshold
-elseif window < 0 then
-  count = redis.call('HINCRBY', KEYS[1], 'n', 1)
-else
-  redis.call('ZADD', KEYS[2], now, ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  redis.call('PEXPIRE', KEYS[2], math.ceil(window * 1000) + 1000)
-  count = redis.call('ZCARD', KEYS[2])
-end
-if count >= threshold then
-  redis.call('HSET', KEYS[1], 'opened', tostring(now))
-  redis.call('HDEL', KEYS[1], 'probe', 'n')
-  redis.call('DEL', KEYS[2])
-  return 'open'
-end
-return 'counted'
+return breaker_verdict(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 """
 )
 
@@ -309,49 +316,14 @@ return {0, 1, "0", n + 1}
 
 FINISH_CALL: Final = (
     _NOW
+    + _BREAKER_VERDICT
     + """
 -- One call's end in one round trip: free its lease (ARGV[1], "" for none) and give the
 -- breaker its verdict (ARGV[2]: "ok", "fail", "release" the probe, or "none"), as
 -- BREAKER_RECORD does.
 -- KEYS: leases, breaker, failures. ARGV: lease, what, threshold, window, member.
 if ARGV[1] ~= "" then redis.call('ZREM', KEYS[1], ARGV[1]) end
-local what = ARGV[2]
-if what == "none" then return 'none' end
-if what == "release" then
-  redis.call('HDEL', KEYS[2], 'probe')
-  return 'released'
-end
-local threshold = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local h = redis.call('HMGET', KEYS[2], 'opened', 'probe')
-local opened = tonumber(h[1])
-local probe_out = tonumber(h[2]) ~= nil
-if what == 'ok' then
-  if window < 0 or opened ~= nil then
-    redis.call('DEL', KEYS[3])
-    redis.call('HDEL', KEYS[2], 'n')
-  end
-  if opened ~= nil or probe_out then redis.call('HDEL', KEYS[2], 'opened', 'probe') end
-  return 'closed'
-end
-if opened ~= nil and not probe_out then return 'straggler' end
-local count
-if probe_out then
-  count = threshold
-elseif window < 0 then
-  count = redis.call('HINCRBY', KEYS[2], 'n', 1)
-else
-  redis.call('ZADD', KEYS[3], now, ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  redis.call('PEXPIRE', KEYS[3], math.ceil(window * 1000) + 1000)
-  count = redis.call('ZCARD', KEYS[3])
-end
-if count >= threshold then
-  redis.call('HSET', KEYS[2], 'opened', tostring(now))
-  redis.call('HDEL', KEYS[2], 'probe', 'n')
-  redis.call('DEL', KEYS[3])
-  return 'open'
-end
-return 'counted'
+if ARGV[2] == "none" then return 'none' end
+return breaker_verdict(KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 """
 )

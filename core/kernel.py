@@ -151,13 +151,19 @@ class Kernel(Closeable):
         self.policy = policy
         self._approver = approver
         self._pm = make_plugin_manager(list(plugins))
-        self._discovery: Discovery = discover(
-            policy,
-            self._pm,
-            pack_paths=[Path(p) for p in pack_paths],
-            entry_points=entry_points,
-            embedded=plugins,
-        )
+        derive: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if policy.doc.workers.isolation == "process":  # schemas derived in a worker process
+            from .sandbox.workers.derive import derivation_workers
+
+            derive = derivation_workers(policy, roots=[Path(p) for p in pack_paths])
+        with derive:
+            self._discovery: Discovery = discover(
+                policy,
+                self._pm,
+                pack_paths=[Path(p) for p in pack_paths],
+                entry_points=entry_points,
+                embedded=plugins,
+            )
         for providers in self._pm.hook.bastion_model_providers():
             if providers:
                 from .models import register_provider

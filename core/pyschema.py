@@ -11,13 +11,18 @@ Results are remembered in the memo (``bastion.memo``) under the sha256 of every 
 of the skill folder (vendored ones included), the entry name and the runner's digest. What the
 runner returns is untrusted data: it is size-bounded, and each schema passes the same metaschema
 check as a TOML schema. A failure is a ``ManifestError`` that names the reason (a type hint the
-runner cannot describe, a top level that runs past the deadline or allocates too much).
+runner cannot describe, a top level that runs past the deadline or allocates too much); the
+skill's failures are remembered too, under the same key, so a module whose top level loops
+costs its deadline once, not at every discovery. A remembered timeout or crash expires after
+``FAILURE_TIMEOUT_TTL_S`` (a loaded machine may time out a module that is merely slow to import);
+the host's own faults (no runner) are never remembered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,15 +33,27 @@ from .manifest import SKILL_MANIFEST, SkillManifest, check_json_schema
 from .memo import default_memo
 from .vendorlock import LOCK_FILE, verify_vendor
 
-__all__ = ["MAX_MODULE_BYTES", "DerivedSkill", "derive_schema_memoized", "skill_digest"]
+__all__ = [
+    "FAILURE_TIMEOUT_TTL_S",
+    "MAX_MODULE_BYTES",
+    "DerivedSkill",
+    "derive_schema_memoized",
+    "skill_digest",
+]
 
 _MEMO_NAMESPACE: Final = "pyschema-guest"
+FAILURE_TIMEOUT_TTL_S: Final[float] = 3600.0
+"""How long a remembered derivation *timeout* stands before the module is imported again."""
 _MAX_FILES: Final[int] = 20_000
 _MAX_BYTES: Final[int] = 256 << 20
 MAX_MODULE_BYTES: Final[int] = 4 * 1024 * 1024
 """Largest ``.py`` file of a skill: the guest loader's own limit (``bastion_loader.py``),
 checked on the host by ``stat`` first, so a huge file is refused before anything reads it."""
 _CHUNK: Final[int] = 1 << 20
+_HOST_FAULTS: Final = frozenset({ErrorCode.INTERNAL, ErrorCode.CANCELLED, ErrorCode.NOT_READY})
+"""Describe outcomes that are the host's fault, never remembered against the skill."""
+_EXPIRING: Final = frozenset({ErrorCode.TIMEOUT.value, ErrorCode.SKILL_CRASHED.value})
+"""Remembered failures that may depend on the machine (load, a killed worker): they expire."""
 _runner_digest: str | None = None
 
 
@@ -145,10 +162,45 @@ def _check(data: dict[str, Any], source: str) -> DerivedSkill:
     return DerivedSkill(inp, desc, out)
 
 
+def _remembered_failure(hit: dict[str, Any], source: str) -> ManifestError | None:
+    """The ``ManifestError`` a memo entry of a failed derivation records, or None (a damaged
+    entry, or a timeout older than ``FAILURE_TIMEOUT_TTL_S``: derive again)."""
+    failed = hit.get("failed")
+    if not isinstance(failed, dict) or not isinstance(failed.get("message"), str):
+        return None
+    at = hit.get("at")
+    if failed.get("code") in _EXPIRING and not (
+        isinstance(at, (int, float)) and 0 <= time.time() - at < FAILURE_TIMEOUT_TTL_S
+    ):
+        return None
+    where, fix = failed.get("where"), failed.get("fix")
+    return ManifestError(
+        failed["message"][:4000],
+        source=source,
+        where=where[:200] if isinstance(where, str) else None,
+        fix=fix[:1000] if isinstance(fix, str) else None,
+    )
+
+
+def _describe(folder: Path, manifest: SkillManifest) -> Any:
+    """Run the runner's ``describe-skill`` for the skill: in a worker process when the
+    derivation seam (``bastion.sandbox.workers.derive``) is installed, else in this process."""
+    assert manifest.entry is not None
+    from .sandbox.workers.derive import active_deriver
+
+    deriver = active_deriver()
+    if deriver is not None:
+        return deriver.describe(folder, manifest.entry, skill=manifest.name)
+    from .sandbox.python_skill import describe
+
+    return describe(folder, manifest.entry, skill=manifest.name)
+
+
 def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkill:
     """The skill's derived schemas: from the memo, else from the runner (``describe-skill``).
 
-    Only successes are remembered: a failure is derived again, to be reported.
+    Successes and the skill's own failures are remembered (see the module doc): a second
+    discovery of the same bytes is instant and refuses it with the same reason.
     """
     assert manifest.entry is not None
     source = str(folder / manifest.entry)
@@ -166,14 +218,17 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
     if memo is not None:
         hit = memo.get(_MEMO_NAMESPACE, *parts)
         if isinstance(hit, dict):
+            remembered = _remembered_failure(hit, source)
+            if remembered is not None:
+                raise remembered
             try:
                 return _check(hit, source)
             except ManifestError:
                 pass  # a damaged entry: derive again
-    from .sandbox.python_skill import DESCRIBE_MEMORY_MB, DESCRIBE_TIMEOUT_MS, describe
+    from .sandbox.python_skill import DESCRIBE_MEMORY_MB, DESCRIBE_TIMEOUT_MS
 
     try:
-        described = describe(folder, manifest.entry, skill=manifest.name)
+        described = _describe(folder, manifest)
     except CacheDirError:
         raise  # an unsafe cache folder is the host's configuration error, not this skill's
     except Exception as exc:  # the runner cannot be built or loaded: not the skill's fault
@@ -185,13 +240,25 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
             "in skill.toml",
         ) from None
     if described.data is None:
+        code = getattr(described.error, "error_code", None)
         message, fix = _why(described.error, DESCRIBE_TIMEOUT_MS, DESCRIBE_MEMORY_MB)
-        raise ManifestError(
-            message,
-            source=source,
-            where=f"parameter `{described.param}`" if described.param else None,
-            fix=described.fix or fix,
-        )
+        where = f"parameter `{described.param}`" if described.param else None
+        fix = described.fix or fix
+        if memo is not None and code not in _HOST_FAULTS:
+            memo.put(
+                _MEMO_NAMESPACE,
+                {
+                    "failed": {
+                        "code": str(code.value if isinstance(code, ErrorCode) else code),
+                        "message": message,
+                        "where": where,
+                        "fix": fix,
+                    },
+                    "at": time.time(),
+                },
+                *parts,
+            )
+        raise ManifestError(message, source=source, where=where, fix=fix)
     derived = _check(described.data, str(folder / SKILL_MANIFEST))
     if memo is not None:
         memo.put(

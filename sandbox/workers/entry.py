@@ -130,6 +130,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from ..python_exec import PythonExecutor
     from ..wasi_module import WasiModuleExecutor
     from . import oslimits
+    from .derive import DESCRIBE_RUNTIME, describe_handler
     from .wire import encode_error, request_from_call
 
     slot = engine.engine_settings().memory_reservation
@@ -158,6 +159,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         seccomp_on=bool(cfg.get("seccomp", True)),
     )
     handlers: dict[str, Handler] = dict(extra or {})
+    handlers.setdefault(DESCRIBE_RUNTIME, describe_handler)  # discovery's schema derivations
     ch.send(
         {
             "t": "ready",

@@ -3,6 +3,7 @@ results converted back: every supported type round-tripped with hypothesis-gener
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,7 +482,12 @@ def test_a_module_that_loops_or_hoards_or_has_bad_hints_is_refused_with_the_reas
     pack = _write_pack(
         tmp_path / "pack",
         {
-            **{name: {"skill.py": f'"""Bad."""\n{src}'} for name, (src, _) in BAD_SKILLS.items()},
+            # A comment unique to this run: the memo (which remembers failures) misses, so the
+            # deadline and memory cap are really exercised.
+            **{
+                name: {"skill.py": f'"""Bad."""\n# {tmp_path.name} {os.getpid()}\n{src}'}
+                for name, (src, _) in BAD_SKILLS.items()
+            },
             "fine": {"skill.py": 'def run() -> int:\n    """Fine."""\n    return 1\n'},
         },
     )

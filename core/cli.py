@@ -479,7 +479,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     from .testing import run_conformance
 
     report = Path(args.json_report) if args.json_report else None
-    return run_conformance(Path(args.path), json_report=report, stream=sys.stdout)
+    return run_conformance(
+        Path(args.path), json_report=report, stream=sys.stdout, live=bool(args.live)
+    )
 
 
 def _audit_path(args: argparse.Namespace) -> Path | None:
@@ -702,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="run the conformance kit on a pack folder or installed pack")
     t.add_argument("path", help="a pack folder, or the name of an installed pack")
     t.add_argument("--json-report", metavar="FILE", help="also write a JSON report for CI")
+    t.add_argument(
+        "--live",
+        action="store_true",
+        help="let skills reach the real network (policy rules apply); by default every "
+        "request is answered from the pack's HTTP fixtures and recorded",
+    )
     t.set_defaults(func=cmd_test)
 
     a = sub.add_parser("audit", help="read the audit log (`audit verify`: check its hash chain)")

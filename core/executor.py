@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from .httpfixtures import HttpFixtures
     from .netrule import NetRule
 
 __all__ = [
@@ -77,6 +78,9 @@ class Capabilities:
     config: Mapping[str, Any] = field(default_factory=dict)
     """The skill's settings (``[config]`` defaults overlaid by the policy's
     ``[skills.NAME.config]``), read in the guest with ``bastion_sdk.config(key)``."""
+    http_stub: HttpFixtures | None = None
+    """When set (the conformance kit, unless ``--live``), the skill's HTTP never leaves the
+    host: the recording stub answers every granted request from these fixtures."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import structlog
 
@@ -33,7 +34,7 @@ from .closing import Closeable
 from .content import extract_content, restore_content
 from .discovery import Discovery, PackReport, Problem, discover
 from .errors import ConfigError, ErrorCode, ExecutionError, PolicyError
-from .executor import ExecutionRequest, Executor
+from .executor import Capabilities, ExecutionRequest, Executor
 from .grant import Grant, review
 from .guard import (
     ApprovalRequest,
@@ -60,6 +61,9 @@ from .skill import Skill
 from .state.admission import FALLBACK, Refusal, SharedAdmission, Ticket
 from .state.handle import StateHandle, check_state
 from .tenants import TenantGate
+
+if TYPE_CHECKING:
+    from .httpfixtures import HttpFixtures
 
 __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
 
@@ -144,11 +148,15 @@ class Kernel(Closeable):
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        http_stubs: Mapping[str, HttpFixtures] | None = None,
     ) -> None:
         """``clock`` drives rate limits, breakers and the cache; ``wall_clock`` (epoch seconds)
-        the UTC day of daily quotas. Both are injectable so tests never sleep."""
+        the UTC day of daily quotas. Both are injectable so tests never sleep. ``http_stubs``
+        (the conformance kit) answers every skill's HTTP from fixtures, skill name -> fixtures
+        (none for a skill not named): no request leaves the host (``bastion.httpfixtures``)."""
         ensure_logging()
         self.policy = policy
+        self._http_stubs = http_stubs
         self._approver = approver
         self._pm = make_plugin_manager(list(plugins))
         derive: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
@@ -1019,7 +1027,7 @@ class Kernel(Closeable):
             folder=folder,
             input=arguments,
             input_json=input_json,
-            caps=grant.caps,
+            caps=grant.caps if self._http_stubs is None else self._stubbed_caps(name, grant.caps),
             limits=grant.limits,
             deadline=time.monotonic() + grant.limits.timeout_ms / 1000,
             invocation_id=ctx.invocation_id,
@@ -1082,6 +1090,13 @@ class Kernel(Closeable):
         if isinstance(cleaned, dict):
             return cleaned
         return {"skill": name, "redacted_record": cleaned}  # over the cap: cut, still redacted
+
+    def _stubbed_caps(self, name: str, caps: Capabilities) -> Capabilities:
+        """``caps`` with the skill's HTTP fixtures: the recording stub answers its requests."""
+        from .httpfixtures import HttpFixtures
+
+        stubs = self._http_stubs or {}
+        return dataclasses.replace(caps, http_stub=stubs.get(name) or HttpFixtures())
 
     def _network_audit(
         self, ctx: InvocationContext, skill: str, event: str, fields: Mapping[str, Any]

@@ -5,6 +5,10 @@ exactly what it declared, then checks (each a named check with a message that sa
 change): ``manifest``, ``unique_names``, ``examples``, ``output_schema``, ``fuzz``,
 ``deterministic``, ``permissions``, ``limits`` and ``secrets``.
 
+No check touches a real host unless ``live``: every HTTP request a skill makes is answered by
+the recording stub of ``bastion.sandbox.hostnet`` from the pack's fixtures
+(``bastion.httpfixtures``), and the report lists each recorded request.
+
 Three ways in: ``bastion test PATH`` (``run_conformance``), the pack's own tests
 (``conformance_report(PACK).assert_passed(check)``), and pytest's ``--bastion-pack PATH``
 option when this module is loaded as a pytest plugin. Importing it is cheap: the kernel, the
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKS",
     "FIXTURES_PLACEHOLDER",
+    "STUB_ORIGIN",
     "CheckResult",
     "ConformanceError",
     "ConformanceReport",
@@ -63,7 +68,12 @@ CHECKS: Final[tuple[str, ...]] = (
 """Every check the kit runs, in report order."""
 
 FIXTURES_PLACEHOLDER: Final = "{{fixtures_url}}"
-"""In example inputs and outputs: the address of a local server for the pack's fixtures/http."""
+"""In example inputs and outputs: the origin under which the pack's ``fixtures/http`` files are
+answered (by the stub; with ``live``, by a local server on 127.0.0.1)."""
+STUB_ORIGIN: Final = "http://fixtures.bastion.test"
+"""``{{fixtures_url}}`` when the stub answers (``.test`` is reserved: it never resolves)."""
+MAX_LISTED_REQUESTS: Final = 200
+"""Recorded requests kept per skill in the report."""
 
 DEFAULT_FUZZ_EXAMPLES: Final = 25
 _CRASH_CODES: Final = frozenset({"SKILL_CRASHED", "INTERNAL"})
@@ -126,6 +136,12 @@ class ConformanceReport:
     results: list[CheckResult] = field(default_factory=list)
     hosts: dict[str, list[str]] = field(default_factory=dict)
     """Skill -> every ``scheme://host[:port]`` its examples made requests to (from the audit)."""
+    requests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Skill -> every HTTP request it made during the run (examples and generated inputs):
+    ``call``, ``method``, ``url``, ``status`` or ``error``, and with the stub ``fixture``
+    (``answered``/``missing``), ``headers`` (credentials redacted) and ``request_bytes``."""
+    live: bool = False
+    """True when skills reached the real network (``--live``) instead of the stub."""
 
     @property
     def ok(self) -> bool:
@@ -168,6 +184,8 @@ class ConformanceReport:
             "folder": str(self.folder),
             "checks": checks,
             "hosts": self.hosts,
+            "live": self.live,
+            "requests": self.requests,
         }
 
     def render(self) -> str:
@@ -182,6 +200,7 @@ class ConformanceReport:
             out.append(f"  {status}  {name:<14} {who if not bad else ''}".rstrip())
             for r in bad:
                 out.append(f"        [{r.skill or 'pack'}] {r.message}")
+        out += self._render_requests()
         failed = [c for c in CHECKS if c in self.failed_checks()]
         out.append(
             f"conformance: FAILED ({', '.join(failed)})"
@@ -189,6 +208,32 @@ class ConformanceReport:
             else f"conformance: OK ({len(CHECKS)} checks)"
         )
         return "\n".join(out)
+
+    def _render_requests(self, per_skill: int = 8) -> list[str]:
+        made = {k: v for k, v in self.requests.items() if v}
+        if not made:
+            return []
+        how = "live network" if self.live else "recording stub, no request left the host"
+        out = [f"  HTTP requests ({how}):"]
+        for skill, reqs in sorted(made.items()):
+            for r in reqs[:per_skill]:
+                if r.get("fixture") == "missing":
+                    outcome = "no fixture"
+                elif r.get("status") is not None:
+                    outcome = str(r["status"])
+                else:
+                    outcome = str(r.get("denied") or r.get("error") or "-")
+                out.append(
+                    f"        [{skill}] {r.get('call', '')}: {r.get('method')} "
+                    f"{_short_url(str(r.get('url', '')))} -> {outcome}"
+                )
+            if len(reqs) > per_skill:
+                out.append(f"        [{skill}] (and {len(reqs) - per_skill} more in --json-report)")
+        return out
+
+
+def _short_url(url: str, limit: int = 90) -> str:
+    return url if len(url) <= limit else url[: limit - 3] + "..."
 
 
 # -- finding the pack -----------------------------------------------------------------------
@@ -494,6 +539,8 @@ def _strategy(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
 
 def _fuzz_inputs(schema: dict[str, Any], count: int) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``count`` inputs drawn from ``schema`` (reproducibly), or a note why not."""
+    if count < 1:
+        return [], "no generated inputs (fuzz_examples = 0)"
     try:
         from hypothesis import HealthCheck, Phase, given, settings
     except ImportError:
@@ -538,9 +585,12 @@ def _invoke(
     return call
 
 
-def check_pack(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES) -> ConformanceReport:
+def check_pack(
+    path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES, live: bool = False
+) -> ConformanceReport:
     """Run every check on the pack at ``path`` and return the report (never raises for the
-    pack's faults; raises ConfigError only when ``path`` holds no pack)."""
+    pack's faults; raises ConfigError only when ``path`` holds no pack). Skills' HTTP is
+    answered from fixtures by the recording stub unless ``live``."""
     from .manifest import load_pack_manifest
 
     folder = find_pack_folder(path)
@@ -554,16 +604,20 @@ def check_pack(path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES) -> Con
                 CheckResult(name, None, True, "not run: fix the pack manifest first", skipped=True)
             )
         return report
-    report = ConformanceReport(pack=pack.name, folder=folder)
+    report = ConformanceReport(pack=pack.name, folder=folder, live=live)
     with tempfile.TemporaryDirectory(prefix="bastion-conformance-") as tmp:
-        _run_checks(report, folder, pack.skills, Path(tmp), fuzz_examples)
+        _run_checks(report, folder, pack.skills, Path(tmp), fuzz_examples, live)
     return report
 
 
 def _load_manifests(
-    report: ConformanceReport, folder: Path, skill_dirs: tuple[str, ...]
+    report: ConformanceReport,
+    folder: Path,
+    skill_dirs: tuple[str, ...],
+    folders: dict[str, Path] | None = None,
 ) -> dict[str, SkillManifest]:
-    """Each skill folder's manifest; manifest and unique_names results are recorded."""
+    """Each skill folder's manifest (and, into ``folders``, its folder); manifest and
+    unique_names results are recorded."""
     from .configfile import read_toml
     from .manifest import SKILL_MANIFEST, load_skill_manifest
 
@@ -584,6 +638,8 @@ def _load_manifests(
             continue
         if m.name not in manifests:
             manifests[m.name] = m
+            if folders is not None:
+                folders[m.name] = folder / rel
     dupes = {n: dirs for n, dirs in owners.items() if len(dirs) > 1}
     for name, dirs in sorted(dupes.items()):
         report.results.append(
@@ -634,11 +690,13 @@ def _run_checks(
     skill_dirs: tuple[str, ...],
     work: Path,
     fuzz_examples: int,
+    live: bool = False,
 ) -> None:
     from .kernel import Kernel
     from .policy import load_policy
 
-    manifests = _load_manifests(report, folder, skill_dirs)
+    skill_folders: dict[str, Path] = {}
+    manifests = _load_manifests(report, folder, skill_dirs, skill_folders)
     runs = {name: _SkillRun(m) for name, m in manifests.items()}
     mounts = {name: _prepare_mounts(folder, m, work) for name, m in manifests.items()}
     fixtures = folder / "fixtures" / "http"
@@ -652,14 +710,23 @@ def _run_checks(
     with contextlib.ExitStack() as stack:
         origin = None
         if need_server and fixtures.is_dir():
-            base = stack.enter_context(_fixture_server(fixtures))
-            origin = base
+            # Live, a real server on 127.0.0.1; else the stub answers for that origin.
+            origin = stack.enter_context(_fixture_server(fixtures)) if live else STUB_ORIGIN
         for run in runs.values():
             if _uses_fixtures(run.manifest):
                 run.fixture_origin = origin
-        policy = load_policy(text=_policy_text(runs, mounts, audit_path, origin is not None))
+        stubs = None if live else _http_stubs(report, folder, skill_folders)
+        policy = load_policy(
+            text=_policy_text(runs, mounts, audit_path, live and origin is not None)
+        )
         kernel = stack.enter_context(
-            Kernel(policy, pack_paths=[folder], entry_points=False, environ=environ)
+            Kernel(
+                policy,
+                pack_paths=[folder],
+                entry_points=False,
+                environ=environ,
+                http_stubs=stubs,
+            )
         )
         statuses = {st.name: st for st in kernel.skills()}
         dupes = {r.skill for r in report.failures("unique_names")}
@@ -716,6 +783,39 @@ def _run_checks(
         _judge(report, run, events, origin if run.fixture_origin else None)
 
 
+def _http_stubs(
+    report: ConformanceReport, folder: Path, skill_folders: Mapping[str, Path]
+) -> dict[str, Any]:
+    """Each skill's HTTP fixtures for the recording stub; a malformed fixtures file is a
+    ``manifest`` failure of that skill (which then gets none: still nothing leaves the host)."""
+    from .httpfixtures import HttpFixtures, load_http_fixtures
+
+    stubs: dict[str, Any] = {}
+    for name, skill_folder in skill_folders.items():
+        try:
+            stubs[name] = load_http_fixtures(skill_folder, folder, files_origin=STUB_ORIGIN)
+        except ConfigError as exc:
+            report.results.append(CheckResult("manifest", name, False, str(exc)))
+            stubs[name] = HttpFixtures()
+    return stubs
+
+
+def _requests(run: _SkillRun, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The HTTP requests the skill made during the run, from the audit, in order."""
+    calls = {c.invocation_id: c for c in run.calls}
+    keys = ("method", "url", "status", "denied", "error", "fixture", "headers", "request_bytes")
+    out: list[dict[str, Any]] = []
+    for e in events:
+        call = calls.get(str(e.get("invocation_id")))
+        if _event_kind(e) != "http" or call is None:
+            continue
+        record: dict[str, Any] = {"call": call.label}
+        record.update({k: e[k] for k in keys if e.get(k) is not None})
+        record["example"] = call.kind == "example"
+        out.append(record)
+    return out
+
+
 def _judge(
     report: ConformanceReport,
     run: _SkillRun,
@@ -748,10 +848,25 @@ def _judge(
             add(CheckResult(check, name, True))
 
     base = fixture_origin or ""
+    requests = _requests(run, events)
+    report.requests[name] = [
+        {k: v for k, v in r.items() if k != "example"} for r in requests[:MAX_LISTED_REQUESTS]
+    ]
+    unfixtured: dict[str, list[str]] = {}
+    for r in requests:
+        if r["example"] and r.get("fixture") == "missing":
+            unfixtured.setdefault(r["call"], []).append(f"{r.get('method')} {r.get('url')}")
     # examples: each produces its expected output
     found = []
     for c, ex in zip(examples, m.examples, strict=True):
         err = c.result.error
+        if c.label in unfixtured:
+            found.append(
+                f"{c.label} requested {', '.join(unfixtured[c.label][:3])}, which has no "
+                f"fixture. Fix: add a [[response]] with that url to "
+                f"{run.manifest.name}/fixtures/http.toml (or run `bastion test --live`)"
+            )
+            continue
         if err is not None and err.code in _LIMIT_CODES | _ACCESS_CODES | {"INVALID_OUTPUT"}:
             continue  # reported by limits, permissions or output_schema
         if err is not None:
@@ -903,27 +1018,32 @@ def _covers(rule: Any, url: str) -> bool:
 
 # -- entry points ---------------------------------------------------------------------------
 
-_CACHE: dict[tuple[Path, int], ConformanceReport] = {}
+_CACHE: dict[tuple[Path, int, bool], ConformanceReport] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def conformance_report(
-    path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES
+    path: Path, *, fuzz_examples: int = DEFAULT_FUZZ_EXAMPLES, live: bool = False
 ) -> ConformanceReport:
     """``check_pack`` once per pack folder per process (pytest tests share one run)."""
-    key = (find_pack_folder(path), fuzz_examples)
+    key = (find_pack_folder(path), fuzz_examples, live)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = check_pack(key[0], fuzz_examples=fuzz_examples)
+            _CACHE[key] = check_pack(key[0], fuzz_examples=fuzz_examples, live=live)
         return _CACHE[key]
 
 
 def run_conformance(
-    path: Path, *, json_report: Path | None = None, stream: TextIO = sys.stdout
+    path: Path,
+    *,
+    json_report: Path | None = None,
+    stream: TextIO = sys.stdout,
+    live: bool = False,
 ) -> int:
-    """``bastion test PATH``: print the report; 0 all passed, 1 a check failed, 2 no pack."""
+    """``bastion test PATH``: print the report; 0 all passed, 1 a check failed, 2 no pack.
+    Skills' HTTP is answered from fixtures and recorded unless ``live``."""
     try:
-        report = check_pack(path)
+        report = check_pack(path, live=live)
     except ConfigError as exc:
         stream.write(f"bastion test: {exc}\n")
         return 2

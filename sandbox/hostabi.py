@@ -191,6 +191,7 @@ def _do_http(st: InvocationState, raw: bytes) -> bytes:
                 audit=getattr(req, "audit", None),
                 logger=_logger(st),
                 skill=st.skill,
+                stub=getattr(caps, "http_stub", None),
             )
             st.extra["http_client"] = client
         resp = client.request(method, url, headers, body, timeout_ms)

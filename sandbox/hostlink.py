@@ -118,6 +118,7 @@ def _client(st: InvocationState) -> Any:
             audit=getattr(st.request, "audit", None),
             logger=_logger(st),
             skill=st.skill,
+            stub=getattr(caps, "http_stub", None),
         )
         st.extra[_HTTP_CLIENT] = client
     return client

@@ -16,6 +16,14 @@ Skill headers: ``Host``, ``Content-Length``, ``Expect``, ``Proxy-Authorization``
 headers (``Connection``, ``Keep-Alive``, ``TE``, ...) are ignored, since the host owns framing.
 Bodies are not decompressed: ``Accept-Encoding: identity`` is sent unless the skill asks for an
 encoding itself, and then it gets the raw bytes. Cookies are never stored between requests.
+
+The transport seam: a client given ``stub`` fixtures (``bastion.httpfixtures``; the conformance
+kit sets them in ``Capabilities.http_stub`` unless ``--live``) never resolves a name or opens a
+socket. Steps 2, 3 and 5 are replaced by the recording stub: the rule check and redirect handling
+stay, each request is recorded in its audit event (method, URL, headers with credential and
+secret values redacted, body size, whether a fixture answered) and answered from the fixtures,
+or refused as ``no fixture for GET https://...``. The fixtures are data in the request, so the
+stub works the same in a worker process as in the kernel.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import structlog
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError, RuleError
 from bastion.executor import AuditSink, IPNetwork
+from bastion.httpfixtures import HttpFixtures
 from bastion.netrule import IPAddress, NetRule, ParsedURL, first_match, parse_url
 from bastion.sanitize import SanitizeConfig, Sanitizer
 
@@ -319,6 +328,7 @@ class HostHttp(Closeable):
         secrets: Collection[str] = (),
         ssl_context: ssl.SSLContext | None = None,
         skill: str = "",
+        stub: HttpFixtures | None = None,
     ) -> None:
         if max_response_bytes < 0 or max_redirects < 0 or max_request_bytes < 0:
             raise ValueError("HostHttp limits must not be negative")
@@ -352,6 +362,9 @@ class HostHttp(Closeable):
             headers={"User-Agent": "bastion", "Accept-Encoding": "identity"},
         )
         self._closed = False
+        self._stub = stub
+        self._record: dict[str, object] = {}
+        """The stub's record of the request being made (merged into its audit events)."""
 
     # -- public ---------------------------------------------------------------------------
 
@@ -384,6 +397,8 @@ class HostHttp(Closeable):
         if timeout_ms is not None:
             deadline = min(deadline, started + max(timeout_ms, 0) / 1000)
         hdrs = self._clean_headers(headers)
+        if self._stub is not None:
+            self._record = self._recorded(hdrs, body)
         try:
             current = parse_url(url)
         except RuleError as exc:
@@ -507,6 +522,8 @@ class HostHttp(Closeable):
         started = time.monotonic()
         shown = self._redact(u.url)
         via = f" (redirected from {self._redact(previous.url)})" if previous else ""
+        if self._stub is not None:
+            self._record = self._recorded(headers, body)
         rule = first_match(self.rules, u)
         if rule is None:
             raise self._deny(
@@ -517,6 +534,8 @@ class HostHttp(Closeable):
                 f"{shown}{via} is not granted to this skill; "
                 + _allow_hint(u, self.skill, previous),
             )
+        if self._stub is not None:
+            return self._stubbed(self._stub, method, u, started, shown)
         addresses = (u.ip,) if u.ip is not None else self._resolve(method, u, deadline, started)
         for ip in addresses:
             if not allowed(ip, self.private_allow, rule):
@@ -549,6 +568,32 @@ class HostHttp(Closeable):
             return self._client.send(request, stream=True)
         except Exception as exc:
             raise self._failure(method, u, started, exc) from None
+
+    def _recorded(self, headers: list[tuple[str, str]], body: bytes | None) -> dict[str, object]:
+        """What the stub records of one request besides method and URL."""
+        shown = [
+            [k, "[REDACTED]" if self._is_credential(k, v) else self._redact(v)] for k, v in headers
+        ]
+        return {"stub": True, "headers": shown, "request_bytes": len(body or b"")}
+
+    def _stubbed(
+        self, stub: HttpFixtures, method: str, u: ParsedURL, started: float, shown: str
+    ) -> httpx.Response:
+        """The fixture's answer to a granted request, or the clear miss; never a socket."""
+        fixture = stub.find(method, u.url)
+        if fixture is None:
+            self._record["fixture"] = "missing"
+            self._event(method, u.url, started, error=ErrorCode.SKILL_ERROR.value)
+            raise ExecutionError(
+                ErrorCode.SKILL_ERROR,
+                f"no fixture for {method} {shown}: the conformance kit answers requests from "
+                "fixtures (add a [[response]] with this url to the skill's fixtures/http.toml) "
+                "unless `bastion test --live` is given",
+            )
+        self._record["fixture"] = "answered"
+        return httpx.Response(
+            fixture.status, headers=list(fixture.headers), stream=httpx.ByteStream(fixture.body)
+        )
 
     def _resolve(
         self, method: str, u: ParsedURL, deadline: float, started: float
@@ -675,6 +720,8 @@ class HostHttp(Closeable):
             "duration_ms": duration_ms,
         }
         record.setdefault("bytes", 0)
+        if self._stub is not None:
+            record.update(self._record)
         self._log.debug("http", **record)
         if self._audit is not None:
             self._audit("http", record)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Capabilities, ExecutionRequest, Limits, Mount
+from bastion.httpfixtures import HttpFixtures
 from bastion.netrule import NetRule
 
 __all__ = ["decode_error", "encode_call", "encode_error", "request_from_call"]
@@ -39,6 +40,7 @@ def encode_call(call_id: int, request: ExecutionRequest, deadline: float) -> dic
         "private_allow": [str(n) for n in caps.private_allow],
         "secrets": dict(caps.secrets),
         "config": dict(caps.config),
+        "http_stub": None if caps.http_stub is None else caps.http_stub.to_wire(),
     }
 
 
@@ -47,6 +49,7 @@ def request_from_call(
 ) -> ExecutionRequest:
     """Rebuild the ``ExecutionRequest`` a worker runs (raises ``KeyError``/``TypeError`` if bad)."""
     timeout_ms, memory_mb, output_kb = (int(x) for x in header["limits"])
+    stub = header.get("http_stub")  # the kit's recording stub: the worker makes no request
     caps = Capabilities(
         network=tuple(
             NetRule(str(s), str(h), int(p), bool(w), str(t)) for s, h, p, w, t in header["network"]
@@ -55,6 +58,7 @@ def request_from_call(
         mounts=tuple(Mount(str(g), Path(h), bool(w)) for g, h, w in header["mounts"]),
         secrets={str(k): str(v) for k, v in dict(header["secrets"]).items()},
         config={str(k): v for k, v in dict(header.get("config") or {}).items()},
+        http_stub=None if stub is None else HttpFixtures.from_wire(stub),
     )
     return ExecutionRequest(
         skill=str(header["skill"]),

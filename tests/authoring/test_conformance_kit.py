@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import ConfigError
-from bastion.testing import CHECKS, ConformanceError, conformance_report, run_conformance
+from bastion.testing import (
+    CHECKS,
+    STUB_ORIGIN,
+    ConformanceError,
+    conformance_report,
+    run_conformance,
+)
 from tests.authoring.conftest import BADPACK, PACKS, ROOT
 
 pytestmark = pytest.mark.slow
@@ -34,9 +40,14 @@ def test_first_party_packs_pass_every_check(pack: str, runner_ready: None) -> No
     assert {"manifest", "examples", "output_schema", "fuzz", "permissions", "limits"} <= ran
 
 
-def test_web_examples_touch_only_the_fixture_server(runner_ready: None) -> None:
+def test_web_examples_touch_only_the_fixture_origin(runner_ready: None) -> None:
+    # Offline, the stub answers {{fixtures_url}} from fixtures/http; live, a local server does.
     report = conformance_report(PACKS["web"])
-    assert [h.startswith("http://127.0.0.1:") for h in report.hosts["fetch_page"]] == [True]
+    assert report.hosts["fetch_page"] == [STUB_ORIGIN]
+    assert {r["fixture"] for r in report.requests["fetch_page"]} == {"answered"}
+    live = conformance_report(PACKS["web"], fuzz_examples=3, live=True)
+    assert live.ok, live.render()
+    assert [h.startswith("http://127.0.0.1:") for h in live.hosts["fetch_page"]] == [True]
 
 
 def test_badpack_fails_exactly_the_checks_each_skill_breaks(runner_ready: None) -> None:

@@ -3,8 +3,7 @@
 A recording server on 127.0.0.1 stands in for "the outside": every skill below is granted it,
 and offline it must receive nothing (``--live`` is the anchor that shows it would). The stub is
 exercised for Python skills through the kit (worker processes) and a kernel in thread mode,
-and for WASI modules in-process and in a worker (``bastion.sandbox.hostnet`` is shared by the
-component and Python runtimes through ``hostlink``)."""
+and for WASI modules in-process and in a worker (components: ``test_component_stub.py``)."""
 
 from __future__ import annotations
 

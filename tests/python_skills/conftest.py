@@ -123,6 +123,15 @@ class WitWorld(wit_world.WitWorld):
             return json.dumps({"value": host.secret(args["name"])})
         if mode == "big":
             return json.dumps("x" * args["n"])
+        if mode == "http":
+            req = host.HttpRequest(
+                method="GET", url=args["url"], headers=[], body_b64=None, timeout_ms=None
+            )
+            try:
+                r = host.http(req)
+            except Err as err:
+                return json.dumps({"error": str(getattr(err.value, "value", err.value))})
+            return json.dumps({"status": r.status, "body_b64": r.body_b64})
         host.log(host.Level.INFO, "echo called")
         return json.dumps({"echo": args})
 """

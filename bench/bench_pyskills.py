@@ -9,7 +9,14 @@ Measures (figures go to bench/README.md, "Python skills as folders"):
   memo), each in a fresh Kernel; the anchor is discovery of the same pack with TOML schemas
   (nothing to derive);
 - per call, p50/p95 of ``PythonExecutor.execute``: a single-file skill against a package skill
-  (entry package, a sibling module, a vendored dependency checked against its lock).
+  (entry package, a sibling module, a vendored dependency checked against its lock);
+- a module whose top level loops forever: its first discovery costs the derivation deadline,
+  the next one reads the remembered failure (same reason, no import);
+- the kernel's RSS after discovering the first-party packs (nothing memoized), thread against
+  process isolation: in process mode the derivations run in a worker, so the kernel never maps
+  the runner.
+
+Issue 15 sets no numeric target for these; the output says what each row shows.
 """
 
 from __future__ import annotations
@@ -90,19 +97,19 @@ def _pack(root: Path, n: int, salt: str, toml_schema: bool = False) -> Path:
     return root
 
 
-def _discover(pack: Path, audit: Path) -> float:
+def _discover(pack: Path, audit: Path, isolation: str = "process", problems: int = 0) -> float:
     from bastion.kernel import Kernel
     from bastion.policy import load_policy
 
     t0 = time.perf_counter()
     k = Kernel(
-        load_policy(text=f'[audit]\npath = "{audit}"\n'),
+        load_policy(text=f'[audit]\npath = "{audit}"\n[workers]\nisolation = "{isolation}"\n'),
         pack_paths=[pack],
         entry_points=False,
         environ={},
     )
     took = time.perf_counter() - t0
-    assert not k.problems, k.problems
+    assert len(k.problems) == problems, k.problems
     k.close()
     return took
 
@@ -119,14 +126,81 @@ def bench_discovery(n: int) -> None:
         anchor = min(_discover(anchor_pack, base / "a.jsonl") for _ in range(3))
         cold = _discover(typed, base / "a.jsonl")
         warm = min(_discover(typed, base / "a.jsonl") for _ in range(3))
+        typed_t = _pack(base / "typed-thread", n, salt + "-thread")
+        cold_thread = _discover(typed_t, base / "a.jsonl", "thread")
     print(f"| discovery of {n} Python skills                | time      | per skill | x anchor |")
     print("|---|---|---|---|")
     for label, t in (
         ("TOML schemas (anchor: nothing derived)", anchor),
-        ("derived, cold schema cache", cold),
+        ("derived, cold schema cache (in a worker)", cold),
+        ("derived, cold, thread isolation (in-kernel)", cold_thread),
         ("derived, warm schema cache", warm),
     ):
         print(f"| {label:<44} | {t * 1e3:7.1f} ms | {t / n * 1e3:6.2f} ms | {t / anchor:6.2f} |")
+    print(
+        "warm against cold: the memo spares "
+        f"{(cold - warm) / n * 1e3:.1f} ms per skill ({cold / warm:.1f}x faster discovery)"
+    )
+
+
+def bench_failed_derivation() -> None:
+    """A module that loops at import: the deadline once, then the remembered failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        pack = base / "loops"
+        (pack / "s").mkdir(parents=True)
+        (pack / "bastion-pack.toml").write_text('name = "l"\nversion = "1.0.0"\nskills = ["s"]\n')
+        (pack / "s" / "skill.toml").write_text(
+            'name = "s"\nversion = "1.0.0"\nruntime = "python"\nentry = "skill.py"\n'
+        )
+        (pack / "s" / "skill.py").write_text(
+            f"# {uuid.uuid4().hex}\nwhile True:\n    pass\n\ndef run() -> int:\n    return 1\n"
+        )
+        first = _discover(pack, base / "a.jsonl", problems=1)
+        again = min(_discover(pack, base / "a.jsonl", problems=1) for _ in range(3))
+    print("\n| discovery of one module that loops at import | time      |")
+    print("|---|---|")
+    print(f"| first (the 3 s derivation deadline)          | {first * 1e3:7.1f} ms |")
+    print(f"| again (the remembered failure, same reason)  | {again * 1e3:7.1f} ms |")
+
+
+_RSS_SCRIPT = """
+import sys
+from bastion.kernel import Kernel
+from bastion.policy import load_policy
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) // 1024
+before = status("VmRSS")
+policy = load_policy(text='[workers]\\nisolation = "%s"\\n' % sys.argv[1])
+k = Kernel(policy, pack_paths=sys.argv[2:], entry_points=False, environ={})
+assert not k.problems, k.problems
+print(before, status("VmRSS"), status("VmHWM"), len(k.skills()))
+k.close()
+"""
+
+
+def bench_rss() -> None:
+    """Kernel RSS after discovering the first-party packs, nothing memoized, per isolation."""
+    import subprocess
+
+    packs = sorted(str(p.parent) for p in (ROOT / "plugins").glob("*/bastion_pack_*/*.toml"))
+    env = {**os.environ, "BASTION_NO_MEMO": "1", "BASTION_LOAD_PLUGINS": ""}
+    print("\n| kernel RSS, first-party packs discovered, no memo | before | after | peak |")
+    print("|---|---|---|---|")
+    for mode in ("thread", "process"):
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, mode, *packs],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout.split()
+        before, after, peak, skills = (int(x) for x in out)
+        where = "in the kernel" if mode == "thread" else "in a worker"
+        label = f"{mode} isolation ({skills} skills, derived {where})"
+        print(f"| {label:<49} | {before:3d} MiB | {after:3d} MiB | {peak:3d} MiB |")
 
 
 def _request(folder: Path, entry: str, inp: dict[str, Any]) -> Any:
@@ -227,6 +301,8 @@ def main() -> None:
     print(f"nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
     bench_discovery(args.skills)
     bench_calls(args.calls)
+    bench_failed_derivation()
+    bench_rss()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from bastion.skill import Skill
 
 pytestmark = pytest.mark.slow
 
-TYPES_SKILL = '''
+COMMON = '''
 """Echo every argument with the Python type it was converted to."""
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def _kind(v):
     return type(v).__name__
 
 
-def run(
+'''
+
+PARAMS = """\
     i: int,
     f: float,
     s: str,
@@ -103,13 +105,72 @@ def run(
     tree: Tree,
     score: Annotated[int, Field("a score", ge=0, le=10)],
     word: Annotated[str, Field(min_length=1, max_length=5, pattern="^[a-z]+$")],
-) -> dict[str, object]:
+    between: Annotated[float, Field(gt=0, lt=1)],
+    step: Annotated[int, Field(multiple_of=5)],
+    note: Annotated[str, "a free-form note"],
+"""
+
+TYPES_SKILL = (
+    COMMON
+    + """
+def run(
+"""
+    + PARAMS
+    + ''') -> dict[str, object]:
     """Echo everything."""
     args = dict(locals())
     kinds = {k: _kind(v) for k, v in args.items()}
     kinds["tree.children"] = [_kind(c) for c in tree.children]
     return {"kinds": kinds, "values": args}
 '''
+)
+
+# The same parameters returned as a dataclass: the derived output schema is precise for every
+# type, so conversion out is checked against it.
+TYPES_BACK = (
+    COMMON
+    + """
+@dataclasses.dataclass
+class Echo:
+    i: int
+    f: float
+    s: str
+    b: bool
+    n: None
+    li: list[int]
+    tu: tuple[str, int]
+    tv: tuple[int, ...]
+    se: set[str]
+    fs: frozenset[int]
+    di: dict[str, bool]
+    op: Optional[int]
+    un: Union[int, str]
+    pipe: str | None
+    lit: Literal["a", "b", 3]
+    alias: Names
+    matrix: Matrix
+    color: Color
+    level: Level
+    opts: Opts
+    box: Box
+    point: Point
+    pair: Pair
+    tree: Tree
+    score: Annotated[int, Field("a score", ge=0, le=10)]
+    word: Annotated[str, Field(min_length=1, max_length=5, pattern="^[a-z]+$")]
+    between: Annotated[float, Field(gt=0, lt=1)]
+    step: Annotated[int, Field(multiple_of=5)]
+    note: Annotated[str, "a free-form note"]
+
+
+def run(
+"""
+    + PARAMS
+    + ''') -> Echo:
+    """Return every argument, converted back."""
+    return Echo(**locals())
+'''
+)
 
 EXPECTED_KINDS = {
     "i": "int",
@@ -134,6 +195,9 @@ EXPECTED_KINDS = {
     "tree": "Tree",
     "score": "int",
     "word": "str",
+    "between": "float",
+    "step": "int",
+    "note": "str",
 }
 
 
@@ -162,7 +226,10 @@ def typed_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
 
     load_runner()
     root = tmp_path_factory.mktemp("typed")
-    pack = _write_pack(root / "pack", {"types": {"skill.py": TYPES_SKILL}})
+    pack = _write_pack(
+        root / "pack",
+        {"types": {"skill.py": TYPES_SKILL}, "types_back": {"skill.py": TYPES_BACK}},
+    )
     kernel = Kernel(
         load_policy(text=f'[audit]\npath = "{root / "audit.jsonl"}"\n'),
         pack_paths=[pack],
@@ -219,8 +286,20 @@ def test_every_type_has_its_schema(typed_kernel: Kernel) -> None:
         "maxLength": 5,
         "pattern": "^[a-z]+$",
     }
+    assert props["between"] == {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+    assert props["step"] == {"type": "integer", "multipleOf": 5}
+    assert props["note"] == {"type": "string", "description": "a free-form note"}
     out = _skill(typed_kernel, "types").output_schema
     assert out is not None and out["type"] == "object"
+    # The dataclass return type gives the output schema the same shape, field by field.
+    back = _skill(typed_kernel, "types_back").output_schema
+    assert back is not None and _schema(typed_kernel, "types_back") == _schema(
+        typed_kernel, "types"
+    )
+    back_props = back["properties"]
+    assert set(back_props) == set(props)
+    for key in ("i", "se", "di", "op", "lit", "color", "level", "score", "word", "between", "step"):
+        assert back_props[key] == props[key], key
 
 
 # Values for every parameter, drawn by hypothesis (hypothesis-jsonschema cannot generate from
@@ -267,6 +346,9 @@ ARGS = st.fixed_dictionaries(
         "tree": _tree,
         "score": st.integers(0, 10),
         "word": st.from_regex(r"\A[a-z]{1,5}\Z"),
+        "between": st.floats(0, 1, exclude_min=True, exclude_max=True),
+        "step": st.integers(-20, 20).map(lambda k: 5 * k),
+        "note": _text,
     }
 )
 
@@ -319,13 +401,27 @@ def _same_tree(got: dict[str, Any], sent: dict[str, Any]) -> bool:
     )
 
 
-def _same_tree(got: dict[str, Any], sent: dict[str, Any]) -> bool:
-    kids = sent.get("children", [])
-    return (
-        got["value"] == sent["value"]
-        and len(got["children"]) == len(kids)
-        and all(_same_tree(g, k) for g, k in zip(got["children"], kids, strict=True))
-    )
+def test_values_convert_back_against_the_derived_output_schema(typed_kernel: Kernel) -> None:
+    """Every type in, the same value back through a dataclass return type: the output must
+    match the output schema derived from that type (conversion out, checked per type)."""
+    schema = _schema(typed_kernel, "types_back")
+    output_schema = _skill(typed_kernel, "types_back").output_schema
+    assert output_schema is not None
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(args=ARGS)
+    def check(args: dict[str, Any]) -> None:
+        jsonschema.validate(args, schema)
+        result = typed_kernel.invoke("types_back", args)
+        assert result.ok, (args, result.error)
+        out = result.output
+        jsonschema.validate(out, output_schema)
+        assert out["color"] == args["color"] and out["level"] == args["level"]
+        assert out["se"] == sorted(set(args["se"])) and out["fs"] == sorted(set(args["fs"]))
+        assert out["tu"] == args["tu"] and out["tree"]["value"] == args["tree"]["value"]
+        assert out["between"] == args["between"] and out["step"] == args["step"]
+
+    check()
 
 
 def _fill_floats(key: str, value: dict[str, Any]) -> dict[str, Any]:

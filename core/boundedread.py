@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Final
 
 __all__ = [
-    "MAX_SOURCE_BYTES",
     "MAX_TOML_DEPTH",
     "MAX_TOML_NESTING",
     "ReadRefused",
@@ -23,10 +22,6 @@ __all__ = [
     "value_depth",
 ]
 
-MAX_SOURCE_BYTES: Final = 256 * 1024
-"""A Python skill's entry file read on the host to derive its schema. ``ast.parse`` peaks at
-~400x the source size (measured: 256 KiB -> ~115 MiB, 1 MiB -> ~425 MiB), so the host parses
-no more than this; a larger skill declares ``input_schema`` and ``description`` instead."""
 MAX_TOML_NESTING: Final = 32
 """Arrays and inline tables nested inside each other in one TOML document."""
 MAX_TOML_DEPTH: Final = 48

@@ -1068,6 +1068,12 @@ def pytest_addoption(parser: Any) -> None:
         metavar="PATH",
         help="run Bastion's conformance checks on the pack at PATH (repeatable)",
     )
+    group.addoption(
+        "--bastion-live",
+        action="store_true",
+        default=False,
+        help="let the packs' skills reach the real network (default: HTTP fixtures only)",
+    )
 
 
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
@@ -1075,18 +1081,19 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
     packs = config.getoption("bastion_pack", default=None) or []
     if not packs:
         return
+    live = bool(config.getoption("bastion_live", default=False))
     for raw in packs:
         folder = find_pack_folder(Path(raw))
         for check in CHECKS:
-            items.append(_pytest_item(session, folder, check))
+            items.append(_pytest_item(session, folder, check, live))
 
 
-def _pytest_item(session: Any, folder: Path, check: str) -> Any:
+def _pytest_item(session: Any, folder: Path, check: str, live: bool = False) -> Any:
     import pytest
 
     class ConformanceItem(pytest.Item):
         def runtest(self) -> None:
-            conformance_report(folder).assert_passed(check)
+            conformance_report(folder, live=live).assert_passed(check)
 
         def repr_failure(self, excinfo: Any, style: Any = None) -> str:
             if isinstance(excinfo.value, ConformanceError):

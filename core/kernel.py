@@ -163,7 +163,9 @@ class Kernel(Closeable):
         if policy.doc.workers.isolation == "process":  # schemas derived in a worker process
             from .sandbox.workers.derive import derivation_workers
 
-            derive = derivation_workers(policy, roots=[Path(p) for p in pack_paths])
+            derive = derivation_workers(
+                policy, roots=[Path(p) for p in pack_paths], entry_points=entry_points
+            )
         with derive:
             self._discovery: Discovery = discover(
                 policy,

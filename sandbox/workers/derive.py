@@ -19,7 +19,7 @@ import contextlib
 import contextvars
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, final
@@ -36,6 +36,7 @@ __all__ = [
     "active_deriver",
     "derivation_workers",
     "describe_handler",
+    "installed_pack_folders",
 ]
 
 DESCRIBE_RUNTIME: Final[str] = "python-describe"
@@ -81,15 +82,23 @@ def _audit_sink(skill: str) -> Any:
 class WorkerDeriver(Closeable):
     """Runs ``describe`` for discovery in a one-worker pool, started on the first miss.
 
-    Landlock fixes a worker's readable paths when it starts, so a skill outside every pack
-    folder the worker reads starts a new worker that reads that one too (discovery of the
-    first-party packs from a source tree starts one per pack; installed packs in
-    site-packages are readable already)."""
+    Landlock fixes a worker's readable paths when it starts: the first worker reads every
+    pack folder known in advance, and a skill outside all of them (a pack found some other
+    way) starts a new worker that reads that one too."""
 
-    def __init__(self, settings: Any, *, cache_root: Path, roots: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        cache_root: Path,
+        roots: Sequence[Path] = (),
+        more_roots: Callable[[], list[Path]] | None = None,
+    ) -> None:
         self._settings = replace(settings, count=1)
         self._cache_root = cache_root
         self._roots: list[Path] = [Path(r).resolve() for r in roots]
+        self._more_roots = more_roots
+        """Called once, before the first worker starts: pack folders it should read too."""
         self._pool: Any = None
         self.started = 0
         """Workers started for derivations (for tests and ``bench/``)."""
@@ -97,6 +106,9 @@ class WorkerDeriver(Closeable):
     def _pool_for(self, root: Path) -> Any:
         from .pool import WorkerPool
 
+        if self._more_roots is not None:
+            more, self._more_roots = self._more_roots, None
+            self._roots += [r.resolve() for r in more() if not _covers(self._roots, r.resolve())]
         if self._pool is not None and not _covers(self._roots, root):
             self._pool.close()
             self._pool = None
@@ -149,10 +161,33 @@ class WorkerDeriver(Closeable):
             self._pool = None
 
 
+def installed_pack_folders() -> list[Path]:
+    """The folders of the installed packs (entry points in group ``bastion`` naming a top-level
+    package whose folder holds ``bastion-pack.toml``), found without importing anything."""
+    import importlib.metadata
+    import importlib.util
+
+    out: list[Path] = []
+    for ep in importlib.metadata.entry_points(group="bastion"):
+        if not ep.value.isidentifier():
+            continue  # a dotted name may import its parent: discovery reports those
+        try:
+            spec = importlib.util.find_spec(ep.value)
+        except Exception:
+            continue
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            if (Path(loc) / _PACK_MANIFEST).is_file():
+                out.append(Path(loc))
+    return out
+
+
 @contextlib.contextmanager
-def derivation_workers(policy: Any, *, roots: Sequence[Path | str] = ()) -> Iterator[WorkerDeriver]:
+def derivation_workers(
+    policy: Any, *, roots: Sequence[Path | str] = (), entry_points: bool = True
+) -> Iterator[WorkerDeriver]:
     """Within this block, derivations run in a worker (see the module doc); ``roots`` are
-    pack folders known in advance (``--pack`` paths), read by the first worker."""
+    pack folders known in advance (``--pack`` paths) and, with ``entry_points``, the installed
+    packs' folders: the first worker reads them all, so one worker serves the whole discovery."""
     from bastion.cachedir import default_cache_root
 
     from . import settings_from_policy
@@ -161,6 +196,7 @@ def derivation_workers(policy: Any, *, roots: Sequence[Path | str] = ()) -> Iter
         settings_from_policy(policy),
         cache_root=default_cache_root(),
         roots=[Path(r) for r in roots],
+        more_roots=installed_pack_folders if entry_points else None,
     )
     token = _active.set(deriver)
     try:

@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 DESCRIBE_RUNTIME: Final[str] = "python-describe"
-"""The worker-internal runtime of a derivation call (no manifest can name it: it has no
-executor in the kernel, so a skill declaring it is never runnable)."""
+"""The worker-internal runtime of a derivation call; no manifest can name it (``runtime`` is
+one of wasm, component, python, native) and the kernel has no executor for it."""
 _MAX_ANSWER: Final[int] = 2 << 20
 _SLACK_S: Final[float] = 2.0
 """The pool's deadline is the describe deadline plus this: the worker's own deadline answers

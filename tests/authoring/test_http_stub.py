@@ -260,6 +260,15 @@ class TestFixtureFiles:
         assert docs is not None and docs.body == b"<p>docs</p>"
         assert HttpFixtures.from_wire(json.loads(json.dumps(fx.to_wire()))) == fx
 
+    def test_fixtures_too_large_to_travel_are_refused(self, tmp_path: Path) -> None:
+        _write(
+            tmp_path,
+            {"s/fixtures/http.toml": '[[response]]\nurl = "https://a.example"\nbody_file = "b"\n'},
+        )
+        (tmp_path / "s" / "fixtures" / "b").write_bytes(b"x" * (3 << 20))
+        with pytest.raises(ConfigError, match="the limit is 500 responses and 2097152 bytes"):
+            load_http_fixtures(tmp_path / "s", tmp_path)
+
     @pytest.mark.parametrize(
         ("text", "phrase"),
         [

@@ -21,8 +21,9 @@ def _ballast(funcs: int) -> str:
     )
 
 
-def big_module(funcs: int = 6000) -> bytes:
-    """A WASI command module whose ``_start`` writes ``{}`` to stdout."""
+def big_module(funcs: int = 6000, nonce: str = "") -> bytes:
+    """A WASI command module whose ``_start`` writes ``{}`` to stdout (``nonce``, in a data
+    segment, makes its bytes, hence its cache key, unique to a test)."""
     wat = (
         '(module (import "wasi_snapshot_preview1" "fd_write"'
         " (func $w (param i32 i32 i32 i32) (result i32)))"
@@ -30,14 +31,14 @@ def big_module(funcs: int = 6000) -> bytes:
         '(func (export "_start") (i32.store (i32.const 0) (i32.const 16))'
         " (i32.store (i32.const 4) (i32.const 2))"
         " (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))"
-        f"{_ballast(funcs)})"
+        f'(data (i32.const 64) "{nonce}"){_ballast(funcs)})'
     )
     return bytes(wasmtime.wat2wasm(wat))
 
 
-def big_component(funcs: int = 6000) -> bytes:
+def big_component(funcs: int = 6000, nonce: str = "") -> bytes:
     """A component exporting ``run: func(input: string) -> result<string, string>`` that
-    answers ``ok("{}")``."""
+    answers ``ok("{}")`` (``nonce`` as for ``big_module``)."""
     wat = f"""(component
   (core module $m
     (memory (export "mem") 1)
@@ -47,6 +48,7 @@ def big_component(funcs: int = 6000) -> bytes:
       (global.set $bump (i32.add (global.get $bump) (local.get 3)))
       (local.get $p))
     (data (i32.const 16) "{{}}")
+    (data (i32.const 64) "{nonce}")
     (func (export "run") (param i32 i32) (result i32)
       (i32.store8 (i32.const 32) (i32.const 0))
       (i32.store (i32.const 36) (i32.const 16))

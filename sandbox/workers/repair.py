@@ -85,8 +85,10 @@ def repair(pool: Any, runtime: str, entry: Path, miss: CacheMissError) -> int:
     workers that started before; returns how many were recycled. Raises ``NOT_READY`` past
     the start-up wait and ``CacheDirError`` for a folder that cannot be trusted."""
     _log.warning("cache.worker_miss", runtime=runtime, kind=miss.kind, reason=miss.reason[:200])
+    # The runner serves every Python skill: one repair for all of them.
+    key = (runtime,) if runtime == "python" else (runtime, str(entry))
     done_at = _repairs.run(
-        (runtime, str(entry)),
+        key,
         lambda: _restore(runtime, entry),
         what="repairing the compile cache for the sandbox workers",
     )

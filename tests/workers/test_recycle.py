@@ -93,3 +93,15 @@ def test_a_vanished_compiled_entry_is_repaired_for_running_workers(
         assert k.workers.stats.recycled >= 2  # the explicit one, then the repair's
     records = (tmp_path / "a.jsonl").read_text()
     assert '"cache_repaired"' in records
+
+
+def test_a_miss_crosses_the_wire_typed_and_other_errors_stay_plain() -> None:
+    from bastion.errors import ErrorCode, ExecutionError
+    from bastion.sandbox.cache import CacheMissError
+    from bastion.sandbox.workers.wire import decode_error, encode_error
+
+    back = decode_error(encode_error(7, CacheMissError("component", "ab" * 32, "gone")))
+    assert isinstance(back, CacheMissError)
+    assert (back.kind, back.key, back.reason) == ("component", "ab" * 32, "gone")
+    plain = decode_error(encode_error(7, ExecutionError(ErrorCode.SKILL_ERROR, "boom")))
+    assert not isinstance(plain, CacheMissError) and plain.error_code is ErrorCode.SKILL_ERROR

@@ -15,7 +15,7 @@ from typing import Final
 
 from .errors import ConfigError
 
-__all__ = ["CACHE_ENV", "CacheDirError", "default_cache_root", "secure_dir"]
+__all__ = ["CACHE_ENV", "CacheDirError", "check_dir", "default_cache_root", "secure_dir"]
 
 CACHE_ENV: Final[str] = "BASTION_CACHE_DIR"
 """Environment variable overriding the cache directory."""
@@ -49,6 +49,32 @@ def secure_dir(root: Path) -> Path:
             f"cannot create cache directory {str(root)!r}: {exc.strerror}",
             fix=f"set {CACHE_ENV} to a writable directory",
         ) from exc
+    mode = _refuse_unsafe(root, st)
+    if mode & 0o055:
+        os.chmod(root, 0o700)
+        structlog.get_logger("bastion.cachedir").warning(
+            "cache.permissions_fixed", path=str(root), mode=oct(mode)
+        )
+    return root
+
+
+def check_dir(root: Path) -> Path:
+    """``secure_dir``'s refusals without creating or fixing anything: for a worker, which only
+    reads the cache (a missing or unreadable folder is a ``CacheDirError`` too)."""
+    try:
+        st = root.stat()
+    except OSError as exc:
+        raise CacheDirError(
+            f"cache directory {str(root)!r} cannot be read: {exc.strerror}",
+            fix=f"set {CACHE_ENV} to a private directory you own",
+        ) from exc
+    _refuse_unsafe(root, st)
+    return root
+
+
+def _refuse_unsafe(root: Path, st: os.stat_result) -> int:
+    """Raise ``CacheDirError`` unless ``st`` is a directory of this user that no one else may
+    write; returns its permission bits."""
     if not stat.S_ISDIR(st.st_mode):
         raise CacheDirError(
             f"cache path {str(root)!r} is not a directory",
@@ -67,9 +93,4 @@ def secure_dir(root: Path) -> Path:
             "cached there cannot be trusted",
             fix=f"remove it (it is rebuilt) or set {CACHE_ENV} to a private directory",
         )
-    if mode & 0o055:
-        os.chmod(root, 0o700)
-        structlog.get_logger("bastion.cachedir").warning(
-            "cache.permissions_fixed", path=str(root), mode=oct(mode)
-        )
-    return root
+    return mode

@@ -9,10 +9,14 @@ check**, so the cache is treated as a trust boundary:
   each 4 MiB, so the chunks hash on several threads); the digest is verified on the very inode
   that is then loaded (through ``/proc/self/fd``), and a mismatching, truncated or unloadable
   entry is deleted and recompiled, never loaded;
-- files are written under temporary names and atomically renamed (safe between processes).
+- files are written under temporary names and atomically renamed (safe between processes);
+- a worker process opens its cache ``load_only`` (``use_load_only()``): it never compiles or
+  writes, and a missing or bad entry is a ``CacheMissError`` that the kernel repairs with
+  ``restore()`` (docs/sandbox.md, "Caches under faults").
 
 The key is sha256(kind + wasm sha256 + ``engine_fingerprint()``). Loaded objects are memoized in
 memory by key (and by path + mtime + size for ``*_from_file``) so repeated calls skip the disk.
+A miss (a disk load or a compile) runs under a bounded start-up wait (``startwait.py``).
 """
 
 from __future__ import annotations
@@ -30,18 +34,22 @@ import structlog
 import wasmtime
 import wasmtime.component
 
-from bastion.cachedir import CACHE_ENV, CacheDirError, default_cache_root, secure_dir
+from bastion.cachedir import CACHE_ENV, CacheDirError, check_dir, default_cache_root, secure_dir
 from bastion.closing import Closeable
+from bastion.errors import ErrorCode, ExecutionError
 
 from .engine import engine_fingerprint, get_engine
+from .startwait import StartWait
 
 __all__ = [
     "CACHE_ENV",
     "CacheDirError",
+    "CacheMissError",
     "CompileCache",
     "default_cache",
     "tree_digest_bytes",
     "tree_digest_fd",
+    "use_load_only",
 ]
 
 _log = structlog.get_logger("bastion.sandbox.cache")
@@ -50,6 +58,21 @@ _PROC_FD: Final[Path] = Path("/proc/self/fd")
 Kind = Literal["module", "component"]
 _T = TypeVar("_T", wasmtime.Module, wasmtime.component.Component)
 Progress = Callable[[str], None]
+
+
+class CacheMissError(ExecutionError):
+    """A load-only cache (a worker's) lacks a verified entry it needs: missing, corrupt, or the
+    folder gone or unreadable. The kernel answers it by repairing the disk (``restore``)."""
+
+    def __init__(self, kind: str, key: str, reason: str) -> None:
+        super().__init__(
+            ErrorCode.INTERNAL,
+            "the compile cache lacks what the skill needs (it is repaired by the kernel)",
+            detail=f"{kind} {key[:16]}: {reason}"[:2000],
+        )
+        self.kind = kind
+        self.key = key
+        self.reason = reason
 
 
 _CHUNK: Final[int] = 4 << 20
@@ -122,12 +145,25 @@ class CompileCache(Closeable):
     parallel.
     """
 
-    def __init__(self, root: Path | None = None, *, progress: Progress | None = None) -> None:
-        self.root = secure_dir(root if root is not None else default_cache_root())
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        progress: Progress | None = None,
+        load_only: bool = False,
+    ) -> None:
+        root = root if root is not None else default_cache_root()
+        self.root = root if load_only else secure_dir(root)
+        self.load_only = load_only
+        """Never compile or write: a miss is a ``CacheMissError`` (a worker's cache)."""
         self.progress = progress
+        self._waits: StartWait[object] = StartWait("bastion-cache-load")
         self._engine = get_engine()
         self._fingerprint = engine_fingerprint()
         self._memo: dict[str, object] = {}
+        self._compiled: set[str] = set()
+        """Keys whose memoized object this process compiled (not mapped from a cache file,
+        which a fault may have truncated under it: touching such pages is a SIGBUS)."""
         self._path_memo: dict[tuple[str, int, int, int, int], object] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -182,6 +218,7 @@ class CompileCache(Closeable):
         """Forget in-memory objects (the disk cache stays)."""
         self._memo.clear()
         self._path_memo.clear()
+        self._compiled.clear()
 
     def close(self) -> None:
         self.clear_memory()
@@ -211,15 +248,23 @@ class CompileCache(Closeable):
         self, kind: Kind, path: Path, sha256: str, progress: Progress | None
     ) -> wasmtime.component.Component:
         cls = wasmtime.component.Component
-        obj = self._cached(self.key_for_digest(kind, sha256), cls, None)
+        key = self.key_for_digest(kind, sha256)
+        obj = self._cached(key, cls, None)
         if obj is not None:
             return obj
+        if self.load_only:
+            raise CacheMissError(kind, key, "no verified entry on disk")
         # Not compiled yet (or the entry was bad): compile from the file's bytes, keyed by what
         # they really hash to, so a stale digest can never attach code to the wrong key.
         return self._get(kind, Path(path).read_bytes(), cls, progress)
 
     def _get(self, kind: Kind, wasm: bytes, cls: type[_T], progress: Progress | None) -> _T:
         key = self.key(kind, wasm)
+        if self.load_only:
+            obj = self._cached(key, cls, None)
+            if obj is None:
+                raise CacheMissError(kind, key, "no verified entry on disk")
+            return obj
         obj = self._cached(
             key, cls, lambda: self._compile(key, wasm, cls, progress or self.progress)
         )
@@ -228,10 +273,18 @@ class CompileCache(Closeable):
 
     def _cached(self, key: str, cls: type[_T], compile: Callable[[], _T] | None) -> _T | None:
         """The object under ``key``: from memory, else verified from disk, else ``compile()``d
-        (once, under the key's lock); None if it is nowhere and there is nothing to compile."""
+        (once, under the key's lock); None if it is nowhere and there is nothing to compile.
+        A miss runs under the bounded start-up wait (``NOT_READY`` if it runs out)."""
         hit = self._memo.get(key)
         if hit is not None:
             return hit  # type: ignore[return-value]
+        what = "loading a compiled module" if compile is None else "compiling a module"
+        obj = self._waits.run(
+            (key, compile is None), lambda: self._cached_slow(key, cls, compile), what=what
+        )
+        return obj  # type: ignore[return-value]
+
+    def _cached_slow(self, key: str, cls: type[_T], compile: Callable[[], _T] | None) -> _T | None:
         with self._lock_for(key):
             hit = self._memo.get(key)
             if hit is not None:
@@ -245,6 +298,11 @@ class CompileCache(Closeable):
 
     def _load(self, key: str, cls: type[_T]) -> _T | None:
         art, dig = self.artifact_path(key), self.digest_path(key)
+        if self.load_only:
+            try:  # a worker never creates or fixes the folder, but refuses an unsafe one
+                check_dir(self.root)
+            except CacheDirError as exc:
+                raise CacheMissError("entry", key, exc.message) from None
         try:
             expected = dig.read_text(encoding="ascii").strip()
             fd = os.open(art, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -280,13 +338,70 @@ class CompileCache(Closeable):
             progress(f"compiling {cls.__name__.lower()} ({len(wasm) // 1024} KiB)")
         obj = cls(self._engine, wasm)
         self.compiles += 1
+        self._compiled.add(key)
         try:
-            blob = bytes(obj.serialize())
-            self._write_atomic(self.artifact_path(key), blob)
-            self._write_atomic(self.digest_path(key), tree_digest_bytes(blob).encode())
+            self._store(key, obj)
         except OSError as exc:
             _log.warning("cache.write_failed", key=key, reason=exc.strerror)
         return obj
+
+    def _store(self, key: str, obj: wasmtime.Module | wasmtime.component.Component) -> None:
+        blob = bytes(obj.serialize())
+        self._write_atomic(self.artifact_path(key), blob)
+        self._write_atomic(self.digest_path(key), tree_digest_bytes(blob).encode())
+
+    def _disk_ok(self, key: str) -> bool:
+        """Whether ``key`` has an entry on disk that matches its recorded digest."""
+        try:
+            expected = self.digest_path(key).read_text(encoding="ascii").strip()
+            fd = os.open(self.artifact_path(key), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (OSError, UnicodeDecodeError):
+            return False
+        try:
+            legacy = not expected.startswith(_TREE_PREFIX)
+            return (_sha256_file(fd) if legacy else tree_digest_fd(fd)) == expected
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def restore(
+        self, kind: Kind, path: Path, *, sha256: str | None = None, progress: Progress | None = None
+    ) -> bool:
+        """Make the disk hold a verified entry for the file at ``path`` compiled as ``kind``,
+        whatever the in-memory memo holds (a worker loads only from disk): the folder is
+        re-created (or refused, ``CacheDirError``), the object re-serialized if this process
+        compiled it, else the file compiled (a loaded one is mapped from a file that may be
+        the damaged one). ``sha256``, the file's recorded digest, names the entry; a
+        file that no longer hashes to it raises ``ValueError``. True if an entry was written;
+        a write that fails raises ``OSError``."""
+        secure_dir(self.root)
+        data: bytes | None = None
+        if sha256 is None:
+            data = Path(path).read_bytes()
+            sha256 = hashlib.sha256(data).hexdigest()
+        key = self.key_for_digest(kind, sha256)
+        cls: type[wasmtime.Module] | type[wasmtime.component.Component] = (
+            wasmtime.Module if kind == "module" else wasmtime.component.Component
+        )
+        with self._lock_for(key):
+            if self._disk_ok(key):
+                return False
+            self._evict(key)
+            obj = self._memo.get(key) if key in self._compiled else None
+            if obj is None:
+                data = Path(path).read_bytes() if data is None else data
+                if hashlib.sha256(data).hexdigest() != sha256:
+                    raise ValueError(f"{Path(path).name!r} no longer has its recorded sha256")
+                if progress is not None:
+                    progress(f"compiling {cls.__name__.lower()} ({len(data) // 1024} KiB)")
+                obj = cls(self._engine, data)
+                self.compiles += 1
+                self._compiled.add(key)
+            self._store(key, obj)  # type: ignore[arg-type]
+            self._memo[key] = obj
+        _log.info("cache.restored", key=key, kind=kind)
+        return True
 
     def _write_atomic(self, dest: Path, data: bytes) -> None:
         secure_dir(self.root)  # re-created if it was deleted while the process ran
@@ -303,6 +418,8 @@ class CompileCache(Closeable):
             raise
 
     def _evict(self, key: str) -> None:
+        if self.load_only:
+            return  # a worker may not write the cache; the kernel's restore() replaces it
         for p in (self.artifact_path(key), self.digest_path(key)):
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -310,6 +427,16 @@ class CompileCache(Closeable):
 
 _default: CompileCache | None = None
 _default_lock = threading.Lock()
+_load_only = False
+
+
+def use_load_only() -> None:
+    """Make this process's default cache load-only (a worker, before it first uses it)."""
+    global _load_only
+    with _default_lock:
+        _load_only = True
+        if _default is not None:
+            _default.load_only = True
 
 
 def default_cache() -> CompileCache:
@@ -317,5 +444,5 @@ def default_cache() -> CompileCache:
     global _default
     with _default_lock:
         if _default is None:
-            _default = CompileCache()
+            _default = CompileCache(load_only=_load_only)
         return _default

@@ -23,6 +23,7 @@ from bastion.executor import ExecutionRequest
 from .cache import CompileCache, default_cache
 from .component_call import CallOutcome, call_instance, instantiate_in
 from .errors_map import fault_to_error
+from .startwait import excluding
 from .store import Sandbox
 
 __all__ = [
@@ -170,7 +171,9 @@ class ComponentExecutor:
         """
         if self._closed:
             raise ExecutionError(ErrorCode.INTERNAL, "the component executor is closed")
+        since = time.monotonic()
         component = self._component(request.entry)
+        request = excluding(request, since)  # a first-use compile is host time (startwait.py)
         warm = self._warm.take(request)
         if warm is not None:
             sandbox, instance = warm

@@ -33,9 +33,10 @@ import structlog
 import wasmtime.component
 
 from bastion.cachedir import secure_dir
-from bastion.errors import BastionError, ErrorCode, ExecutionError
+from bastion.errors import BastionError
 
-from .cache import default_cache
+from .cache import CacheMissError, default_cache
+from .startwait import WAIT_ENV, StartWait
 
 __all__ = [
     "GUEST_DIR",
@@ -48,6 +49,7 @@ __all__ = [
     "ensure_runner",
     "load_runner",
     "load_runner_ready",
+    "restore_runner",
     "runner_digest",
     "runner_sha256",
 ]
@@ -131,7 +133,10 @@ def allowed_modules(guest_dir: Path = GUEST_DIR) -> tuple[str, ...]:
 
 
 def _runner_dir() -> Path:
-    path = secure_dir(default_cache().root) / "runner"  # re-created if deleted meanwhile
+    cache = default_cache()
+    if cache.load_only:  # a worker only looks (the kernel builds and repairs)
+        return cache.root / "runner"
+    path = secure_dir(cache.root) / "runner"  # re-created if deleted meanwhile
     path.mkdir(mode=0o700, exist_ok=True)
     return path
 
@@ -233,6 +238,8 @@ def ensure_runner(progress: Progress | None = None) -> Path:
     dest = folder / f"runner-{digest[:32]}.wasm"
     if dest.is_file():  # same name as built_runner()
         return dest
+    if default_cache().load_only:
+        raise CacheMissError("runner", digest, "the Python runner is not built")
     with _lock, _file_lock(folder / ".lock"):
         if not dest.is_file():
             _build(dest, progress)
@@ -277,6 +284,8 @@ def load_runner(progress: Progress | None = None) -> wasmtime.component.Componen
             path, sha256=runner_sha256(path), progress=progress
         )
     except wasmtime.WasmtimeError as exc:
+        if default_cache().load_only:
+            raise CacheMissError("runner", path.name, f"does not compile: {exc}") from None
         _log.warning("runner.corrupt_rebuilt", path=str(path), reason=str(exc)[:200])
         for p in (path, _digest_path(path)):
             with contextlib.suppress(OSError):
@@ -287,67 +296,20 @@ def load_runner(progress: Progress | None = None) -> wasmtime.component.Componen
         )
 
 
-RUNNER_WAIT_ENV: Final[str] = "BASTION_RUNNER_WAIT_S"
+RUNNER_WAIT_ENV: Final[str] = WAIT_ENV
 """Seconds a call waits for the runner to be built and compiled (default 300) before it is
-answered ``NOT_READY``; the build goes on, and a later call finds the runner ready."""
-_DEFAULT_WAIT_S: Final[float] = 300.0
+answered ``NOT_READY``; the build goes on, and a later call finds the runner ready. The same
+wait bounds every start-up step (``startwait.py``)."""
+
+_waits: StartWait[wasmtime.component.Component] = StartWait("bastion-runner-warmup")
+_ready: list[wasmtime.component.Component] = []
+"""The loaded runner, once (a list so the module needs no ``global``)."""
 
 
-class _Warmup:
-    """Builds and compiles the runner once, on a background thread, for every caller."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._done: threading.Event | None = None
-        self._value: wasmtime.component.Component | None = None
-        self._error: BaseException | None = None
-
-    def get(self, progress: Progress | None, wait_s: float) -> wasmtime.component.Component:
-        with self._lock:
-            if self._value is not None:
-                return self._value
-            if self._done is None or (self._done.is_set() and self._error is not None):
-                self._done, self._error = threading.Event(), None  # (re)try after a failure
-                threading.Thread(
-                    target=self._work,
-                    args=(progress, self._done),
-                    name="bastion-runner-warmup",
-                    daemon=True,
-                ).start()
-            done = self._done
-        if not done.wait(wait_s):
-            raise ExecutionError(
-                ErrorCode.NOT_READY,
-                f"the Python runner is still being built and compiled (waited {wait_s:g} s); "
-                "it goes on in the background: retry shortly",
-                retry_after_s=5.0,
-            )
-        with self._lock:
-            if self._value is not None:
-                return self._value
-            assert self._error is not None
-            raise self._error
-
-    def _work(self, progress: Progress | None, done: threading.Event) -> None:
-        try:
-            value = load_runner(progress)
-            with self._lock:
-                self._value = value
-        except BaseException as exc:
-            with self._lock:
-                self._error = exc
-        finally:
-            done.set()
-
-
-_warmup = _Warmup()
-
-
-def _wait_s() -> float:
-    try:
-        return max(0.0, float(os.environ.get(RUNNER_WAIT_ENV, _DEFAULT_WAIT_S)))
-    except ValueError:
-        return _DEFAULT_WAIT_S
+def _load_and_keep(progress: Progress | None) -> wasmtime.component.Component:
+    runner = load_runner(progress)
+    _ready[:] = [runner]
+    return runner
 
 
 def load_runner_ready(
@@ -356,4 +318,30 @@ def load_runner_ready(
     """``load_runner`` with a bounded start-up wait: the build runs once in the background; a
     caller waits at most ``wait_s`` (default ``$BASTION_RUNNER_WAIT_S`` or 300 s), then gets
     ``ExecutionError(NOT_READY)`` (retryable). A failed build is retried by the next caller."""
-    return _warmup.get(progress, _wait_s() if wait_s is None else wait_s)
+    if _ready:
+        return _ready[0]
+    return _waits.run(
+        "runner",
+        lambda: _load_and_keep(progress),
+        what="building and compiling the Python runner",
+        wait=wait_s,
+    )
+
+
+def restore_runner(progress: Progress | None = None) -> bool:
+    """Put a verified runner back on disk for workers, whatever this process holds in memory:
+    the runner is rebuilt if its file is gone (or no longer matches its recorded digest), and
+    its compiled form re-serialized or compiled. True if anything was written."""
+    path = ensure_runner(progress)
+    try:
+        return default_cache().restore(
+            "component", path, sha256=runner_sha256(path), progress=progress
+        )
+    except (ValueError, wasmtime.WasmtimeError) as exc:
+        _log.warning("runner.corrupt_rebuilt", path=str(path), reason=str(exc)[:200])
+        for p in (path, _digest_path(path)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        path = ensure_runner(progress)
+        default_cache().restore("component", path, sha256=runner_sha256(path), progress=progress)
+        return True

@@ -29,6 +29,7 @@ from .engine import get_engine
 from .errors_map import fault_to_error
 from .hostabi import define_host_abi
 from .rawcall import call_start, instantiate
+from .startwait import excluding
 from .store import Sandbox
 from .ticker import remaining_ms
 
@@ -66,8 +67,10 @@ class WasiModuleExecutor(Closeable):
                 f"skill exceeded its time limit of {request.limits.timeout_ms} ms",
                 detail="deadline passed before the module started",
             )
+        since = time.monotonic()
         pre = self._pre(self._module(request.entry))
-        return self.run(pre, request)
+        # Compiling or loading on first use is host time: never the call's (startwait.py).
+        return self.run(pre, excluding(request, since))
 
     def close(self) -> None:
         """Forget pre-linked modules and the linker (the compile cache stays)."""

@@ -10,7 +10,8 @@ the in-process mode.
 
 Modules: ``framing`` (the wire format), ``wire`` (request and outcome encoding), ``pool``
 (the kernel's side: start, call, kill, replace), ``proxy`` (the executors the kernel sees),
-``entry`` (the worker's main), ``oslimits`` with ``landlock`` and ``seccomp`` (the OS layer).
+``entry`` (the worker's main), ``oslimits`` with ``landlock`` and ``seccomp`` (the OS layer),
+``repair`` (a worker's cache miss: the kernel repairs the disk, recycles, retries).
 """
 
 from __future__ import annotations

@@ -123,6 +123,9 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from bastion.cachedir import CACHE_ENV
 
     os.environ[CACHE_ENV] = str(cfg["cache"])
+    from ..cache import use_load_only
+
+    use_load_only()  # a worker never compiles or writes the cache; the kernel repairs it
     from bastion.errors import ErrorCode, ExecutionError
 
     from .. import engine
@@ -131,6 +134,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from ..wasi_module import WasiModuleExecutor
     from . import oslimits
     from .derive import DESCRIBE_RUNTIME, describe_handler
+    from .repair import answer_prepare
     from .wire import encode_error, request_from_call
 
     slot = engine.engine_settings().memory_reservation
@@ -147,7 +151,8 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from ..runner_build import built_runner
 
     if built_runner() is not None:
-        executors["python"].load()
+        with contextlib.suppress(Exception):  # a cache miss is reported on the first call
+            executors["python"].load()
     _load(list(cfg.get("preload", [])), executors)
     read = [str(cfg["cache"]), *oslimits.python_read_paths(), *oslimits.SYSTEM_READ_PATHS]
     read += [str(p) for p in cfg.get("read", [])]
@@ -175,7 +180,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         except (EOFError, OSError):
             return 0
         if frame.kind == "prepare":
-            _load([[str(frame.header["runtime"]), str(frame.header["entry"])]], executors)
+            answer_prepare(frame.header, executors, ch.send)
             continue
         if frame.kind != "call":
             continue

@@ -34,7 +34,10 @@ from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
+from ..cache import CacheMissError
+from ..startwait import wait_s
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
+from .repair import load_in_worker
 from .wire import decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
@@ -84,6 +87,8 @@ class PoolStats:
     timeouts_killed: int = 0
     cancelled_killed: int = 0
     crashed: int = 0
+    recycled: int = 0
+    """Workers replaced because the compile cache was repaired under them."""
     start_ms: list[float] = field(default_factory=list)
 
 
@@ -108,6 +113,8 @@ class _Worker:
         self.owned = False
         """True while a thread (a caller, a replacement helper) holds this worker out of the
         idle list: that thread, not ``close()``, reaps it and closes its socket."""
+        self.loaded: set[tuple[str, str]] = set()
+        """(runtime, entry) pairs this worker confirmed loaded (``repair.load_in_worker``)."""
 
     def drain_stderr(self) -> None:
         """Read what the worker wrote to stderr so far (never blocks; keeps the tail), so the
@@ -192,6 +199,8 @@ class WorkerPool(Closeable):
         self._ids = 0
         self._replacing = 0
         self._helpers: list[threading.Thread] = []
+        self._recycle_before = 0.0
+        """Workers spawned before this (monotonic) time are replaced, not used (``recycle``)."""
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._all)
 
@@ -336,6 +345,10 @@ class WorkerPool(Closeable):
                             ErrorCode.CANCELLED, "the caller cancelled the call before it ran"
                         )
                     self._cond.wait(0.05 if request.cancel is not None else None)
+            if w.spawned < self._recycle_before:  # bound to a cache folder since repaired
+                w.signal_kill()
+                self._replace(w, reap=True)
+                continue
             if w.ready is not None:
                 return w, time.monotonic() - t0
             try:
@@ -385,6 +398,7 @@ class WorkerPool(Closeable):
             raise ExecutionError(ErrorCode.CANCELLED, "the caller cancelled the call before it ran")
         log_level = call_log_level(request.logger)  # before a worker is taken
         w, waited = self._acquire(request)
+        waited += self._load(w, request)
         deadline = request.deadline + waited
         hard = deadline + self.settings.grace_ms / 1000
         with self._cond:
@@ -407,6 +421,59 @@ class WorkerPool(Closeable):
             if not w.settled:  # e.g. the audit sink raised: the worker is mid-call, end it
                 self._end(w, request, "kernel error")
             raise
+
+    def _load(self, w: _Worker, request: ExecutionRequest) -> float:
+        """Have ``w`` load the call's entry first (host time, like starting it); the seconds
+        spent. A cache miss gives the worker back and raises ``CacheMissError`` for repair."""
+        t0 = time.monotonic()
+        limit = wait_s()
+        try:
+            load_in_worker(w, request.runtime, request.entry, limit, request.cancel)
+        except CacheMissError:
+            self._release(w)
+            raise
+        except (ExecutionError, TimeoutError) as exc:  # cancelled, or loading past the wait
+            w.settled = True
+            w.signal_kill()
+            self._replace(w, reap=True)  # its late answer must not meet a later call
+            if isinstance(exc, ExecutionError):
+                raise
+            raise ExecutionError(
+                ErrorCode.NOT_READY,
+                f"a sandbox worker is still loading the skill (waited {limit:g} s): retry shortly",
+                detail=str(exc),
+                retry_after_s=5.0,
+            ) from None
+        except (EOFError, FrameError, OSError) as exc:
+            # Dying while loading is the cache's doing (a mapped file truncated under it is a
+            # SIGBUS): repaired and retried like a miss, never charged to the skill.
+            w.settled = True
+            status = w.kill()
+            self._count("crashed")
+            self._replace(w)
+            why = f"worker {w.pid} died loading it: {_describe(status)} ({exc})"
+            raise CacheMissError("entry", str(request.entry.name), why) from None
+        return time.monotonic() - t0
+
+    def recycle(self, spawned_before: float | None = None) -> int:
+        """Replace every worker started before ``spawned_before`` (default now): idle ones at
+        once, busy ones when their call ends. A worker's Landlock rules are bound to the cache
+        folder it started with, which a repair may have re-created. Returns how many."""
+        cutoff = time.monotonic() if spawned_before is None else spawned_before
+        with self._cond:
+            before, self._recycle_before = self._recycle_before, max(self._recycle_before, cutoff)
+            stale = [w for w in self._idle if w.spawned < cutoff]
+            for w in stale:
+                self._idle.remove(w)
+                w.owned = True
+            count = sum(1 for w in self._all if before <= w.spawned < cutoff)
+            self.stats.recycled += count
+        for w in stale:
+            w.signal_kill()
+            self._replace(w, reap=True)
+        if count:
+            _log.info("worker.recycled", count=count)
+        return count
 
     def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
         """Read the worker's frames for one call until its answer, the deadline or a cancel."""

@@ -5,18 +5,27 @@ cache here (so workers only load what the kernel checked) and tells the pool to 
 ``execute`` sends the call to a worker. ``wrap_executors`` swaps the built-in ``wasm``,
 ``component`` and ``python`` executors for these when the policy says ``isolation =
 "process"``; executors a plugin registered are left in-process (a worker cannot import them).
+A worker that lacks a verified artifact (the cache folder deleted, emptied or corrupted while
+it ran) makes the call repair the cache and recycle the workers, then retry once
+(``repair.py``); compiling and repairing never count against the call's deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Final, final
 
+from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest, Executor
 
+from ..cache import CacheMissError
+from ..startwait import excluding
 from .pool import WorkerPool, WorkerSettings
+from .repair import repair
 
 __all__ = ["SANDBOXED_RUNTIMES", "ProcessExecutor", "wrap_executors"]
 
@@ -48,10 +57,28 @@ class ProcessExecutor:
         """Run the call in a worker process (hard deadline, cancellation, crash isolation).
 
         The entry is compiled here first if it was not prepared: workers may read the cache
-        but never write it."""
+        but never write it. A worker's cache miss is repaired, then the call is retried once;
+        the host time spent on either is given back to the call's deadline."""
+        since = time.monotonic()
         if request.entry not in self._prepared:
             self.prepare(request.entry)
-        return self.pool.run(request)
+        request = excluding(request, since)
+        try:
+            return self.pool.run(request)
+        except CacheMissError as miss:
+            since = time.monotonic()
+            recycled = repair(self.pool, self.runtime, request.entry, miss)
+            with contextlib.suppress(Exception):  # the audit sink's failure is not the call's
+                request.audit("worker", {"event": "cache_repaired", "recycled": recycled})
+            request = excluding(request, since)
+        try:
+            return self.pool.run(request)
+        except CacheMissError as again:
+            raise ExecutionError(
+                ErrorCode.INTERNAL,
+                "the sandbox workers cannot load the compile cache even after it was repaired",
+                detail=again.detail,
+            ) from None
 
     def close(self) -> None:
         """Close the local executor; the last proxy to close stops the pool."""

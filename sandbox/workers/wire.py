@@ -18,6 +18,8 @@ from bastion.executor import Capabilities, ExecutionRequest, Limits, Mount
 from bastion.httpfixtures import HttpFixtures
 from bastion.netrule import NetRule
 
+from ..cache import CacheMissError
+
 __all__ = ["decode_error", "encode_call", "encode_error", "request_from_call"]
 
 
@@ -78,8 +80,8 @@ def request_from_call(
 
 
 def encode_error(call_id: int, exc: ExecutionError) -> dict[str, Any]:
-    """The error header for a failed call."""
-    return {
+    """The error header for a failed call (a cache miss says so: the kernel repairs it)."""
+    head: dict[str, Any] = {
         "t": "error",
         "id": call_id,
         "code": str(exc.error_code),
@@ -87,6 +89,9 @@ def encode_error(call_id: int, exc: ExecutionError) -> dict[str, Any]:
         "detail": exc.detail,
         "retry_after_s": exc.retry_after_s,
     }
+    if isinstance(exc, CacheMissError):
+        head["miss"] = [exc.kind, exc.key, exc.reason]
+    return head
 
 
 def decode_error(header: dict[str, Any]) -> ExecutionError:
@@ -97,6 +102,9 @@ def decode_error(header: dict[str, Any]) -> ExecutionError:
         code = ErrorCode.INTERNAL
     detail = header.get("detail")
     retry = header.get("retry_after_s")
+    miss = header.get("miss")
+    if isinstance(miss, list) and len(miss) == 3:
+        return CacheMissError(*(str(x)[:2000] for x in miss))
     return ExecutionError(
         code,
         str(header.get("message") or "the skill failed")[:4000],

@@ -90,6 +90,116 @@ async def _calls(client: Any, n: int) -> list[float]:
     return out
 
 
+class LeanClient:
+    """A minimal MCP client: one keep-alive HTTP/1.1 connection (``http.client``) posting
+    hand-built JSON-RPC, reading JSON or SSE answers. Its own cost is a few tens of us, so what
+    it measures over the anchor is what the server adds (plus loopback TCP)."""
+
+    def __init__(self, port: int, token: str, era: str) -> None:
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.era = era
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        self.next_id = 0
+        if era == "legacy":
+            _, headers = self._post(
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "lean", "version": "1"},
+                },
+            )
+            self.headers["mcp-session-id"] = headers["mcp-session-id"]
+            self.headers["mcp-protocol-version"] = "2025-11-25"
+            self._post("notifications/initialized", None, notify=True)
+
+    def _post(
+        self, method: str, params: dict[str, Any] | None, *, notify: bool = False
+    ) -> tuple[Any, dict[str, str]]:
+        import json
+
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        headers = dict(self.headers)
+        if not notify:
+            self.next_id += 1
+            msg["id"] = self.next_id
+        if self.era != "legacy":
+            msg["params"] = dict(msg.get("params") or {})
+            msg["params"]["_meta"] = {
+                "io.modelcontextprotocol/protocolVersion": self.era,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "lean", "version": "1"},
+            }
+            headers["mcp-protocol-version"] = self.era
+            headers["mcp-method"] = method
+            if method == "tools/call":
+                headers["mcp-name"] = params["name"] if params else ""
+        self.conn.request("POST", "/mcp", json.dumps(msg), headers)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        got = {k.lower(): v for k, v in resp.getheaders()}
+        if notify or resp.status == 202:
+            return None, got
+        if resp.status != 200:
+            raise RuntimeError(f"{method}: HTTP {resp.status} {body[:300]!r}")
+        if got.get("content-type", "").startswith("text/event-stream"):
+            for line in body.decode().splitlines():
+                if line.startswith("data:") and line[5:].strip():
+                    obj = json.loads(line[5:])
+                    if obj.get("id") == msg["id"]:
+                        return obj, got
+            raise RuntimeError(f"{method}: no answer in the event stream")
+        return json.loads(body), got
+
+    def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        answer, _ = self._post("tools/call", {"name": name, "arguments": arguments})
+        result: dict[str, Any] = answer["result"]
+        return result
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def bench_lean(port: int, token: str, n: int, era: str) -> list[float]:
+    c = LeanClient(port, token, era)
+    try:
+        for _ in range(50):
+            c.call("echo", {"v": 1})
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r = c.call("echo", {"v": 1})
+            out.append(time.perf_counter() - t)
+            assert not r.get("isError"), r
+        return out
+    finally:
+        c.close()
+
+
+def bench_floor(port: int, n: int) -> list[float]:
+    """``GET /healthz`` on one keep-alive connection: uvicorn + Starlette + loopback TCP."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out = []
+    for i in range(n + 50):
+        t = time.perf_counter()
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+        if i >= 50:
+            out.append(time.perf_counter() - t)
+    conn.close()
+    return out
+
+
 def bench_stdio(policy: Path, pack: Path, n: int, mode: str, env: dict[str, str]) -> list[float]:
     import anyio
     from mcp import Client

@@ -217,8 +217,11 @@ class CallHandler:
         """``kernel.ainvoke`` in its own asyncio task, so that a cancelled request cancels it
         once and then waits (shielded) until the guest has really stopped. ``key`` (session,
         request id) lets ``client_gone`` stop it when a 2025-era HTTP client vanishes."""
+        # durable: the answer goes out only once the call's audit record is on disk (flushed
+        # in the kernel's pool thread; concurrent calls share one fsync), so a replica killed
+        # right after answering leaves no completed call unrecorded.
         task = asyncio.ensure_future(
-            gen.kernel.ainvoke(name, arguments, context=context, approver=approver)
+            gen.kernel.ainvoke(name, arguments, context=context, approver=approver, durable=True)
         )
         if key is not None:
             self._running[key] = task
@@ -240,9 +243,6 @@ class CallHandler:
             if key is not None:
                 self._running.pop(key, None)
                 self._gone.discard(key)
-        # Answer only once the call's audit record is on disk (concurrent calls share one
-        # fsync): a replica killed right after answering leaves no completed call unrecorded.
-        await asyncio.get_running_loop().run_in_executor(None, gen.kernel.audit.flush)
         return result
 
     @staticmethod

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any, Final
 
 import anyio
@@ -36,6 +35,7 @@ from .approvals import (
     state_for,
 )
 from .auth import Caller, current_caller
+from .content import mcp_content
 from .holder import Generation, KernelHolder
 
 __all__ = ["CallHandler", "error_result", "tool_result"]
@@ -53,7 +53,8 @@ def error_result(code: str, message: str) -> types.CallToolResult:
 
 
 def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
-    """The MCP form of a kernel result: JSON text always, structured content when declared."""
+    """The MCP form of a kernel result: JSON text always, then each checked image or file as
+    ``ImageContent`` / ``EmbeddedResource``; structured content when declared."""
     if not result.ok or result.error is not None:
         err = result.error
         assert err is not None
@@ -61,9 +62,8 @@ def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
         if err.retry_after_s is not None:
             text += f" (retry after {err.retry_after_s} s)"
         return error_result(err.code, text)
-    text = json.dumps(result.output, ensure_ascii=False, separators=(",", ":"))
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
+        content=mcp_content(result.output, result.invocation_id),
         structured_content=result.output
         if structured and isinstance(result.output, dict)
         else None,

@@ -28,7 +28,7 @@ URI_SCHEME: Final[str] = "bastion"
 def content_uri(invocation_id: str, index: int, name: str | None) -> str:
     """``bastion://invocation/<id>/<n>[/<name>]``: the item's place, percent-encoded (a name
     cannot add path segments)."""
-    base = f"{URI_SCHEME}://invocation/{quote(invocation_id, safe='')}/{index}"
+    base = f"{URI_SCHEME}://invocation/{quote(invocation_id or '-', safe='')}/{index}"
     return base + (f"/{quote(name, safe='')}" if name else "")
 
 

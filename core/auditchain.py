@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 import weakref
@@ -67,14 +68,30 @@ def _digest(line: str) -> str:
 
 
 def _last_of(path: Path, node: str) -> str | None:
-    """The digest of the last whole record of ``node`` in ``path`` (its tail), if any."""
+    """The digest of the last whole record of ``node`` in ``path`` (its tail), if any.
+
+    Only a regular file is read, and at most its last ``_TAIL_BYTES``: another process may
+    have swapped the log for a FIFO (an open would block) or a device such as ``/dev/full``
+    (a read never ends); the log itself reports that path as failing."""
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.lseek(fd, max(0, st.st_size - _TAIL_BYTES), os.SEEK_SET)
+        chunks: list[bytes] = []
+        left = _TAIL_BYTES
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     for raw in reversed(data.split(b"\n")):
         text = raw.decode("utf-8", errors="replace")
         if not text.startswith('{"node":'):

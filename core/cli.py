@@ -102,6 +102,7 @@ def _skill_dict(st: Any) -> dict[str, Any]:
         "version": s.version,
         "pack": s.pack,
         "runtime": s.runtime,
+        "title": s.title,
         "description": s.description,
         "granted": g.granted,
         "available": st.available,
@@ -152,6 +153,7 @@ def cmd_skills(args: argparse.Namespace) -> int:
             d = _skill_dict(st)
             lines = [
                 f"{d['name']} {d['version']}  ({d['runtime']}, pack {d['pack']})",
+                f"  title: {d['title']}",
                 f"  {d['description']}",
                 f"  decision: {_decision(st)}",
             ]

@@ -220,7 +220,15 @@ def _hidden_in_names(schema: Any) -> str | None:
 def _cleaned(skill: Skill, *, source: str) -> Skill:
     """``skill`` with its pack text cleaned for terminals and models, and what changed."""
     desc = clean_text(skill.description)
-    changes = [c for c in [desc.change("description")] if c is not None]
+    title = clean_text(skill.manifest.title or "", multiline=False)
+    changes = [c for c in [desc.change("description"), title.change("title")] if c is not None]
+    if skill.manifest.title is not None and not title.text.strip():
+        raise ManifestError(
+            "the title is empty once invisible and control characters are removed",
+            source=source,
+            where="title",
+            fix="write the title in plain visible text, or leave it out (the name is used)",
+        )
     if not desc.text.strip():
         raise ManifestError(
             "the description is empty once invisible and control characters are removed",
@@ -258,6 +266,7 @@ def _cleaned(skill: Skill, *, source: str) -> Skill:
     manifest = skill.manifest.model_copy(
         update={
             "description": None if skill.manifest.description is None else desc.text,
+            "title": None if skill.manifest.title is None else title.text.strip(),
             "examples": tuple(Example.model_validate(e) for e in examples),
         }
     )

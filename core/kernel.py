@@ -132,6 +132,13 @@ def _sandbox_health() -> dict[str, Any]:
         return {"ready": False, "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
+def _then_flush(call: Callable[[], ToolResult], audit: Any) -> ToolResult:
+    """``call()``, then wait until the audit records written so far are on disk."""
+    result = call()
+    audit.flush()
+    return result
+
+
 @final
 class Kernel(Closeable):
     """Loads packs under a policy and runs skills through the invocation pipeline."""
@@ -634,12 +641,14 @@ class Kernel(Closeable):
         *,
         context: InvocationContext | None = None,
         approver: Approver | None = None,
+        durable: bool = False,
     ) -> ToolResult:
         """``invoke`` on the kernel's bounded thread pool, without blocking the event loop.
 
         Cancelling the awaiting task cancels the call itself: the executor stops the guest, the
         audit record says ``CANCELLED``, and the task's ``CancelledError`` is raised only once
-        the call has stopped, so no skill runs on after its caller gave up."""
+        the call has stopped, so no skill runs on after its caller gave up. ``durable``: return
+        only once the call's audit record is on disk (flushed in the same pool thread)."""
         import asyncio  # here, not at the top: a CLI run never needs the event loop machinery
 
         loop = asyncio.get_running_loop()
@@ -647,6 +656,8 @@ class Kernel(Closeable):
         call = functools.partial(
             self.invoke, name, arguments, context=context, approver=approver, cancel=cancel
         )
+        if durable:
+            call = functools.partial(_then_flush, call, self.audit)
         future = loop.run_in_executor(self._pool, call)
         try:
             return await asyncio.shield(future)

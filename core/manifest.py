@@ -10,7 +10,7 @@ import json
 import posixpath
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -24,6 +24,7 @@ from .schemas import check_schema_document
 
 __all__ = [
     "CONFIG_TYPES",
+    "MAX_TITLE_CHARS",
     "NAME_PATTERN",
     "PACK_MANIFEST",
     "RUNTIMES",
@@ -37,6 +38,7 @@ __all__ = [
     "SkillManifest",
     "check_json_schema",
     "check_rules",
+    "default_title",
     "load_pack_manifest",
     "load_skill_manifest",
     "normalize_guest_path",
@@ -254,6 +256,16 @@ def check_requirements(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(r.strip() for r in values)
 
 
+MAX_TITLE_CHARS: Final[int] = 100
+"""The longest ``title`` a skill may declare (a display name, not a description)."""
+
+
+def default_title(name: str) -> str:
+    """The title of a skill that declares none: its name in words (``web_fetch`` -> "Web fetch")."""
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
 class SkillManifest(_Model):
     """A skill's ``skill.toml``."""
 
@@ -261,6 +273,8 @@ class SkillManifest(_Model):
     version: str
     description: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     """Required except for ``python`` skills, which may take it from ``run()``'s docstring."""
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE_CHARS)] | None = None
+    """A short human-readable name (MCP ``title``); default derived from ``name``."""
     runtime: Literal["wasm", "component", "python", "native"]
     entry: str | None = None
     input_schema: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .manifest import SkillManifest
+from .manifest import SkillManifest, default_title
 from .textclean import TextChange
 
 __all__ = ["Skill"]
@@ -32,6 +32,11 @@ class Skill:
     @property
     def name(self) -> str:
         return self.manifest.name
+
+    @property
+    def title(self) -> str:
+        """The manifest's (cleaned) ``title``, or one derived from the name."""
+        return self.manifest.title or default_title(self.manifest.name)
 
     @property
     def version(self) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any, Final
 
 import anyio
@@ -36,6 +35,7 @@ from .approvals import (
     state_for,
 )
 from .auth import Caller, current_caller
+from .content import mcp_content
 from .holder import Generation, KernelHolder
 
 __all__ = ["CallHandler", "error_result", "tool_result"]
@@ -53,7 +53,8 @@ def error_result(code: str, message: str) -> types.CallToolResult:
 
 
 def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
-    """The MCP form of a kernel result: JSON text always, structured content when declared."""
+    """The MCP form of a kernel result: JSON text always, then each checked image or file as
+    ``ImageContent`` / ``EmbeddedResource``; structured content when declared."""
     if not result.ok or result.error is not None:
         err = result.error
         assert err is not None
@@ -61,9 +62,8 @@ def tool_result(result: ToolResult, structured: bool) -> types.CallToolResult:
         if err.retry_after_s is not None:
             text += f" (retry after {err.retry_after_s} s)"
         return error_result(err.code, text)
-    text = json.dumps(result.output, ensure_ascii=False, separators=(",", ":"))
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
+        content=mcp_content(result.output, result.invocation_id),
         structured_content=result.output
         if structured and isinstance(result.output, dict)
         else None,
@@ -217,8 +217,11 @@ class CallHandler:
         """``kernel.ainvoke`` in its own asyncio task, so that a cancelled request cancels it
         once and then waits (shielded) until the guest has really stopped. ``key`` (session,
         request id) lets ``client_gone`` stop it when a 2025-era HTTP client vanishes."""
+        # durable: the answer goes out only once the call's audit record is on disk (flushed
+        # in the kernel's pool thread; concurrent calls share one fsync), so a replica killed
+        # right after answering leaves no completed call unrecorded.
         task = asyncio.ensure_future(
-            gen.kernel.ainvoke(name, arguments, context=context, approver=approver)
+            gen.kernel.ainvoke(name, arguments, context=context, approver=approver, durable=True)
         )
         if key is not None:
             self._running[key] = task
@@ -240,9 +243,6 @@ class CallHandler:
             if key is not None:
                 self._running.pop(key, None)
                 self._gone.discard(key)
-        # Answer only once the call's audit record is on disk (concurrent calls share one
-        # fsync): a replica killed right after answering leaves no completed call unrecorded.
-        await asyncio.get_running_loop().run_in_executor(None, gen.kernel.audit.flush)
         return result
 
     @staticmethod

@@ -1,9 +1,12 @@
 """``/healthz`` and ``/readyz``: alive, and ready to run calls.
 
-Ready means: the sandbox executors load and the skills are prepared (the Python runner built
-and compiled, modules in the compile cache), the policy is loaded, and the audit log is
-writable. Preparing runs in a background thread from start-up, so ``bastion serve`` answers at
-once and ``/readyz`` says 503 until the sandbox is ready.
+Ready means what the kernel itself says (``Kernel.readiness()``: the sandbox engine can be
+configured, the audit log accepts records) plus what serving adds: the skills are prepared
+(the Python runner built and compiled, modules in the compile cache; this runs in a background
+thread from start-up, so ``bastion serve`` answers at once) and the audit log is not failing
+(records reach the file; ``[audit] on_failure = "continue"`` keeps a failing log from making the
+server unready, as it keeps it from refusing calls). ``/readyz`` is 503 until then, with each
+reason in ``reasons``, scrubbed of host paths like every message a client sees.
 """
 
 from __future__ import annotations
@@ -13,11 +16,37 @@ from typing import Any
 
 import structlog
 
-from .holder import KernelHolder
+from bastion.scrub import scrub_message
+
+from .holder import Generation, KernelHolder
 
 __all__ = ["Readiness"]
 
 log = structlog.get_logger("bastion.serve")
+
+
+def _scrubbed(text: str, gen: Generation) -> str:
+    """``text`` without host paths (the audit path and any other absolute path) or secrets."""
+    path = getattr(gen.kernel.audit, "path", None)
+    return scrub_message(text, paths=[str(path)] if path is not None else [], limit=300)
+
+
+def _audit_reason(gen: Generation, accepting: bool) -> str | None:
+    """Why the audit log keeps the server unready, or None."""
+    kernel = gen.kernel
+    continue_on_failure = kernel.policy.doc.audit.on_failure == "continue"
+    status = getattr(kernel.audit, "status", None)
+    info: dict[str, Any] = status() if callable(status) else {}
+    failing = bool(info.get("failing")) or info.get("writable") is False
+    if accepting and (continue_on_failure or not failing):
+        return None
+    cause = info.get("last_error") or "writes to it fail"
+    what = (
+        "the audit log is refusing calls"
+        if not accepting
+        else "the audit log is failing (records are kept in memory and retried)"
+    )
+    return f"audit: {what}: {_scrubbed(str(cause), gen)}"
 
 
 class Readiness:
@@ -38,10 +67,10 @@ class Readiness:
     def _prepare(self) -> None:
         try:
             with self.holder.use() as gen:
-                self.problems = [p.message for p in gen.kernel.prepare()]
+                self.problems = [_scrubbed(p.message, gen) for p in gen.kernel.prepare()]
                 gen.prepared.update(gen.catalog.names())
         except Exception as exc:
-            self.problems = [f"{type(exc).__name__}: {str(exc)[:300]}"]
+            self.problems = [f"{type(exc).__name__}: {scrub_message(str(exc), limit=300)}"]
             log.exception("prepare_failed")
         finally:
             self._prepared.set()
@@ -50,24 +79,44 @@ class Readiness:
         return self._prepared.wait(timeout)
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        """``(ready, details)`` for ``/readyz``."""
+        """``(ready, details)`` for ``/readyz``: ``checks`` per component, ``reasons`` for each
+        failing one (no host paths)."""
         with self.holder.use() as gen:
-            health = gen.kernel.health()
-        audit = health["audit"]
+            kernel_ready = gen.kernel.readiness()
+            reasons: list[str] = []
+            if not kernel_ready["sandbox"]:
+                reasons.append(
+                    "sandbox: the WebAssembly engine cannot be configured (see 'bastion doctor')"
+                )
+            elif not self._prepared.is_set():
+                reasons.append(
+                    "sandbox: preparing the skills (building or loading the Python runner, "
+                    "compiling modules into the cache)"
+                )
+            audit = _audit_reason(gen, kernel_ready["audit"])
+            if audit is not None:
+                reasons.append(audit)
+            handle = gen.kernel.state
+            if handle.store is not None:
+                handle.store.ping()  # an outage (or a recovery) is seen now, not at a call
+            state = handle.status()
+            number = gen.number
         checks = {
-            "sandbox": bool(health["sandbox"]["ready"]) and self._prepared.is_set(),
-            "policy": True,
-            "audit": bool(audit["writable"]) or not audit["enabled"],
+            "sandbox": bool(kernel_ready["sandbox"]) and self._prepared.is_set(),
+            "policy": True,  # the serving generation's policy loaded (a broken reload is kept out)
+            "audit": audit is None,
         }
         details: dict[str, Any] = {
             "ready": all(checks.values()),
             "checks": checks,
-            "generation": self.holder.current.number,
+            "reasons": reasons,
+            "generation": number,
             "preparing": not self._prepared.is_set(),
         }
-        details["state"] = health.get("state")  # reported; a store outage is per-call policy
+        details["state"] = state  # reported only: a store outage is per-call policy
         if self.problems:
             details["prepare_problems"] = self.problems[:20]
         if self.holder.last_error:
-            details["reload_refused"] = self.holder.last_error[:500]
+            with self.holder.use() as gen:
+                details["reload_refused"] = _scrubbed(self.holder.last_error, gen)[:500]
         return details["ready"], details

@@ -102,6 +102,7 @@ class BastionServer:
             title="Bastion",
             instructions=INSTRUCTIONS,
             on_list_tools=self._list_tools,
+            get_tool_input_schema=self._input_schema,
             on_call_tool=self.calls,
             on_subscriptions_listen=self.listen,
         )
@@ -116,6 +117,11 @@ class BastionServer:
         self.notifier.track(ctx)
         tools = self.holder.current.catalog.tools(current_caller())
         return types.ListToolsResult(tools=list(tools))
+
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        """One tool's schema for the caller (what ``tools/list`` would give it), looked up
+        instead of running the listing on every 2026-era ``tools/call``."""
+        return self.holder.current.catalog.input_schema(name, current_caller())
 
     def initialization_options(self) -> InitializationOptions:
         return self.server.create_initialization_options(NotificationOptions(tools_changed=True))

@@ -5,8 +5,8 @@ enabled, has an executor, and the caller's tenant and roles allow it; anything e
 exactly like a name no pack provides. Annotations describe what the kernel *enforces* (the
 grant), never what the author claims: ``readOnlyHint`` no writable mount, ``openWorldHint`` any
 network rule, ``destructiveHint`` false only when nothing writable, ``idempotentHint`` from
-``deterministic``. Descriptions arrive cleaned by discovery (``bastion.textclean``: no
-terminal escapes, bidi tricks or invisible "tag" text); a title goes through the same cleaner.
+``deterministic``. Titles and descriptions arrive cleaned by discovery (``bastion.textclean``:
+no terminal escapes, bidi tricks or invisible "tag" text).
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import mcp_types as types
 
 from bastion.kernel import Kernel, SkillStatus
 from bastion.tenants import TenantGate
-from bastion.textclean import clean_text
 
 from .auth import Caller
 
 __all__ = ["ToolCatalog", "annotations_for", "tool_for"]
+
+_MAX_CACHED_CALLERS: Final[int] = 256
+"""Distinct (tenant, roles) tool sets a catalog keeps; more start the cache over."""
 
 
 def annotations_for(st: SkillStatus) -> types.ToolAnnotations:
@@ -40,9 +42,9 @@ def annotations_for(st: SkillStatus) -> types.ToolAnnotations:
     )
 
 
-def _title(st: SkillStatus) -> str | None:
-    title = getattr(st.skill.manifest, "title", None)
-    return clean_text(title).text if isinstance(title, str) and title else None
+def _title(st: SkillStatus) -> str:
+    """The manifest's title (cleaned at discovery), or one derived from the skill's name."""
+    return st.skill.title
 
 
 def _object_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -74,6 +76,8 @@ class ToolCatalog:
         self._gate = TenantGate(doc.tenants, doc.roles) if doc.tenants or doc.roles else None
         self._usable = {st.name: st for st in kernel.skills() if st.usable}
         self._tools = {name: tool_for(st) for name, st in self._usable.items()}
+        self._visible: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
+        self._lists: dict[frozenset[str], list[types.Tool]] = {}
         text = json.dumps(
             [t.model_dump(mode="json", by_alias=True) for t in self._tools.values()],
             sort_keys=True,
@@ -91,12 +95,26 @@ class ToolCatalog:
             "roles": {k: v.model_dump(mode="json") for k, v in doc.roles.items()},
         }
 
+    def visible(self, caller: Caller) -> frozenset[str]:
+        """The names ``caller``'s tenant and roles may see and call, computed once per
+        (tenant, roles) for this kernel: a policy or pack change builds a new catalog."""
+        key = (caller.tenant, caller.roles)
+        names = self._visible.get(key)
+        if names is None:
+            gate = self._gate
+            names = frozenset(
+                n
+                for n in self._usable
+                if gate is None or gate.refusal(n, caller.tenant, caller.roles) is None
+            )
+            if len(self._visible) >= _MAX_CACHED_CALLERS:
+                self._visible.clear()  # many distinct role sets: start over, stay bounded
+            self._visible[key] = names
+        return names
+
     def allows(self, name: str, caller: Caller) -> bool:
         """Whether ``caller`` may see and call the tool ``name``."""
-        if name not in self._usable:
-            return False
-        gate = self._gate
-        return gate is None or gate.refusal(name, caller.tenant, caller.roles) is None
+        return name in self.visible(caller)
 
     def tools_output(self, name: str) -> bool:
         """Whether the tool declares an ``outputSchema`` (results then carry structured content)."""
@@ -107,9 +125,22 @@ class ToolCatalog:
         """Every usable tool's name (whoever may call it)."""
         return list(self._usable)
 
+    def input_schema(self, name: str, caller: Caller) -> dict[str, Any] | None:
+        """The ``inputSchema`` of ``name`` when ``caller`` may use it, else None (the SDK then
+        checks ``Mcp-Param-*`` headers against it without listing every tool per call)."""
+        tool = self._tools.get(name)
+        return tool.input_schema if tool is not None and self.allows(name, caller) else None
+
     def status(self, name: str) -> SkillStatus | None:
         return self._usable.get(name)
 
     def tools(self, caller: Caller) -> Sequence[types.Tool]:
-        """The caller's tools, sorted by name."""
-        return [t for name, t in self._tools.items() if self.allows(name, caller)]
+        """The caller's tools, in catalog order (built once per set of visible names)."""
+        names = self.visible(caller)
+        listed = self._lists.get(names)
+        if listed is None:
+            listed = [t for name, t in self._tools.items() if name in names]
+            if len(self._lists) >= _MAX_CACHED_CALLERS:
+                self._lists.clear()
+            self._lists[names] = listed
+        return listed

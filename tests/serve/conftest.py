@@ -67,7 +67,7 @@ def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _skill(
         folder,
         "echo",
-        f'description = "Echo the input."\n{wasm}{obj}\ndeterministic = true',
+        f'description = "Echo the input."\ntitle = "Echo back"\n{wasm}{obj}\ndeterministic = true',
         {"skill.wasm": echo},
     )
     _skill(

@@ -19,7 +19,7 @@ import pytest
 from bastion.serve import MAX_FRAME_BYTES, MAX_FRAME_DEPTH
 
 from .clients import http_client
-from .conftest import ALICE, BASTION, Served, run_serve, server_env, wait_for
+from .conftest import ALICE, BASTION, Served, read_audit, run_serve, server_env, wait_for
 from .test_http import HEADERS, INIT
 
 AUTH = {**HEADERS, "authorization": f"Bearer {ALICE}"}
@@ -211,15 +211,23 @@ class TestSlowReaders:
                     "jsonrpc": "2.0",
                     "id": 1,
                     "method": "tools/call",
-                    "params": {"name": "echo", "arguments": {"pad": "x" * 60_000}},
+                    "params": {
+                        "name": "echo",
+                        "arguments": {"pad": "x" * 60_000},
+                        "_meta": {
+                            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities": {},
+                        },
+                    },
                 }
             ).encode()
+            # A complete 2026-07-28 call: each one really runs and answers 60 kB nobody reads.
             request = (
                 f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n"
                 f"Authorization: Bearer {ALICE}\r\nContent-Type: application/json\r\n"
                 "Accept: application/json, text/event-stream\r\n"
-                "MCP-Protocol-Version: 2026-07-28\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
+                "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\n"
+                f"Mcp-Name: echo\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
             socks = []
             for _ in range(20):
@@ -243,3 +251,10 @@ class TestSlowReaders:
                     sk.close()
             wait_for(lambda: s.proc.poll() is None, 5)
             _served_ok(s)
+            # The unread calls really ran (their answers were produced, then held back).
+            echoes = [
+                r
+                for r in read_audit(s.audit)
+                if r["event"] == "invoke" and r["skill"] == "echo" and r["caller"] == "alice"
+            ]
+            assert len([r for r in echoes if r["outcome"] == "ok"]) >= len(socks)

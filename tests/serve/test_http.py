@@ -3,6 +3,8 @@ nothing, tenant-bound approval state, health endpoints, and the loopback-only de
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -189,8 +191,48 @@ def test_readyz_is_503_until_the_sandbox_is_ready(tmp_path: Path) -> None:
 
     with run_serve(path, pack, ready=False, env=env) as s:
         assert httpx.get(s.base + "/healthz", timeout=30).status_code == 200
+        first = httpx.get(s.base + "/readyz", timeout=30)
         wait_for(lambda: poll(s), 600, 0.1)
+        done = httpx.get(s.base + "/readyz", timeout=30).json()
     assert seen[0] == 503 and seen[-1] == 200
+    if first.status_code == 503:  # still preparing when asked (nearly always: seconds of compile)
+        body = first.json()
+        assert body["checks"]["sandbox"] is False and body["preparing"] is True
+        assert any(r.startswith("sandbox: preparing the skills") for r in body["reasons"])
+    assert done["reasons"] == [] and done["checks"] == {
+        "sandbox": True,
+        "policy": True,
+        "audit": True,
+    }
+
+
+def test_readyz_is_503_while_the_audit_log_fails_and_200_once_it_heals(
+    pack: Path, tmp_path: Path, policy: Any
+) -> None:
+    """Another process swaps the audit file for ``/dev/full``: the next record fails to write,
+    ``/readyz`` says 503 with the cause (no host path), and 200 again once the path is a file."""
+    path = policy()
+    with run_serve(path, pack) as s:
+        audit = s.audit
+        os.symlink("/dev/full", str(audit) + ".new")
+        os.replace(str(audit) + ".new", audit)
+        # Any record makes the log try the disk: a 401 writes a decision record.
+        assert httpx.post(s.url, json={}, timeout=10).status_code == 401
+
+        def unready() -> dict[str, Any] | None:
+            r = httpx.get(s.base + "/readyz", timeout=10)
+            return r.json() if r.status_code == 503 else None
+
+        body = wait_for(unready, 30)
+        assert body["checks"]["audit"] is False and body["checks"]["sandbox"] is True
+        (reason,) = [r for r in body["reasons"] if r.startswith("audit: ")]
+        assert "failing" in reason or "refusing" in reason
+        text = json.dumps(body)
+        assert str(tmp_path) not in text and "audit.jsonl" not in text  # no host path
+        audit.unlink()  # the log reopens a regular file at its next retry
+        wait_for(lambda: httpx.get(s.base + "/readyz", timeout=10).status_code == 200, 60)
+    records = read_audit(audit)
+    assert any(r.get("action") == "unauthenticated" for r in records)  # kept, then written
 
 
 def test_non_loopback_without_tokens_is_refused(tmp_path: Path) -> None:

@@ -73,6 +73,8 @@ def test_tools_are_the_callers_usable_skills_with_enforced_annotations(
             assert set(listed) == expected
             echo = listed["echo"]
             assert echo.description == "Echo the input."
+            assert echo.title == "Echo back"  # the manifest's title
+            assert listed["spin"].title == "Spin"  # none declared: derived from the name
             assert echo.annotations is not None
             assert echo.annotations.read_only_hint is True
             assert echo.annotations.destructive_hint is False

@@ -200,3 +200,39 @@ def test_descriptions_reach_clients_cleaned(kernel: Kernel) -> None:
     assert status is not None and status.skill.cleaned  # discovery saw and removed them
     (tool,) = [t for t in ToolCatalog(kernel).tools(LOCAL_CALLER) if t.name == "sly"]
     assert tool.description == "Safe tool."
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_log_swapped_for_a_device_or_fifo_before_its_first_record_never_hangs(
+    tmp_path: Path, kind: str
+) -> None:
+    """Found serving: the hash chain reads the log's tail at the first record; a path another
+    process swapped for ``/dev/full`` (endless reads) or a FIFO (a blocking open) hung the
+    event loop that wrote the record. Now the write returns and the log reports failing."""
+    import os
+    import threading
+
+    from bastion.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, retry_s=0.05)
+    swapped = tmp_path / "swap"
+    if kind == "device":
+        swapped.symlink_to("/dev/full")
+    else:
+        os.mkfifo(swapped)
+    os.replace(swapped, path)
+    writer = threading.Thread(target=log.write, args=("decision",), kwargs={"action": "x"})
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive()
+    log.flush(timeout=10)
+    status = log.status()
+    assert status["failing"] is True or status["writable"] is False
+    path.unlink()
+    deadline = time.monotonic() + 10
+    while log.status()["failing"] and time.monotonic() < deadline:
+        log.flush(timeout=1)
+    assert not log.status()["failing"]
+    log.close()
+    assert [r["action"] for r in read_audit(path)] == ["x"]  # kept, then written

@@ -35,6 +35,8 @@ from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
+from .launcher import Launcher
+from .procstate import is_running
 from .wire import decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
@@ -42,6 +44,9 @@ __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_l
 _log = structlog.get_logger("bastion.sandbox.workers")
 DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
 _CANCEL_POLL_S: Final[float] = 0.01
+_LOOK_AGAIN_S: Final[float] = 0.001
+"""A worker seen not running at its deadline is looked at once more this much later (a
+spinning guest's thread can be off the CPU for a moment, e.g. waiting for its own GIL)."""
 _MAX_FRAMES_PER_CALL: Final[int] = 20_000
 _STDERR_TAIL: Final[int] = 4096
 
@@ -128,9 +133,14 @@ class _Worker:
         return self.proc.pid
 
     def signal_kill(self) -> None:
-        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it.
+
+        ``os.kill`` directly, not ``Popen.send_signal`` (which first polls with ``waitpid``,
+        releasing the GIL: behind a busy host thread, a switch interval on the deadline path).
+        The pid cannot have been reused: only this pool reaps its workers."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> int | None:
         """SIGKILL, reap (no zombie), close the socket; returns the exit status."""
@@ -192,6 +202,7 @@ class WorkerPool(Closeable):
         self._ids = 0
         self._replacing = 0
         self._helpers: list[threading.Thread] = []
+        self._launcher = Launcher()
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._all)
 
@@ -213,6 +224,7 @@ class WorkerPool(Closeable):
         finally:
             child.close()
         w = _Worker(proc, parent, time.monotonic())
+        self._launcher.ensure_started()  # before any call can time out (see launcher.py)
         s = self.settings
         hello = {
             "t": "hello",
@@ -276,7 +288,10 @@ class WorkerPool(Closeable):
                 self._all.remove(w)
             self._replacing += 1
             self._cond.notify()
-        old = w if reap else None
+        self._launcher.submit(self._spawn_helper, w if reap else None)
+
+    def _spawn_helper(self, old: _Worker | None) -> None:
+        """On the launcher thread: start the thread that reaps ``old`` and readies a new one."""
         t = threading.Thread(
             target=self._start_replacement, args=(old,), name="bastion-worker-spawn"
         )
@@ -409,26 +424,44 @@ class WorkerPool(Closeable):
             raise
 
     def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
-        """Read the worker's frames for one call until its answer, the deadline or a cancel."""
+        """Read the worker's frames for one call until its answer, the deadline or a cancel.
+
+        From the deadline on, the worker is looked at (``procstate``): running, it is executing
+        guest code, which the epoch stops within a millisecond or two, so it has until ``hard``
+        (the grace) to answer; seen not running twice ``_LOOK_AGAIN_S`` apart (asleep in WASI,
+        blocked in a host call), nothing would stop it, so it is killed then and the call is
+        ``TIMEOUT`` at the deadline. What has already arrived is always read before a kill (a
+        thread that woke late behind a busy host thread must not discard an answer)."""
         cancel = request.cancel
+        look = hard - self.settings.grace_ms / 1000  # the deadline: first look then
+        blocked = 0
         for _ in range(_MAX_FRAMES_PER_CALL):
             while True:
-                now = time.monotonic()
                 if cancel is not None and cancel.is_set():
                     self._count("cancelled_killed")
                     self._end(w, request, "cancelled")
                     raise ExecutionError(
                         ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
                     )
-                if now >= hard:
-                    self._count("timeouts_killed")
-                    self._end(w, request, "timeout")
-                    raise _timeout(request, "the worker did not answer by the deadline; killed")
-                wait = hard - now
+                wait = min(look, hard) - time.monotonic()
                 if cancel is not None:
                     wait = min(wait, _CANCEL_POLL_S)
                 try:
-                    frame = w.reader.read(wait)
+                    frame = w.reader.read(max(wait, 0.0))
+                    now = time.monotonic()
+                    if frame is None and now >= look:
+                        if now < hard and is_running(w.pid) is not False:
+                            look = hard  # running (or cannot tell): the grace applies
+                        elif now < hard and not blocked:
+                            blocked, look = 1, now + _LOOK_AGAIN_S
+                        else:
+                            frame = w.reader.read(0.0)  # what arrived while we looked
+                            if frame is None:
+                                self._count("timeouts_killed")
+                                self._end(w, request, "timeout")
+                                raise _timeout(
+                                    request, "the worker did not answer by the deadline; killed"
+                                )
                 except EOFError:
                     return self._crashed(w, request, None)
                 except (FrameError, OSError) as exc:
@@ -510,6 +543,9 @@ class WorkerPool(Closeable):
         # so no socket is closed under a thread still polling its descriptor number.
         for w in workers:
             w.signal_kill()
+        self._launcher.stop()  # queued reaps and replacements run (and see the pool closed)
+        with self._cond:
+            helpers += [h for h in self._helpers if h not in helpers]
         for t in helpers:
             if t is not threading.current_thread():
                 t.join(timeout=30)

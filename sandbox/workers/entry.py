@@ -107,6 +107,17 @@ def _import_everything() -> None:
     ssl.create_default_context()
 
 
+def _import_early() -> None:
+    """Import the engine, executors and call-time modules before the hello frame: none needs
+    it, and a worker started ahead of its pool (``prespawn``) does this while the kernel is
+    still importing and discovering. Creating the engine and loading modules waits for the
+    hello (engine settings, cache location)."""
+    from .. import component_exec, engine, python_exec, runner_build, wasi_module  # noqa: F401
+    from . import oslimits, wire  # noqa: F401
+
+    _import_everything()
+
+
 def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
     """Run the worker on the socket named by ``argv[1]`` until the kernel closes it."""
     args = sys.argv if argv is None else argv
@@ -114,6 +125,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     _close_inherited(fd)
     started = time.monotonic()
     ch = _Channel(fd)
+    _import_early()
     try:
         hello = ch.recv()
     except (EOFError, OSError):

@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -34,15 +33,16 @@ from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
 
+from . import prespawn
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
 from .launcher import Launcher
+from .prespawn import DEFAULT_ENTRY
 from .procstate import is_running
 from .wire import decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
 
 _log = structlog.get_logger("bastion.sandbox.workers")
-DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
 _CANCEL_POLL_S: Final[float] = 0.01
 _LOOK_AGAIN_S: Final[float] = 0.001
 """A worker seen not running at its deadline is looked at once more this much later (a
@@ -209,21 +209,10 @@ class WorkerPool(Closeable):
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn_locked(self) -> _Worker:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", *self.settings.entry, str(child.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(child.fileno(),),
-                env={},
-                close_fds=True,
-                start_new_session=True,
-            )
-        finally:
-            child.close()
-        w = _Worker(proc, parent, time.monotonic())
+        proc, parent, spawned = prespawn.take(self.settings.entry) or prespawn.spawn(
+            self.settings.entry
+        )
+        w = _Worker(proc, parent, spawned)
         self._launcher.ensure_started()  # before any call can time out (see launcher.py)
         s = self.settings
         hello = {

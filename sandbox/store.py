@@ -42,6 +42,7 @@ from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Limits, Mount
 
 from .engine import TICK_MS, get_engine
+from .fdlimit import explains, files_error, table_full
 from .rawcall import TRAP_PREFIX, context_key
 from .ticker import ensure_running, remaining_ms, wake_at
 
@@ -118,6 +119,8 @@ class InvocationState:
     """The ``ExecutionRequest`` (host functions read caps, audit and logger from it)."""
     timed_out: bool = False
     cancelled: bool = False
+    files_full: bool = False
+    """Set when the store is dropped: the process's descriptor table was full (``fdlimit``)."""
     """Set by the epoch callback when the request's ``cancel`` event stopped the guest."""
     host_error: ExecutionError | None = None
     """Set by a host function that trapped the guest on purpose (the result's error)."""
@@ -311,6 +314,11 @@ class Sandbox(Closeable):
         self.state.request = request
         store.set_epoch_deadline(_arm(deadline))
 
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+        if isinstance(exc, ExecutionError) and self.state.files_full and explains(exc):
+            raise files_error(exc) from None  # the failure was the file limit, not the guest's
+
     def memory_size(self, instance: Any) -> int:
         """Bytes of the instance's exported ``memory`` (0 if none)."""
         if self.store is None:
@@ -334,6 +342,7 @@ class Sandbox(Closeable):
         store, self.store = self.store, None
         try:
             if store is not None:
+                self.state.files_full = table_full()  # the guest's files are still open here
                 store.close()
         finally:
             with _reg_lock:

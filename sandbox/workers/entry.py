@@ -107,6 +107,22 @@ def _import_everything() -> None:
     ssl.create_default_context()
 
 
+def _explained(exc: Any) -> Any:
+    """A failed call's error, or the file-limit error if the guest left the descriptor table
+    full (its store, and so its files, are dropped only after the answer)."""
+    from .. import fdlimit
+
+    if fdlimit.explains(exc) and fdlimit.table_full():
+        return fdlimit.files_error(exc)
+    return exc
+
+
+def _files_error(exc: Any) -> Any:
+    from .. import fdlimit
+
+    return fdlimit.files_error(exc)
+
+
 def _import_early() -> None:
     """Import the engine, executors and call-time modules before the hello frame: none needs
     it, and a worker started ahead of its pool (``prespawn``) does this while the kernel is
@@ -225,14 +241,15 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             ch.send({"t": "result", "id": call_id}, bytes(out))
         except ExecutionError as exc:
             calllog.finish()
-            ch.send(encode_error(call_id, exc))
+            ch.send(encode_error(call_id, _explained(exc)))
         except OSError as exc:
             if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
-                err = ExecutionError(
-                    ErrorCode.SKILL_ERROR,
-                    "the skill's worker ran out of file descriptors (limit "
-                    f"{report['max_open_files']}; raise [workers] max_open_files)",
-                    detail=traceback.format_exc(limit=5)[-4000:],
+                err = _files_error(
+                    ExecutionError(
+                        ErrorCode.INTERNAL,
+                        "the worker ran out of file descriptors",
+                        detail=traceback.format_exc(limit=5)[-4000:],
+                    )
                 )
             else:
                 err = ExecutionError(
@@ -249,7 +266,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
             calllog.finish()
-            ch.send(encode_error(call_id, err))
+            ch.send(encode_error(call_id, _explained(err)))
         for drop in after:
             drop()
         if request is not None:

@@ -314,8 +314,9 @@ class Sandbox(Closeable):
         self.state.request = request
         store.set_epoch_deadline(_arm(deadline))
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
+        exc = exc_info[1] if len(exc_info) > 1 else None
         if isinstance(exc, ExecutionError) and self.state.files_full and explains(exc):
             raise files_error(exc) from None  # the failure was the file limit, not the guest's
 

@@ -124,6 +124,15 @@ class FrameReader:
             raise EOFError("the peer closed the connection")
         self._buf += chunk
 
+    def read_now(self) -> Frame | None:
+        """A frame that has already arrived, without waiting (and, on a socket, without
+        releasing the GIL); else None. Raises like ``read``."""
+        frame = self._take()
+        if frame is not None or self._chunk is None:
+            return frame if frame is not None else self.read(0.0)
+        self._fill()
+        return self._take()
+
     def read(self, timeout_s: float) -> Frame | None:
         """The next frame, or ``None`` if none completed within ``timeout_s``.
 

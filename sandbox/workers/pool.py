@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -44,9 +45,16 @@ __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_l
 
 _log = structlog.get_logger("bastion.sandbox.workers")
 _CANCEL_POLL_S: Final[float] = 0.01
-_LOOK_AGAIN_S: Final[float] = 0.001
-"""A worker seen not running at its deadline is looked at once more this much later (a
-spinning guest's thread can be off the CPU for a moment, e.g. waiting for its own GIL)."""
+_LOOK_AFTER_S: Final[float] = 0.001
+"""Without a busy host thread, the worker is looked at this long after the deadline: its own
+epoch tick lands at the deadline, and a spinning guest's thread waits a moment for its worker's
+GIL there (which would look like a blocked worker)."""
+_ANSWER_SPIN_S: Final[float] = 0.003
+"""How long the caller's thread waits, GIL kept, for the answer of a worker seen running guest
+code at its deadline (the epoch stops it and the answer comes ~1.5 ms later); then it sleeps."""
+_SPIN_MAX_S: Final[float] = 0.001
+"""The longest the caller's thread waits for the deadline holding the GIL (after a wake-up that
+came back just before it): a sleep would cost a switch interval behind a busy thread."""
 _MAX_FRAMES_PER_CALL: Final[int] = 20_000
 _STDERR_TAIL: Final[int] = 4096
 
@@ -58,7 +66,8 @@ class WorkerSettings:
     count: int = 0
     """Most workers alive at once; 0 means one per CPU."""
     grace_ms: int = 25
-    """After the deadline, how long a worker may take to answer before it is killed."""
+    """After the deadline, how long a worker seen running guest code may take to answer
+    before it is killed; one seen blocked is killed at once (``_converse``)."""
     max_open_files: int = 256
     start_timeout_s: float = 60.0
     landlock: bool = True
@@ -415,15 +424,20 @@ class WorkerPool(Closeable):
     def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
         """Read the worker's frames for one call until its answer, the deadline or a cancel.
 
-        From the deadline on, the worker is looked at (``procstate``): running, it is executing
-        guest code, which the epoch stops within a millisecond or two, so it has until ``hard``
-        (the grace) to answer; seen not running twice ``_LOOK_AGAIN_S`` apart (asleep in WASI,
-        blocked in a host call), nothing would stop it, so it is killed then and the call is
-        ``TIMEOUT`` at the deadline. What has already arrived is always read before a kill (a
-        thread that woke late behind a busy host thread must not discard an answer)."""
+        Just after the deadline the worker is looked at once (``procstate``): running, it is
+        executing guest code, which the epoch stops within a millisecond or two, so it has until
+        ``hard`` (the grace) to answer; not running (asleep in WASI, blocked in a host call),
+        nothing would stop it, so it is killed then and the call is ``TIMEOUT`` at the deadline.
+        What has already arrived is always read before a kill.
+
+        Behind a busy host thread, getting the GIL back after any wait costs a switch interval
+        (5 ms); so the wait for the look ends a switch interval *before* the deadline, and if
+        the GIL came back sooner (no busy thread) the thread sleeps again, cheaply, until just
+        after it. The look itself and the reads keep the GIL (``gilheld``)."""
         cancel = request.cancel
-        look = hard - self.settings.grace_ms / 1000  # the deadline: first look then
-        blocked = 0
+        deadline = hard - self.settings.grace_ms / 1000
+        wake = deadline - sys.getswitchinterval()
+        looked = False
         for _ in range(_MAX_FRAMES_PER_CALL):
             while True:
                 if cancel is not None and cancel.is_set():
@@ -432,25 +446,41 @@ class WorkerPool(Closeable):
                     raise ExecutionError(
                         ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
                     )
-                wait = min(look, hard) - time.monotonic()
+                wait = (hard if looked else wake) - time.monotonic()
                 if cancel is not None:
                     wait = min(wait, _CANCEL_POLL_S)
                 try:
                     frame = w.reader.read(max(wait, 0.0))
                     now = time.monotonic()
-                    if frame is None and now >= look:
-                        if now < hard and is_running(w.pid) is not False:
-                            look = hard  # running (or cannot tell): the grace applies
-                        elif now < hard and not blocked:
-                            blocked, look = 1, now + _LOOK_AGAIN_S
-                        else:
-                            frame = w.reader.read(0.0)  # what arrived while we looked
-                            if frame is None:
+                    if frame is None and not looked and now >= wake:
+                        if now < deadline - _SPIN_MAX_S:
+                            wake = deadline + _LOOK_AFTER_S  # the GIL came back early: no rush
+                            continue
+                        while now < deadline and frame is None:  # under 1 ms, GIL kept
+                            frame = w.reader.read_now()
+                            now = time.monotonic()
+                        frame = frame or w.reader.read_now()
+                        if frame is None:
+                            looked = True
+                            if now >= hard or is_running(w.pid) is False:
                                 self._count("timeouts_killed")
                                 self._end(w, request, "timeout")
                                 raise _timeout(
                                     request, "the worker did not answer by the deadline; killed"
                                 )
+                            # Running: the epoch's answer is due within a millisecond or two;
+                            # waiting for it with the GIL kept spares a switch interval.
+                            until = min(now + _ANSWER_SPIN_S, hard)
+                            while frame is None and time.monotonic() < until:
+                                frame = w.reader.read_now()
+                    elif frame is None and now >= hard:
+                        frame = w.reader.read_now()  # what arrived while the thread woke
+                        if frame is None:
+                            self._count("timeouts_killed")
+                            self._end(w, request, "timeout")
+                            raise _timeout(
+                                request, "the worker did not answer within the grace; killed"
+                            )
                 except EOFError:
                     return self._crashed(w, request, None)
                 except (FrameError, OSError) as exc:

@@ -36,8 +36,10 @@ def _policy_file(path: str | None) -> Path | None:
 def peek_isolation(policy_path: str | None, override: str | None = None) -> Isolation | None:
     """``"process"`` or ``"thread"`` as the run will use it, or None if the policy file
     cannot be read cheaply (then no worker is started early)."""
-    if override in ("process", "thread"):
-        return override  # type: ignore[return-value]
+    if override == "process":
+        return "process"
+    if override == "thread":
+        return "thread"
     found = _policy_file(policy_path)
     if found is None:
         return "process"  # the built-in default policy
@@ -50,7 +52,11 @@ def peek_isolation(policy_path: str | None, override: str | None = None) -> Isol
         return None
     workers = data.get("workers")
     value = workers.get("isolation", "process") if isinstance(workers, dict) else "process"
-    return value if value in ("process", "thread") else None
+    if value == "process":
+        return "process"
+    if value == "thread":
+        return "thread"
+    return None
 
 
 def with_isolation(policy: Any, isolation: Isolation) -> Any:

@@ -236,11 +236,31 @@ def _read_input(text: str) -> Any:
     return read_input(text)
 
 
+def _run_kernel(args: argparse.Namespace) -> Any:
+    """The kernel of ``bastion run``; ``--isolation`` overrides the policy's for this run."""
+    if args.isolation is None:
+        return _kernel(args, approver=TerminalApprover())
+    with _startup():
+        from .kernel import Kernel
+        from .policy import load_policy
+        from .runmode import with_isolation
+
+        policy = with_isolation(load_policy(args.policy), args.isolation)
+        return Kernel(policy, pack_paths=args.pack or (), approver=TerminalApprover())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .runmode import peek_isolation
+
+    if peek_isolation(args.policy, args.isolation) == "process":
+        # The one worker starts now: its start overlaps the kernel's imports and discovery.
+        from .sandbox.workers.prespawn import prespawn
+
+        prespawn()
     value = _read_input(args.input)
     from .result import InvocationContext
 
-    with _kernel(args, approver=TerminalApprover()) as k:
+    with _run_kernel(args) as k:
         st = k.skill(args.name)
         if st is not None and st.usable and st.skill.runtime != "native":
             stop = progress_after(
@@ -653,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     r.add_argument("--input", required=True, metavar="JSON|@FILE")
     r.add_argument("--json", action="store_true", help="print exactly one JSON envelope")
+    r.add_argument(
+        "--isolation",
+        choices=("process", "thread"),
+        default=None,
+        help="run the call in a worker process or in this one (default: [workers] isolation)",
+    )
     r.set_defaults(func=cmd_run)
 
     pol = sub.add_parser("policy", help="policy commands")

@@ -189,7 +189,8 @@ class WorkersSection(_Model):
     count: Annotated[int, Field(ge=0, le=256)] = 0
     """Most worker processes at once; 0 means one per CPU."""
     grace_ms: Annotated[int, Field(ge=1, le=10_000)] = 25
-    """How long after a call's deadline its worker may take to answer before it is killed."""
+    """How long after a call's deadline a worker still running guest code may take to answer
+    before it is killed (a worker blocked in a sleep or host call is killed at the deadline)."""
     max_open_files: Annotated[int, Field(ge=32, le=65_536)] = 256
     """``RLIMIT_NOFILE`` of each worker (the guest's files, sockets and the worker's own)."""
     landlock: bool = True

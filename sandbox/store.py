@@ -5,9 +5,10 @@ the output callbacks and the epoch callback share. Set-up, and why:
 
 - ``set_limits`` from ``Limits`` (memory) plus fixed caps on instances, tables and table
   elements, so a module cannot allocate host memory through them;
-- the epoch deadline is ``deadline_ticks`` of the time *remaining* before ``deadline``; when it
-  runs out, an epoch callback checks the wall clock and either traps (timeout) or extends the
-  deadline, so a guest never stops before its deadline even if the shared ticker ran early;
+- the epoch deadline is the ticks of the time *remaining* before ``deadline`` (``_arm``, which
+  also books a tick at the deadline itself); when it runs out, an epoch callback checks the
+  wall clock and either traps (timeout) or extends the deadline, so a guest never stops before
+  its deadline even if the shared ticker ran early, and a spinning guest stops at it;
   when the request carries a ``cancel`` event the deadline is armed ``CANCEL_CHECK_TICKS`` at a
   time and the callback traps (``CANCELLED``) once the event is set;
 - ALWAYS a WASI config (a WASI module in a store without one aborts the process): empty env,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,9 +41,10 @@ from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Limits, Mount
 
-from .engine import deadline_ticks, get_engine
+from .engine import TICK_MS, get_engine
+from .fdlimit import explains, files_error, table_full
 from .rawcall import TRAP_PREFIX, context_key
-from .ticker import ensure_running, remaining_ms
+from .ticker import ensure_running, remaining_ms, wake_at
 
 __all__ = [
     "CANCEL_CHECK_TICKS",
@@ -116,6 +119,8 @@ class InvocationState:
     """The ``ExecutionRequest`` (host functions read caps, audit and logger from it)."""
     timed_out: bool = False
     cancelled: bool = False
+    files_full: bool = False
+    """Set when the store is dropped: the process's descriptor table was full (``fdlimit``)."""
     """Set by the epoch callback when the request's ``cancel`` event stopped the guest."""
     host_error: ExecutionError | None = None
     """Set by a host function that trapped the guest on purpose (the result's error)."""
@@ -174,7 +179,7 @@ def _epoch_expired_py(ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
             state.cancelled = True  # type: ignore[union-attr]
             reason, left = "cancelled", 0.0
         if left > 0:
-            ticks = deadline_ticks(left)
+            ticks = _ticks_until(left)
             delta[0] = ticks if cancel is None else min(ticks, CANCEL_CHECK_TICKS)
             kind[0] = _UPDATE_CONTINUE
             return 0
@@ -184,6 +189,19 @@ def _epoch_expired_py(ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
         pass
     err = ffi.wasmtime_error_new(f"{TRAP_PREFIX}{reason}".encode())
     return ctypes.cast(err, ctypes.c_void_p).value or 0
+
+
+def _ticks_until(left_ms: float) -> int:
+    """Epoch ticks to wait with ``left_ms`` to go: the last one is the final periodic tick
+    before the deadline or the deadline's own tick (``ticker.wake_at``), whichever comes
+    first. No margin tick is needed: the callback checks the wall clock each time it runs."""
+    return max(math.ceil(left_ms / TICK_MS), 1)
+
+
+def _arm(deadline: float) -> int:
+    """Ticks for a store starting its call now, and a tick booked at ``deadline`` itself."""
+    wake_at(deadline)
+    return _ticks_until(remaining_ms(deadline))
 
 
 _sink_write = _WRITE_CB_T(_sink_write_py)
@@ -254,7 +272,7 @@ class Sandbox(Closeable):
             ffi.wasmtime_store_epoch_deadline_callback(
                 store.ptr(), _epoch_expired, None, _NO_FINALIZER
             )
-            ticks = deadline_ticks(max(remaining_ms(deadline), 0.0))
+            ticks = _arm(deadline)
             if getattr(request, "cancel", None) is not None:
                 ticks = min(ticks, CANCEL_CHECK_TICKS)
             store.set_epoch_deadline(ticks)
@@ -294,7 +312,13 @@ class Sandbox(Closeable):
             raise ValueError("the sandbox is closed")
         self.state.deadline = deadline
         self.state.request = request
-        store.set_epoch_deadline(deadline_ticks(max(remaining_ms(deadline), 0.0)))
+        store.set_epoch_deadline(_arm(deadline))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(exc, ExecutionError) and self.state.files_full and explains(exc):
+            raise files_error(exc) from None  # the failure was the file limit, not the guest's
 
     def memory_size(self, instance: Any) -> int:
         """Bytes of the instance's exported ``memory`` (0 if none)."""
@@ -319,6 +343,7 @@ class Sandbox(Closeable):
         store, self.store = self.store, None
         try:
             if store is not None:
+                self.state.files_full = table_full()  # the guest's files are still open here
                 store.close()
         finally:
             with _reg_lock:

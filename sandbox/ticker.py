@@ -11,12 +11,18 @@ within about two ticks (plus a GIL wait) after it.
 The thread starts lazily (``ensure_running()``), stops on ``stop()`` and at interpreter exit,
 and can be started again. ``remaining_ms(deadline)`` is the wall-clock companion for time spent
 in host calls, where epochs do not interrupt.
+
+``wake_at(deadline)`` adds one off-schedule tick at that instant: a store arms its epoch to
+fire at the last tick before its deadline or at the deadline's own tick (``store.py``), so a
+spinning guest traps at its deadline, not up to a tick after it (the timeout overshoot was
+half a tick on average and a whole one at worst).
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import heapq
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +34,12 @@ from wasmtime import _ffi as ffi
 
 from .engine import TICK_MS, get_engine
 
-__all__ = ["Ticker", "ensure_running", "remaining_ms", "stop", "ticker"]
+__all__ = ["Ticker", "ensure_running", "remaining_ms", "stop", "ticker", "wake_at"]
 
 _log = structlog.get_logger("bastion.sandbox.ticker")
 _MAX_BURST: Final[int] = 1000
+_MAX_WAKES: Final[int] = 4096
+"""Deadlines waited for at once; past this, a deadline gets only the periodic ticks."""
 
 
 class Ticker:
@@ -44,6 +52,20 @@ class Ticker:
         self._thread: threading.Thread | None = None
         self.ticks = 0
         """Ticks issued since the first start (diagnostics and tests)."""
+        self._wakes: list[float] = []
+        """A heap of deadlines (``time.monotonic()``) each due one off-schedule tick."""
+        self._cv = threading.Condition(threading.Lock())
+        """Guards ``_wakes``; the thread sleeps on it, so a sooner deadline wakes it."""
+        self._planned = 0.0
+        """When the thread next wakes by itself."""
+
+    def wake_at(self, deadline: float) -> None:
+        """Tick once more at ``deadline`` (no GIL release; bounded: see ``_MAX_WAKES``)."""
+        with self._cv:
+            if len(self._wakes) < _MAX_WAKES:
+                heapq.heappush(self._wakes, deadline)
+                if deadline < self._planned:
+                    self._cv.notify()
 
     @property
     def running(self) -> bool:
@@ -69,6 +91,8 @@ class Ticker:
         with self._lock:
             thread, self._thread = self._thread, None
             self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -87,14 +111,30 @@ class Ticker:
         period = self._tick_s
         t0 = time.monotonic()
         issued = 0
-        while not stop.wait(max(t0 + (issued + 1) * period - time.monotonic(), 0.0)):
-            # Catch up with the wall clock (the epoch never runs ahead of it): waking up needs
-            # the GIL, which a busy Python thread may hold for a whole switch interval.
-            due = int((time.monotonic() - t0) / period)
-            n = min(max(due - issued, 1), _MAX_BURST)
+        wakes, cv = self._wakes, self._cv
+        while True:
+            with cv:
+                wake = t0 + (issued + 1) * period
+                if wakes and wakes[0] < wake:
+                    wake = wakes[0]
+                self._planned = wake
+                if not stop.is_set():
+                    cv.wait(max(wake - time.monotonic(), 0.0))
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            # Catch up with the wall clock (the periodic ticks never run ahead of it): waking
+            # up needs the GIL, which a busy Python thread may hold for a whole switch interval.
+            due = int((now - t0) / period)
+            n = min(max(due - issued, 0), _MAX_BURST)
+            issued = max(issued + n, due)
+            if wakes and wakes[0] <= now:
+                with cv:
+                    while wakes and wakes[0] <= now:
+                        heapq.heappop(wakes)
+                n += 1  # the deadline's own tick
             for _ in range(n):
                 bump()
-            issued = max(issued + n, due)
             self.ticks += n
 
 
@@ -131,6 +171,11 @@ def ensure_running() -> None:
 def stop() -> None:
     """Stop the process-wide ticker (restartable)."""
     _TICKER.stop()
+
+
+def wake_at(deadline: float) -> None:
+    """Have the process-wide ticker tick at ``deadline`` too."""
+    _TICKER.wake_at(deadline)
 
 
 def remaining_ms(deadline: float) -> float:

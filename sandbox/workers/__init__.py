@@ -16,12 +16,35 @@ Modules: ``framing`` (the wire format), ``wire`` (request and outcome encoding),
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .pool import PoolStats, WorkerPool, WorkerSettings
-from .proxy import SANDBOXED_RUNTIMES, ProcessExecutor, wrap_executors
+if TYPE_CHECKING:
+    from .pool import PoolStats, WorkerPool, WorkerSettings
+    from .proxy import SANDBOXED_RUNTIMES, ProcessExecutor, wrap_executors
+
+# Imported on first use: ``bastion run`` imports ``prespawn`` from here before anything else,
+# and the pool's own imports (structlog, the executor types) would delay its early worker.
+_LAZY = {
+    "PoolStats": "pool",
+    "WorkerPool": "pool",
+    "WorkerSettings": "pool",
+    "SANDBOXED_RUNTIMES": "proxy",
+    "ProcessExecutor": "proxy",
+    "wrap_executors": "proxy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SANDBOXED_RUNTIMES",
@@ -42,6 +65,8 @@ def settings_from_policy(policy: Any, *, skill_folders: Iterable[Path] = ()) -> 
     to read-only mounts, and write access to writable mounts; a call's WASI preopens narrow
     this further to the skill's own grants.
     """
+    from .pool import WorkerSettings
+
     section = policy.doc.workers
     mounts = list(policy.mounts)
     for extra in policy.skill_mounts.values():
@@ -69,6 +94,8 @@ def pool_for_kernel(
     """Wrap the kernel's built-in sandboxed executors in a worker pool (``isolation =
     "process"``); returns the pool, or ``None`` when no such executor is registered."""
     from bastion.cachedir import default_cache_root
+
+    from .proxy import wrap_executors
 
     settings = settings_from_policy(policy, skill_folders=skill_folders)
     return wrap_executors(executors, settings, cache_root=default_cache_root())

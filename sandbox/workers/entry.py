@@ -107,6 +107,33 @@ def _import_everything() -> None:
     ssl.create_default_context()
 
 
+def _explained(exc: Any) -> Any:
+    """A failed call's error, or the file-limit error if the guest left the descriptor table
+    full (its store, and so its files, are dropped only after the answer)."""
+    from .. import fdlimit
+
+    if fdlimit.explains(exc) and fdlimit.table_full():
+        return fdlimit.files_error(exc)
+    return exc
+
+
+def _files_error(exc: Any) -> Any:
+    from .. import fdlimit
+
+    return fdlimit.files_error(exc)
+
+
+def _import_early() -> None:
+    """Import the engine, executors and call-time modules before the hello frame: none needs
+    it, and a worker started ahead of its pool (``prespawn``) does this while the kernel is
+    still importing and discovering. Creating the engine and loading modules waits for the
+    hello (engine settings, cache location)."""
+    from .. import component_exec, engine, python_exec, runner_build, wasi_module  # noqa: F401
+    from . import oslimits, wire  # noqa: F401
+
+    _import_everything()
+
+
 def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
     """Run the worker on the socket named by ``argv[1]`` until the kernel closes it."""
     args = sys.argv if argv is None else argv
@@ -114,6 +141,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     _close_inherited(fd)
     started = time.monotonic()
     ch = _Channel(fd)
+    _import_early()
     try:
         hello = ch.recv()
     except (EOFError, OSError):
@@ -220,14 +248,15 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             ch.send({"t": "result", "id": call_id}, bytes(out))
         except ExecutionError as exc:
             calllog.finish()
-            ch.send(encode_error(call_id, exc))
+            ch.send(encode_error(call_id, _explained(exc)))
         except OSError as exc:
             if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
-                err = ExecutionError(
-                    ErrorCode.SKILL_ERROR,
-                    "the skill's worker ran out of file descriptors (limit "
-                    f"{report['max_open_files']}; raise [workers] max_open_files)",
-                    detail=traceback.format_exc(limit=5)[-4000:],
+                err = _files_error(
+                    ExecutionError(
+                        ErrorCode.INTERNAL,
+                        "the worker ran out of file descriptors",
+                        detail=traceback.format_exc(limit=5)[-4000:],
+                    )
                 )
             else:
                 err = ExecutionError(
@@ -244,7 +273,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
             calllog.finish()
-            ch.send(encode_error(call_id, err))
+            ch.send(encode_error(call_id, _explained(err)))
         for drop in after:
             drop()
         if request is not None:

@@ -8,13 +8,18 @@ bytes, and both sizes are checked against caps before anything is read or parsed
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import math
 import os
 import select
 import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Final
+
+from .gilheld import MSG_DONTWAIT, libc
 
 __all__ = [
     "MAX_BLOB",
@@ -29,6 +34,7 @@ __all__ = [
 _LEN: Final = struct.Struct(">II")
 MAX_HEADER: Final[int] = 4 * 1024 * 1024
 """Largest JSON header accepted (log lines, audit records and error details are bounded)."""
+_CHUNK: Final[int] = 256 * 1024
 MAX_BLOB: Final[int] = 64 * 1024 * 1024
 """Largest blob accepted (inputs and outputs are capped well below this by the limits)."""
 
@@ -80,6 +86,7 @@ class FrameReader:
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self.max_blob = max_blob
+        self._chunk = ctypes.create_string_buffer(_CHUNK) if libc is not None else None
 
     def _take(self) -> Frame | None:
         buf = self._buf
@@ -94,6 +101,38 @@ class FrameReader:
         del buf[:end]
         return _decode(head, blob)
 
+    def _fill(self) -> None:
+        """Append what is queued on the descriptor (poll said readable). On a socket this is
+        ``recv(MSG_DONTWAIT)`` keeping the GIL (``gilheld``: the poll was this wait's one
+        release); on anything else, ``os.read``. Raises ``EOFError`` at end of stream."""
+        lib, buf = libc, self._chunk
+        if lib is not None and buf is not None:
+            n = lib.recv(self._fd, buf, len(buf), MSG_DONTWAIT)
+            if n > 0:
+                self._buf += memoryview(buf)[:n]
+                return
+            if n == 0:
+                raise EOFError("the peer closed the connection")
+            err = ctypes.get_errno()
+            if err in (errno.EAGAIN, errno.EINTR):
+                return
+            if err != errno.ENOTSOCK:
+                raise OSError(err, os.strerror(err))
+            self._chunk = None  # a pipe (tests): plain reads from now on
+        chunk = os.read(self._fd, 1 << 20)
+        if not chunk:
+            raise EOFError("the peer closed the connection")
+        self._buf += chunk
+
+    def read_now(self) -> Frame | None:
+        """A frame that has already arrived, without waiting (and, on a socket, without
+        releasing the GIL); else None. Raises like ``read``."""
+        frame = self._take()
+        if frame is not None or self._chunk is None:
+            return frame if frame is not None else self.read(0.0)
+        self._fill()
+        return self._take()
+
     def read(self, timeout_s: float) -> Frame | None:
         """The next frame, or ``None`` if none completed within ``timeout_s``.
 
@@ -104,18 +143,18 @@ class FrameReader:
             return frame
         end = time.monotonic() + max(timeout_s, 0.0)
         while True:
+            # Past the end, one look without waiting (what already arrived is read), no more.
             left = end - time.monotonic()
-            if left <= 0 or not self._poll.poll(max(int(left * 1000) + 1, 0)):
+            if not self._poll.poll(max(math.ceil(left * 1000), 0)):
                 if time.monotonic() >= end:
                     return None
                 continue
-            chunk = os.read(self._fd, 1 << 20)
-            if not chunk:
-                raise EOFError("the peer closed the connection")
-            self._buf += chunk
+            self._fill()
             frame = self._take()
             if frame is not None:
                 return frame
+            if left <= 0:
+                return None
 
 
 def _read_exact(fd: int, n: int) -> bytes:

@@ -4,7 +4,9 @@
 before any guest runs (and before any thread starts: Landlock binds the calling thread):
 
 1. ``RLIMIT_NOFILE`` (the worker's whole descriptor table: one skill cannot starve the kernel
-   or another worker), ``RLIMIT_CORE = 0`` (no core dumps of guest memory or secrets);
+   or another worker; what a call may hold is that less the worker's own, ``fdlimit``, and a
+   call failing past it gets an error naming the limit), ``RLIMIT_CORE = 0`` (no core dumps
+   of guest memory or secrets);
 2. ``PR_SET_NO_NEW_PRIVS`` (no set-uid gain; required by the next two);
 3. Landlock where the kernel has it: reading only beneath the cache, the Python installation
    and the few system files name resolution and TLS need, writing only the policy's writable
@@ -28,6 +30,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
+from .. import fdlimit
 from . import landlock, seccomp
 
 __all__ = ["SYSTEM_READ_PATHS", "apply", "python_read_paths"]
@@ -85,6 +88,10 @@ def apply(
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     report["max_open_files"] = limit
+    own = fdlimit.count_open()
+    fdlimit.configure(limit, own)
+    report["guest_files"] = fdlimit.guest_budget()
+    """What one call's guest may hold open at once: the limit less the worker's own."""
     report["core"] = 0
     report["no_new_privs"] = False
     if platform.system() == "Linux":

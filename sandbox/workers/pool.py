@@ -36,15 +36,28 @@ from bastion.executor import ExecutionRequest
 
 from ..cache import CacheMissError
 from ..startwait import wait_s
+from . import prespawn
 from .framing import MAX_BLOB, FrameError, FrameReader, encode_frame
+from .launcher import Launcher
+from .prespawn import DEFAULT_ENTRY
+from .procstate import is_running
 from .repair import load_in_worker
 from .wire import decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
 
 _log = structlog.get_logger("bastion.sandbox.workers")
-DEFAULT_ENTRY: Final[tuple[str, ...]] = ("-m", "bastion.sandbox.workers.entry")
 _CANCEL_POLL_S: Final[float] = 0.01
+_LOOK_AFTER_S: Final[float] = 0.001
+"""Without a busy host thread, the worker is looked at this long after the deadline: its own
+epoch tick lands at the deadline, and a spinning guest's thread waits a moment for its worker's
+GIL there (which would look like a blocked worker)."""
+_ANSWER_SPIN_S: Final[float] = 0.003
+"""How long the caller's thread waits, GIL kept, for the answer of a worker seen running guest
+code at its deadline (the epoch stops it and the answer comes ~1.5 ms later); then it sleeps."""
+_SPIN_MAX_S: Final[float] = 0.001
+"""The longest the caller's thread waits for the deadline holding the GIL (after a wake-up that
+came back just before it): a sleep would cost a switch interval behind a busy thread."""
 _MAX_FRAMES_PER_CALL: Final[int] = 20_000
 _STDERR_TAIL: Final[int] = 4096
 
@@ -56,7 +69,8 @@ class WorkerSettings:
     count: int = 0
     """Most workers alive at once; 0 means one per CPU."""
     grace_ms: int = 25
-    """After the deadline, how long a worker may take to answer before it is killed."""
+    """After the deadline, how long a worker seen running guest code may take to answer
+    before it is killed; one seen blocked is killed at once (``_converse``)."""
     max_open_files: int = 256
     start_timeout_s: float = 60.0
     landlock: bool = True
@@ -135,9 +149,14 @@ class _Worker:
         return self.proc.pid
 
     def signal_kill(self) -> None:
-        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL without waiting: the guest stops now; ``kill()`` later reaps it.
+
+        ``os.kill`` directly, not ``Popen.send_signal`` (which first polls with ``waitpid``,
+        releasing the GIL: behind a busy host thread, a switch interval on the deadline path).
+        The pid cannot have been reused: only this pool reaps its workers."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> int | None:
         """SIGKILL, reap (no zombie), close the socket; returns the exit status."""
@@ -201,27 +220,18 @@ class WorkerPool(Closeable):
         self._helpers: list[threading.Thread] = []
         self._recycle_before = 0.0
         """Workers spawned before this (monotonic) time are replaced, not used (``recycle``)."""
+        self._launcher = Launcher()
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._all)
 
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn_locked(self) -> _Worker:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", *self.settings.entry, str(child.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(child.fileno(),),
-                env={},
-                close_fds=True,
-                start_new_session=True,
-            )
-        finally:
-            child.close()
-        w = _Worker(proc, parent, time.monotonic())
+        proc, parent, spawned = prespawn.take(self.settings.entry) or prespawn.spawn(
+            self.settings.entry
+        )
+        w = _Worker(proc, parent, spawned)
+        self._launcher.ensure_started()  # before any call can time out (see launcher.py)
         s = self.settings
         hello = {
             "t": "hello",
@@ -285,7 +295,10 @@ class WorkerPool(Closeable):
                 self._all.remove(w)
             self._replacing += 1
             self._cond.notify()
-        old = w if reap else None
+        self._launcher.submit(self._spawn_helper, w if reap else None)
+
+    def _spawn_helper(self, old: _Worker | None) -> None:
+        """On the launcher thread: start the thread that reaps ``old`` and readies a new one."""
         t = threading.Thread(
             target=self._start_replacement, args=(old,), name="bastion-worker-spawn"
         )
@@ -476,26 +489,65 @@ class WorkerPool(Closeable):
         return count
 
     def _converse(self, w: _Worker, request: ExecutionRequest, call_id: int, hard: float) -> bytes:
-        """Read the worker's frames for one call until its answer, the deadline or a cancel."""
+        """Read the worker's frames for one call until its answer, the deadline or a cancel.
+
+        Just after the deadline the worker is looked at once (``procstate``): running, it is
+        executing guest code, which the epoch stops within a millisecond or two, so it has until
+        ``hard`` (the grace) to answer; not running (asleep in WASI, blocked in a host call),
+        nothing would stop it, so it is killed then and the call is ``TIMEOUT`` at the deadline.
+        What has already arrived is always read before a kill.
+
+        Behind a busy host thread, getting the GIL back after any wait costs a switch interval
+        (5 ms); so the wait for the look ends a switch interval *before* the deadline, and if
+        the GIL came back sooner (no busy thread) the thread sleeps again, cheaply, until just
+        after it. The look itself and the reads keep the GIL (``gilheld``)."""
         cancel = request.cancel
+        deadline = hard - self.settings.grace_ms / 1000
+        wake = deadline - sys.getswitchinterval()
+        looked = False
         for _ in range(_MAX_FRAMES_PER_CALL):
             while True:
-                now = time.monotonic()
                 if cancel is not None and cancel.is_set():
                     self._count("cancelled_killed")
                     self._end(w, request, "cancelled")
                     raise ExecutionError(
                         ErrorCode.CANCELLED, "the caller cancelled the call; the skill was stopped"
                     )
-                if now >= hard:
-                    self._count("timeouts_killed")
-                    self._end(w, request, "timeout")
-                    raise _timeout(request, "the worker did not answer by the deadline; killed")
-                wait = hard - now
+                wait = (hard if looked else wake) - time.monotonic()
                 if cancel is not None:
                     wait = min(wait, _CANCEL_POLL_S)
                 try:
-                    frame = w.reader.read(wait)
+                    frame = w.reader.read(max(wait, 0.0))
+                    now = time.monotonic()
+                    if frame is None and not looked and now >= wake:
+                        if now < deadline - _SPIN_MAX_S:
+                            wake = deadline + _LOOK_AFTER_S  # the GIL came back early: no rush
+                            continue
+                        while now < deadline and frame is None:  # under 1 ms, GIL kept
+                            frame = w.reader.read_now()
+                            now = time.monotonic()
+                        frame = frame or w.reader.read_now()
+                        if frame is None:
+                            looked = True
+                            if now >= hard or is_running(w.pid) is False:
+                                self._count("timeouts_killed")
+                                self._end(w, request, "timeout")
+                                raise _timeout(
+                                    request, "the worker did not answer by the deadline; killed"
+                                )
+                            # Running: the epoch's answer is due within a millisecond or two;
+                            # waiting for it with the GIL kept spares a switch interval.
+                            until = min(now + _ANSWER_SPIN_S, hard)
+                            while frame is None and time.monotonic() < until:
+                                frame = w.reader.read_now()
+                    elif frame is None and now >= hard:
+                        frame = w.reader.read_now()  # what arrived while the thread woke
+                        if frame is None:
+                            self._count("timeouts_killed")
+                            self._end(w, request, "timeout")
+                            raise _timeout(
+                                request, "the worker did not answer within the grace; killed"
+                            )
                 except EOFError:
                     return self._crashed(w, request, None)
                 except (FrameError, OSError) as exc:
@@ -577,6 +629,9 @@ class WorkerPool(Closeable):
         # so no socket is closed under a thread still polling its descriptor number.
         for w in workers:
             w.signal_kill()
+        self._launcher.stop()  # queued reaps and replacements run (and see the pool closed)
+        with self._cond:
+            helpers += [h for h in self._helpers if h not in helpers]
         for t in helpers:
             if t is not threading.current_thread():
                 t.join(timeout=30)

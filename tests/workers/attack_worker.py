@@ -91,6 +91,13 @@ def attack(request: Any) -> bytes:
     elif what == "sleep":
         time.sleep(60)
         result = {}
+    elif what == "busy_past_deadline":  # on the CPU (host code) until 0.3 s past the deadline
+        while time.monotonic() < request.deadline + 0.3:
+            pass
+        result = {"answered": "late, running"}
+    elif what == "nap_past_deadline":  # asleep until 0.3 s past the deadline, then answers
+        time.sleep(max(request.deadline + 0.3 - time.monotonic(), 0.0))
+        result = {"answered": "late, asleep"}
     elif what == "garbage":
         sock_fd = int(sys.argv[1])
         os.write(sock_fd, b"\xff\xff\xff\xff\x00\x00\x00\x00")

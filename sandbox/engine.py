@@ -75,7 +75,7 @@ class EngineSettings:
     """The pooling allocator; its slots hold memories up to ``memory_reservation``."""
     pooling_slots: int = 8
     """Linear memories (and component instances) the pool holds at once."""
-    keep_resident: int = 16 * _MIB
+    keep_resident: int = 32 * _MIB
     """Bytes of a freed linear memory kept resident (zeroed, not unmapped) for the next one."""
 
 

@@ -41,7 +41,7 @@ from bastion.executor import Limits, Mount
 
 from .engine import deadline_ticks, get_engine
 from .rawcall import TRAP_PREFIX, context_key
-from .ticker import ensure_running, remaining_ms
+from .ticker import remaining_ms
 
 __all__ = [
     "CANCEL_CHECK_TICKS",
@@ -224,7 +224,6 @@ class Sandbox(Closeable):
         caps: StoreCaps = StoreCaps(),
         stderr_keep: int = STDERR_KEEP,
     ) -> None:
-        ensure_running()
         self.state = InvocationState(
             skill=skill,
             deadline=deadline,

@@ -8,9 +8,16 @@ store's epoch callback (``store.py``) checks the wall clock and extends it if th
 deadline has not really passed. A guest therefore never stops before its deadline, and stops
 within about two ticks (plus a GIL wait) after it.
 
-The thread starts lazily (``ensure_running()``), stops on ``stop()`` and at interpreter exit,
-and can be started again. ``remaining_ms(deadline)`` is the wall-clock companion for time spent
-in host calls, where epochs do not interrupt.
+The ticker ticks only while guest code may run: every place that enters a guest
+(instantiation, which runs the start function, and each call) does so inside ``with
+guest_running():``, and with no guest inside the thread sleeps on an event instead of waking
+every tick (an idle worker used to wake 200 times a second for nothing). It resumes with a fresh
+schedule (no burst for the paused time); a store armed before a pause is re-armed or checked
+against the wall clock by its epoch callback, so a pause never shortens or stretches a deadline.
+``ensure_running()`` pins it ticking regardless (for code that drives its own stores on the
+shared engine); ``stop()`` ends the thread (also at interpreter exit), which can start again.
+``remaining_ms(deadline)`` is the wall-clock companion for time spent in host calls, where
+epochs do not interrupt.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from wasmtime import _ffi as ffi
 
 from .engine import TICK_MS, get_engine
 
-__all__ = ["Ticker", "ensure_running", "remaining_ms", "stop", "ticker"]
+__all__ = ["Ticker", "ensure_running", "guest_running", "remaining_ms", "stop", "ticker"]
 
 _log = structlog.get_logger("bastion.sandbox.ticker")
 _MAX_BURST: Final[int] = 1000
@@ -42,8 +49,14 @@ class Ticker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._go = threading.Event()
+        """Set while the thread should tick: pinned, or a guest is running."""
+        self._pinned = False
+        self._active = 0
         self.ticks = 0
         """Ticks issued since the first start (diagnostics and tests)."""
+        self.pauses = 0
+        """Times the thread went to sleep with no guest running (diagnostics and tests)."""
 
     @property
     def running(self) -> bool:
@@ -51,12 +64,37 @@ class Ticker:
         return t is not None and t.is_alive()
 
     def ensure_running(self) -> None:
-        """Start the thread if it is not running (cheap when it is)."""
+        """Start the thread if it is not running, ticking until ``stop()`` (pinned)."""
+        with self._lock:
+            self._pinned = True
+            self._go.set()
+        self._start()
+
+    def enter(self) -> None:
+        """A guest starts running: tick (starting the thread if needed) until ``leave``."""
+        with self._lock:
+            self._active += 1
+            if self._active == 1:
+                self._go.set()
+        if not self.running:
+            self._start()
+
+    def leave(self) -> None:
+        """The guest ``enter`` announced stopped running."""
+        with self._lock:
+            self._active -= 1
+            if self._active <= 0 and not self._pinned:
+                self._active = 0
+                self._go.clear()
+
+    def _start(self) -> None:
         if self.running:
             return
         with self._lock:
             if self.running:
                 return
+            if not (self._pinned or self._active):
+                self._go.clear()  # stop() set it to wake the old thread
             self._stop = threading.Event()
             self._thread = threading.Thread(
                 target=self._run, args=(self._stop,), name="bastion-epoch-ticker", daemon=True
@@ -68,7 +106,9 @@ class Ticker:
         """Stop the thread and wait for it; a later ``ensure_running()`` restarts it."""
         with self._lock:
             thread, self._thread = self._thread, None
+            self._pinned = False
             self._stop.set()
+            self._go.set()  # wake a paused thread so it sees the stop
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -85,9 +125,17 @@ class Ticker:
     def _run(self, stop: threading.Event) -> None:
         bump = _epoch_incrementer(get_engine())
         period = self._tick_s
+        go = self._go
         t0 = time.monotonic()
         issued = 0
-        while not stop.wait(max(t0 + (issued + 1) * period - time.monotonic(), 0.0)):
+        while not stop.is_set():
+            if not go.is_set():
+                self.pauses += 1
+                go.wait()
+                t0, issued = time.monotonic(), 0  # a fresh schedule: no burst for the pause
+                continue
+            if stop.wait(max(t0 + (issued + 1) * period - time.monotonic(), 0.0)):
+                return
             # Catch up with the wall clock (the epoch never runs ahead of it): waking up needs
             # the GIL, which a busy Python thread may hold for a whole switch interval.
             due = int((time.monotonic() - t0) / period)
@@ -124,8 +172,28 @@ def ticker() -> Ticker:
 
 
 def ensure_running() -> None:
-    """Start the process-wide ticker if needed."""
+    """Start the process-wide ticker if needed and keep it ticking (pinned) until ``stop()``."""
     _TICKER.ensure_running()
+
+
+class _GuestRunning:
+    """``with guest_running():`` around code that runs guest instructions."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _TICKER.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        _TICKER.leave()
+
+
+_GUEST = _GuestRunning()
+
+
+def guest_running() -> _GuestRunning:
+    """A context manager: the process-wide ticker ticks while any such block is open."""
+    return _GUEST
 
 
 def stop() -> None:

@@ -39,7 +39,7 @@ __all__ = ["PipeLogger", "main", "serve"]
 
 Handler = Callable[[Any], bytes]
 _MAX_FD: Final[int] = 65536
-_MAX_DROPPING: Final[int] = 2
+_MAX_DROPPING: Final[int] = 1
 _LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error", "critical"})
 
 

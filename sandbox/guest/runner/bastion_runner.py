@@ -16,7 +16,9 @@ does survives the call. Exports:
   marshalled code object, base64; the host calls it in a fresh store with no grants and passes
   the result back to later ``call-skill`` calls of that exact source (``context["code"]``), so
   a call does not read and compile its entry file again;
-- ``list-modules()``: the modules a skill may import, as built.
+- ``list-modules()``: the modules a skill may import, as built;
+- ``warm()``: nothing (the host calls it on a prewarmed instance: the first export call of an
+  instance pays the bindings' one-time set-up, which this moves off the skill's call).
 
 A failure returns a JSON error ``{"code", "type", "message", "traceback": [...]}`` whose
 traceback lists only the skill's own files (relative to its folder).
@@ -571,6 +573,9 @@ class WitWorld(wit_world.WitWorld):
 
     def list_modules(self) -> str:
         return list_modules()
+
+    def warm(self) -> None:
+        return None
 
 
 __all__ = ["WitWorld", "bastion_sdk", "call_skill", "compile_module", "describe_skill",

@@ -149,12 +149,21 @@ def invoke_ok(k: Kernel, name: str) -> None:
         raise RuntimeError(f"{name}: {r.error}")
 
 
+CPU_PER_CALL: dict[str, tuple[float, float]] = {}
+"""Skill -> (kernel process, all workers) CPU ms per call, back to back, process mode."""
+
+
 def section_latency(k: Kernel, n: int) -> dict[str, tuple[float, float]]:
     """Back to back, and spaced by 5 ms (a worker prewarms the next instance after it
-    answers; back to back, the next call waits for that)."""
+    answers; back to back, the next call may wait for that)."""
     out = {}
     for name in ("hello", "trivial"):
+        pids = k.workers.pids() if k.workers is not None else []
+        c0 = (_cpu_s(os.getpid()), sum(_cpu_s(p) for p in pids))
         samples = timeit(lambda name=name: invoke_ok(k, name), n)  # type: ignore[misc]
+        if pids and pids == k.workers.pids():  # type: ignore[union-attr]
+            c1 = (_cpu_s(os.getpid()), sum(_cpu_s(p) for p in pids))
+            CPU_PER_CALL[name] = ((c1[0] - c0[0]) * 1000 / n, (c1[1] - c0[1]) * 1000 / n)
         out[name] = (p50(samples), pct(samples, 0.95))
         spaced = []
         for _ in range(n):
@@ -298,7 +307,8 @@ def main() -> None:
         for mode, cfg in modes.items():
             with kernel(pack, tmp, cfg) as k:
                 lat[mode] = section_latency(k, n)
-                thr[mode] = {c: throughput(k, c, secs) for c in (1, 2, 4)}
+                if mode == "thread":
+                    thr[mode] = {c: throughput(k, c, secs) for c in (1, 2, 4)}
                 over[mode] = {}
                 for name in ("spin", "sleepy"):
                     over[mode][f"{name} idle"] = overshoot(k, name, 5 if QUICK else 10)
@@ -312,6 +322,13 @@ def main() -> None:
                         "rss": [rss_mib(p) for p in pool.pids()],
                         "started": pool.stats.started,
                     }
+        # Process mode as the issue counts it: N workers ([workers] count = N), N callers.
+        thr["process"] = {}
+        for c in (1, 2, 4):
+            with kernel(pack, tmp, f"count = {c}") as k:
+                throughput(k, c, 0.5)  # every worker started and warm before the figure
+                all_ready(k)
+                thr["process"][c] = throughput(k, c, secs)
         bare = bare_wasmtime(n)
         ext = extism_fresh(n)
 
@@ -323,6 +340,11 @@ def main() -> None:
     for name in ("hello", "hello (spaced)"):
         p50_ms = lat["process"][name][0]
         print(f"  target: Python {name} p50 under 1.5 ms in process mode: {verdict(p50_ms < 1.5)}")
+    for name, (kern, work) in CPU_PER_CALL.items():
+        print(
+            f"  CPU per {name} call, process mode, back to back: kernel process {kern:.3f} ms, "
+            f"workers {work:.3f} ms (the call, the prewarm and the drop)"
+        )
     print(f"  {'bare wasmtime-py trivial':26}{bare:12.3f}")
     if ext is None:
         print("  Extism fresh plugin + call: extism not installed (dev.py setup installs it)")
@@ -334,7 +356,10 @@ def main() -> None:
         )
         fast = lat["process"]["trivial"][0] < ext
         print(f"  target: trivial WASM, process mode, faster than Extism's fresh: {verdict(fast)}")
-    print("\nCPU-bound Python skill, calls/s (speed-up over 1):")
+    print(
+        "\nCPU-bound Python skill, calls/s (speed-up over 1): thread mode with N caller "
+        "threads; process mode with N workers and N callers:"
+    )
     for mode in modes:
         base = thr[mode][1]
         row = "  ".join(f"{c}: {v:6.1f} ({v / base:.2f}x)" for c, v in thr[mode].items())

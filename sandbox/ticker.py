@@ -10,10 +10,12 @@ within about two ticks (plus a GIL wait) after it.
 
 The ticker ticks only while guest code may run: every place that enters a guest
 (instantiation, which runs the start function, and each call) does so inside ``with
-guest_running():``, and with no guest inside the thread sleeps on an event instead of waking
-every tick (an idle worker used to wake 200 times a second for nothing). It resumes with a fresh
-schedule (no burst for the paused time); a store armed before a pause is re-armed or checked
-against the wall clock by its epoch callback, so a pause never shortens or stretches a deadline.
+guest_running():``; once no guest has run for ``_LINGER_S`` the thread sleeps on an event
+instead of waking every tick (an idle worker used to wake 200 times a second for nothing), and
+the next guest wakes it. It resumes with a fresh
+schedule whose first tick is immediate (no burst for the paused time); a store armed before a
+pause is re-armed or checked against the wall clock by its epoch callback, so a pause never
+shortens or stretches a deadline.
 ``ensure_running()`` pins it ticking regardless (for code that drives its own stores on the
 shared engine); ``stop()`` ends the thread (also at interpreter exit), which can start again.
 ``remaining_ms(deadline)`` is the wall-clock companion for time spent in host calls, where
@@ -39,6 +41,9 @@ __all__ = ["Ticker", "ensure_running", "guest_running", "remaining_ms", "stop", 
 
 _log = structlog.get_logger("bastion.sandbox.ticker")
 _MAX_BURST: Final[int] = 1000
+_LINGER_S: Final[float] = 0.25
+"""How long the ticker keeps ticking after the last guest left (calls in a row keep its
+schedule; an idle process stops waking)."""
 
 
 class Ticker:
@@ -53,6 +58,7 @@ class Ticker:
         """Set while the thread should tick: pinned, or a guest is running."""
         self._pinned = False
         self._active = 0
+        self._last_leave = 0.0
         self.ticks = 0
         """Ticks issued since the first start (diagnostics and tests)."""
         self.pauses = 0
@@ -74,7 +80,7 @@ class Ticker:
         """A guest starts running: tick (starting the thread if needed) until ``leave``."""
         with self._lock:
             self._active += 1
-            if self._active == 1:
+            if not self._go.is_set():
                 self._go.set()
         if not self.running:
             self._start()
@@ -82,10 +88,19 @@ class Ticker:
     def leave(self) -> None:
         """The guest ``enter`` announced stopped running."""
         with self._lock:
-            self._active -= 1
-            if self._active <= 0 and not self._pinned:
-                self._active = 0
-                self._go.clear()
+            self._active = max(self._active - 1, 0)
+            if self._active == 0:
+                self._last_leave = time.monotonic()
+
+    def _may_sleep(self) -> bool:
+        """Stop ticking if no guest has run for ``_LINGER_S`` (and nobody pinned it)."""
+        with self._lock:
+            if self._pinned or self._active:
+                return False
+            if time.monotonic() - self._last_leave < _LINGER_S:
+                return False
+            self._go.clear()
+            return True
 
     def _start(self) -> None:
         if self.running:
@@ -126,16 +141,27 @@ class Ticker:
         bump = _epoch_incrementer(get_engine())
         period = self._tick_s
         go = self._go
+        bump()  # the first tick at once, as after a pause
+        self.ticks += 1
         t0 = time.monotonic()
         issued = 0
         while not stop.is_set():
             if not go.is_set():
                 self.pauses += 1
                 go.wait()
-                t0, issued = time.monotonic(), 0  # a fresh schedule: no burst for the pause
+                if stop.is_set():
+                    return
+                # A fresh schedule, no burst for the pause; its first tick now, as the shared
+                # ticker's may come right after a store starts (the "+1" of deadline_ticks), so
+                # a guest stops at its deadline, not a tick period after it.
+                bump()
+                self.ticks += 1
+                t0, issued = time.monotonic(), 0
                 continue
             if stop.wait(max(t0 + (issued + 1) * period - time.monotonic(), 0.0)):
                 return
+            if self._may_sleep():
+                continue
             # Catch up with the wall clock (the epoch never runs ahead of it): waking up needs
             # the GIL, which a busy Python thread may hold for a whole switch interval.
             due = int((time.monotonic() - t0) / period)

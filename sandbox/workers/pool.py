@@ -539,7 +539,9 @@ def _pick(ready: list[_Worker]) -> _Worker:
 def _said_idle(w: _Worker) -> bool:
     """Consume the ``idle`` frame an idle worker sent after its after-call work, if it came."""
     try:
-        if not select.select([w.sock], [], [], 0)[0]:
+        poller = select.poll()  # not select(): a busy kernel may hold descriptors past 1024
+        poller.register(w.sock, select.POLLIN)
+        if not poller.poll(0):
             return False
         frame = w.reader.read(0.05)
     except (EOFError, FrameError, OSError, ValueError):

@@ -307,6 +307,8 @@ def main() -> None:
         for mode, cfg in modes.items():
             with kernel(pack, tmp, cfg) as k:
                 lat[mode] = section_latency(k, n)
+                if k.workers is not None:  # workers that ran calls (later sections kill some)
+                    idle = idle_cost(k, 2.0 if QUICK else 5.0)
                 if mode == "thread":
                     thr[mode] = {c: throughput(k, c, secs) for c in (1, 2, 4)}
                 over[mode] = {}
@@ -315,7 +317,6 @@ def main() -> None:
                     with busy_thread():
                         over[mode][f"{name} busy"] = overshoot(k, name, 5 if QUICK else 10)
                 if k.workers is not None:
-                    idle = idle_cost(k, 2.0 if QUICK else 5.0)
                     pool = k.workers
                     workers = {
                         "start_ms": list(pool.stats.start_ms),

@@ -5,7 +5,9 @@ Sections: Python hello per call (``kernel.invoke``, fresh instance every call); 
 skill through ``kernel.invoke`` against bare wasmtime-py and the Extism Python SDK's fresh
 plugin + call (the plugin is built here from WAT); calls/s on a CPU-bound Python skill at 1, 2
 and 4 workers (threads in thread mode); timeout overshoot of a spinning and of a sleeping
-skill, idle and with a busy host thread; worker start time and RSS per worker.
+skill, idle and with a busy host thread; worker start time and RSS per worker; what an idle
+worker costs (CPU and wake-ups while no call runs: the epoch ticker sleeps then). Each section
+says its target (issue 13) and whether this run met it. Extism comes with the ``dev`` extra.
 """
 
 from __future__ import annotations
@@ -147,12 +149,21 @@ def invoke_ok(k: Kernel, name: str) -> None:
         raise RuntimeError(f"{name}: {r.error}")
 
 
+CPU_PER_CALL: dict[str, tuple[float, float]] = {}
+"""Skill -> (kernel process, all workers) CPU ms per call, back to back, process mode."""
+
+
 def section_latency(k: Kernel, n: int) -> dict[str, tuple[float, float]]:
     """Back to back, and spaced by 5 ms (a worker prewarms the next instance after it
-    answers; back to back, the next call waits for that)."""
+    answers; back to back, the next call may wait for that)."""
     out = {}
     for name in ("hello", "trivial"):
+        pids = k.workers.pids() if k.workers is not None else []
+        c0 = (_cpu_s(os.getpid()), sum(_cpu_s(p) for p in pids))
         samples = timeit(lambda name=name: invoke_ok(k, name), n)  # type: ignore[misc]
+        if pids and pids == k.workers.pids():  # type: ignore[union-attr]
+            c1 = (_cpu_s(os.getpid()), sum(_cpu_s(p) for p in pids))
+            CPU_PER_CALL[name] = ((c1[0] - c0[0]) * 1000 / n, (c1[1] - c0[1]) * 1000 / n)
         out[name] = (p50(samples), pct(samples, 0.95))
         spaced = []
         for _ in range(n):
@@ -235,6 +246,41 @@ def overshoot(k: Kernel, name: str, n: int) -> float:
     return p50(samples)
 
 
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _switches(pid: int) -> int:
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    n += int(line.split()[1])
+    return n
+
+
+def idle_cost(k: Kernel, seconds: float) -> tuple[float, float]:
+    """CPU ms/s and context switches/s of the idle workers (no call running)."""
+    pool = k.workers
+    if pool is None:
+        return 0.0, 0.0
+    all_ready(k)  # a replacement still starting is not idle
+    time.sleep(0.5)
+    pids = pool.pids()
+    c0, w0 = sum(_cpu_s(p) for p in pids), sum(_switches(p) for p in pids)
+    time.sleep(seconds)
+    c1, w1 = sum(_cpu_s(p) for p in pids), sum(_switches(p) for p in pids)
+    n = max(len(pids), 1)
+    return (c1 - c0) * 1000 / seconds / n, (w1 - w0) / seconds / n
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -257,10 +303,14 @@ def main() -> None:
         thr: dict[str, dict[int, float]] = {}
         over: dict[str, dict[str, float]] = {}
         workers: dict[str, Any] = {}
+        idle = (0.0, 0.0)
         for mode, cfg in modes.items():
             with kernel(pack, tmp, cfg) as k:
                 lat[mode] = section_latency(k, n)
-                thr[mode] = {c: throughput(k, c, secs) for c in (1, 2, 4)}
+                if k.workers is not None:  # workers that ran calls (later sections kill some)
+                    idle = idle_cost(k, 2.0 if QUICK else 5.0)
+                if mode == "thread":
+                    thr[mode] = {c: throughput(k, c, secs) for c in (1, 2, 4)}
                 over[mode] = {}
                 for name in ("spin", "sleepy"):
                     over[mode][f"{name} idle"] = overshoot(k, name, 5 if QUICK else 10)
@@ -273,6 +323,13 @@ def main() -> None:
                         "rss": [rss_mib(p) for p in pool.pids()],
                         "started": pool.stats.started,
                     }
+        # Process mode as the issue counts it: N workers ([workers] count = N), N callers.
+        thr["process"] = {}
+        for c in (1, 2, 4):
+            with kernel(pack, tmp, f"count = {c}") as k:
+                throughput(k, c, 0.5)  # every worker started and warm before the figure
+                all_ready(k)
+                thr["process"][c] = throughput(k, c, secs)
         bare = bare_wasmtime(n)
         ext = extism_fresh(n)
 
@@ -281,20 +338,35 @@ def main() -> None:
     for name in lat["thread"]:
         t, p = lat["thread"][name], lat["process"][name]
         print(f"  {name:26}{t[0]:12.3f}{t[1]:9.3f}{p[0]:13.3f}{p[1]:9.3f}{p[0] / t[0]:8.2f}x")
+    for name in ("hello", "hello (spaced)"):
+        p50_ms = lat["process"][name][0]
+        print(f"  target: Python {name} p50 under 1.5 ms in process mode: {verdict(p50_ms < 1.5)}")
+    for name, (kern, work) in CPU_PER_CALL.items():
+        print(
+            f"  CPU per {name} call, process mode, back to back: kernel process {kern:.3f} ms, "
+            f"workers {work:.3f} ms (the call, the prewarm and the drop)"
+        )
     print(f"  {'bare wasmtime-py trivial':26}{bare:12.3f}")
     if ext is None:
-        print("  Extism fresh plugin + call: extism not installed (pip install extism)")
+        print("  Extism fresh plugin + call: extism not installed (dev.py setup installs it)")
     else:
         print(f"  {'Extism fresh plugin+call':26}{ext:12.3f}")
         print(
             f"  trivial vs Extism: thread {lat['thread']['trivial'][0] / ext:.2f}x, "
             f"process {lat['process']['trivial'][0] / ext:.2f}x"
         )
-    print("\nCPU-bound Python skill, calls/s (speed-up over 1):")
+        fast = lat["process"]["trivial"][0] < ext
+        print(f"  target: trivial WASM, process mode, faster than Extism's fresh: {verdict(fast)}")
+    print(
+        "\nCPU-bound Python skill, calls/s (speed-up over 1): thread mode with N caller "
+        "threads; process mode with N workers and N callers:"
+    )
     for mode in modes:
         base = thr[mode][1]
         row = "  ".join(f"{c}: {v:6.1f} ({v / base:.2f}x)" for c, v in thr[mode].items())
         print(f"  {mode:8} {row}")
+    two = thr["process"][2] / thr["process"][1]
+    print(f"  target: at least 1.9x at 2 workers on 2 cores (process): {verdict(two >= 1.9)}")
     print("\nTimeout overshoot past a 100 ms limit, median ms (a ready worker each time):")
     for key in over["thread"]:
         print(f"  {key:14} thread {over['thread'][key]:9.1f}   process {over['process'][key]:9.1f}")
@@ -306,6 +378,12 @@ def main() -> None:
             + ", ".join(f"{r:.0f}" for r in workers["rss"])
             + " MiB"
         )
+        print(
+            f"Idle worker (no call running): {idle[0]:.2f} CPU ms/s, {idle[1]:.1f} wake-ups/s "
+            "(the epoch ticker sleeps while no guest runs)"
+        )
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"\nat the end: {up}")
 
 
 if __name__ == "__main__":

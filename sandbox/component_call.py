@@ -18,6 +18,7 @@ from wasmtime.component import Component, ExportIndex
 from .hostlink import close_invocation, component_linker
 from .rawcall import Fault
 from .store import Sandbox
+from .ticker import guest_running
 
 __all__ = [
     "CallOutcome",
@@ -81,7 +82,8 @@ def instantiate_in(sandbox: Sandbox, component: Component) -> tuple[Any, CallOut
     if store is None:
         raise ValueError("the sandbox is closed")
     try:
-        return component_linker().instantiate(store, component), None
+        with guest_running():  # the start function runs guest code
+            return component_linker().instantiate(store, component), None
     except wasmtime.WasmtimeError as exc:
         return None, CallOutcome(fault=fault_of(exc), instantiating=True)
 
@@ -102,8 +104,9 @@ def call_instance(
                 instantiating=True,
             )
         try:
-            value = func(store, *args)
-            func.post_return(store)
+            with guest_running():
+                value = func(store, *args)
+                func.post_return(store)
         except wasmtime.WasmtimeError as exc:
             return CallOutcome(fault=fault_of(exc))
         return CallOutcome(value=value)

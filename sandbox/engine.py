@@ -75,8 +75,10 @@ class EngineSettings:
     """The pooling allocator; its slots hold memories up to ``memory_reservation``."""
     pooling_slots: int = 8
     """Linear memories (and component instances) the pool holds at once."""
-    keep_resident: int = 16 * _MIB
-    """Bytes of a freed linear memory kept resident (zeroed, not unmapped) for the next one."""
+    keep_resident: int = 24 * _MIB
+    """Bytes of a freed linear memory kept resident (zeroed, not unmapped) for the next one:
+    24 MiB holds what a Python call touches (16 MiB left a hello call ~0.3 ms of page faults;
+    more only makes the drop zero more)."""
 
 
 ALLOCATOR_ONLY: Final[frozenset[str]] = frozenset({"pooling", "pooling_slots", "keep_resident"})

@@ -125,10 +125,16 @@ def folder_call(request: ExecutionRequest) -> tuple[str, tuple[Mount, ...]]:
     return entry_rel, skill_mounts(folder, request.caps.mounts)
 
 
-def call_args(request: ExecutionRequest, entry_rel: str) -> tuple[str, str, str]:
-    """The ``call-skill`` arguments: entry (relative to the folder), input JSON, context JSON."""
+def call_args(
+    request: ExecutionRequest, entry_rel: str, code: Mapping[str, str] | None = None
+) -> tuple[str, str, str]:
+    """The ``call-skill`` arguments: entry (relative to the folder), input JSON, context JSON
+    (the skill's ``config``, and ``code``: the entry's compiled code from ``pycode``, if any)."""
     config: Mapping[str, Any] = getattr(request.caps, "config", None) or {}
-    context = json.dumps({"config": dict(config)}, ensure_ascii=False, allow_nan=False)
+    ctx: dict[str, Any] = {"config": dict(config)}
+    if code:
+        ctx["code"] = dict(code)
+    context = json.dumps(ctx, ensure_ascii=False, allow_nan=False)
     return entry_rel, request.input_json, context
 
 

@@ -44,7 +44,7 @@ from bastion.executor import Limits, Mount
 from .engine import TICK_MS, get_engine
 from .fdlimit import explains, files_error, table_full
 from .rawcall import TRAP_PREFIX, context_key
-from .ticker import ensure_running, remaining_ms, wake_at
+from .ticker import remaining_ms, wake_at
 
 __all__ = [
     "CANCEL_CHECK_TICKS",
@@ -242,7 +242,6 @@ class Sandbox(Closeable):
         caps: StoreCaps = StoreCaps(),
         stderr_keep: int = STDERR_KEEP,
     ) -> None:
-        ensure_running()
         self.state = InvocationState(
             skill=skill,
             deadline=deadline,

@@ -8,9 +8,18 @@ store's epoch callback (``store.py``) checks the wall clock and extends it if th
 deadline has not really passed. A guest therefore never stops before its deadline, and stops
 within about two ticks (plus a GIL wait) after it.
 
-The thread starts lazily (``ensure_running()``), stops on ``stop()`` and at interpreter exit,
-and can be started again. ``remaining_ms(deadline)`` is the wall-clock companion for time spent
-in host calls, where epochs do not interrupt.
+The ticker ticks only while guest code may run: every place that enters a guest
+(instantiation, which runs the start function, and each call) does so inside ``with
+guest_running():``; once no guest has run for ``_LINGER_S`` the thread sleeps on an event
+instead of waking every tick (an idle worker used to wake 200 times a second for nothing), and
+the next guest wakes it. It resumes with a fresh
+schedule whose first tick is immediate (no burst for the paused time); a store armed before a
+pause is re-armed or checked against the wall clock by its epoch callback, so a pause never
+shortens or stretches a deadline.
+``ensure_running()`` pins it ticking regardless (for code that drives its own stores on the
+shared engine); ``stop()`` ends the thread (also at interpreter exit), which can start again.
+``remaining_ms(deadline)`` is the wall-clock companion for time spent in host calls, where
+epochs do not interrupt.
 
 ``wake_at(deadline)`` adds one off-schedule tick at that instant: a store arms its epoch to
 fire at the last tick before its deadline or at the deadline's own tick (``store.py``), so a
@@ -34,10 +43,21 @@ from wasmtime import _ffi as ffi
 
 from .engine import TICK_MS, get_engine
 
-__all__ = ["Ticker", "ensure_running", "remaining_ms", "stop", "ticker", "wake_at"]
+__all__ = [
+    "Ticker",
+    "ensure_running",
+    "guest_running",
+    "remaining_ms",
+    "stop",
+    "ticker",
+    "wake_at",
+]
 
 _log = structlog.get_logger("bastion.sandbox.ticker")
 _MAX_BURST: Final[int] = 1000
+_LINGER_S: Final[float] = 0.25
+"""How long the ticker keeps ticking after the last guest left (calls in a row keep its
+schedule; an idle process stops waking)."""
 _MAX_WAKES: Final[int] = 4096
 """Deadlines waited for at once; past this, a deadline gets only the periodic ticks."""
 
@@ -50,14 +70,21 @@ class Ticker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._go = threading.Event()
+        """Set while the thread should tick: pinned, or a guest is running."""
+        self._pinned = False
+        self._active = 0
+        self._last_leave = 0.0
         self.ticks = 0
         """Ticks issued since the first start (diagnostics and tests)."""
+        self.pauses = 0
+        """Times the thread went to sleep with no guest running (diagnostics and tests)."""
         self._wakes: list[float] = []
         """A heap of deadlines (``time.monotonic()``) each due one off-schedule tick."""
         self._cv = threading.Condition(threading.Lock())
-        """Guards ``_wakes``; the thread sleeps on it, so a sooner deadline wakes it."""
+        """Guards ``_wakes``; the ticking thread waits on it, so a sooner deadline wakes it."""
         self._planned = 0.0
-        """When the thread next wakes by itself."""
+        """When the ticking thread next wakes by itself."""
 
     def wake_at(self, deadline: float) -> None:
         """Tick once more at ``deadline`` (no GIL release; bounded: see ``_MAX_WAKES``)."""
@@ -73,12 +100,46 @@ class Ticker:
         return t is not None and t.is_alive()
 
     def ensure_running(self) -> None:
-        """Start the thread if it is not running (cheap when it is)."""
+        """Start the thread if it is not running, ticking until ``stop()`` (pinned)."""
+        with self._lock:
+            self._pinned = True
+            self._go.set()
+        self._start()
+
+    def enter(self) -> None:
+        """A guest starts running: tick (starting the thread if needed) until ``leave``."""
+        with self._lock:
+            self._active += 1
+            if not self._go.is_set():
+                self._go.set()
+        if not self.running:
+            self._start()
+
+    def leave(self) -> None:
+        """The guest ``enter`` announced stopped running."""
+        with self._lock:
+            self._active = max(self._active - 1, 0)
+            if self._active == 0:
+                self._last_leave = time.monotonic()
+
+    def _may_sleep(self) -> bool:
+        """Stop ticking if no guest has run for ``_LINGER_S`` (and nobody pinned it)."""
+        with self._lock:
+            if self._pinned or self._active:
+                return False
+            if time.monotonic() - self._last_leave < _LINGER_S:
+                return False
+            self._go.clear()
+            return True
+
+    def _start(self) -> None:
         if self.running:
             return
         with self._lock:
             if self.running:
                 return
+            if not (self._pinned or self._active):
+                self._go.clear()  # stop() set it to wake the old thread
             self._stop = threading.Event()
             self._thread = threading.Thread(
                 target=self._run, args=(self._stop,), name="bastion-epoch-ticker", daemon=True
@@ -90,9 +151,11 @@ class Ticker:
         """Stop the thread and wait for it; a later ``ensure_running()`` restarts it."""
         with self._lock:
             thread, self._thread = self._thread, None
+            self._pinned = False
             self._stop.set()
+            self._go.set()  # wake a paused thread so it sees the stop
         with self._cv:
-            self._cv.notify_all()
+            self._cv.notify_all()  # and a ticking one
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -109,10 +172,25 @@ class Ticker:
     def _run(self, stop: threading.Event) -> None:
         bump = _epoch_incrementer(get_engine())
         period = self._tick_s
+        go = self._go
+        bump()  # the first tick at once, as after a pause
+        self.ticks += 1
         t0 = time.monotonic()
         issued = 0
         wakes, cv = self._wakes, self._cv
-        while True:
+        while not stop.is_set():
+            if not go.is_set():
+                self.pauses += 1
+                go.wait()
+                if stop.is_set():
+                    return
+                # A fresh schedule, no burst for the pause; its first tick now, as the shared
+                # ticker's may come right after a store starts (the "+1" of deadline_ticks), so
+                # a guest stops at its deadline, not a tick period after it.
+                bump()
+                self.ticks += 1
+                t0, issued = time.monotonic(), 0
+                continue
             with cv:
                 wake = t0 + (issued + 1) * period
                 if wakes and wakes[0] < wake:
@@ -122,6 +200,8 @@ class Ticker:
                     cv.wait(max(wake - time.monotonic(), 0.0))
             if stop.is_set():
                 return
+            if self._may_sleep():
+                continue
             now = time.monotonic()
             # Catch up with the wall clock (the periodic ticks never run ahead of it): waking
             # up needs the GIL, which a busy Python thread may hold for a whole switch interval.
@@ -164,8 +244,28 @@ def ticker() -> Ticker:
 
 
 def ensure_running() -> None:
-    """Start the process-wide ticker if needed."""
+    """Start the process-wide ticker if needed and keep it ticking (pinned) until ``stop()``."""
     _TICKER.ensure_running()
+
+
+class _GuestRunning:
+    """``with guest_running():`` around code that runs guest instructions."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _TICKER.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        _TICKER.leave()
+
+
+_GUEST = _GuestRunning()
+
+
+def guest_running() -> _GuestRunning:
+    """A context manager: the process-wide ticker ticks while any such block is open."""
+    return _GUEST
 
 
 def stop() -> None:

@@ -31,7 +31,7 @@ from .hostabi import define_host_abi
 from .rawcall import call_start, instantiate
 from .startwait import excluding
 from .store import Sandbox
-from .ticker import remaining_ms
+from .ticker import guest_running, remaining_ms
 
 __all__ = ["WasiModuleExecutor"]
 
@@ -99,11 +99,13 @@ class WasiModuleExecutor(Closeable):
         ) as sb:
             try:
                 assert sb.store is not None
-                instance, fault = instantiate(pre, sb.store)
+                with guest_running():
+                    instance, fault = instantiate(pre, sb.store)
+                    if instance is not None:
+                        fault = call_start(sb.store, instance)
                 if instance is None:
                     err = fault_to_error(fault, sb.state, instantiating=True)
                     raise err or ExecutionError(ErrorCode.SKILL_CRASHED, "instantiation failed")
-                fault = call_start(sb.store, instance)
                 # The memory size only matters for a run that did not end normally.
                 mem = sb.memory_size(instance) if fault is not None else 0
                 err = fault_to_error(fault, sb.state, memory_bytes=mem)

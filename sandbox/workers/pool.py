@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -124,6 +125,8 @@ class _Worker:
         self.calls = 0
         self.settled = True
         """False while a call is in flight and not yet answered, killed or found dead."""
+        self.warm = True
+        """False from an answer until the worker says ``idle`` (its next instance is made)."""
         self.owned = False
         """True while a thread (a caller, a replacement helper) holds this worker out of the
         idle list: that thread, not ``close()``, reaps it and closes its socket."""
@@ -345,7 +348,7 @@ class WorkerPool(Closeable):
                     if self._idle:
                         # A ready worker first; one still starting only if none is ready.
                         ready = [x for x in self._idle if x.ready is not None]
-                        w = ready[-1] if ready else self._idle[-1]
+                        w = _pick(ready) if ready else self._idle[-1]
                         self._idle.remove(w)
                         w.owned = True
                         break
@@ -372,6 +375,7 @@ class WorkerPool(Closeable):
 
     def _release(self, w: _Worker) -> None:
         w.settled = True
+        w.warm = False
         with self._cond:
             if not self._closed:
                 w.owned = False
@@ -555,6 +559,8 @@ class WorkerPool(Closeable):
                 if frame is not None:
                     break
             kind, head = frame.kind, frame.header
+            if kind == "idle":  # the previous call's after-work ended (this worker was not warm)
+                continue
             if kind == "log":
                 _forward_log(request, head)
                 continue
@@ -639,6 +645,30 @@ class WorkerPool(Closeable):
             if not w.owned:
                 w.kill()
         self._finalizer.detach()
+
+
+def _pick(ready: list[_Worker]) -> _Worker:
+    """The idle worker to take: the most recently released one whose next instance is ready
+    (it said ``idle``), else the one released longest ago (the likeliest to be done)."""
+    for w in reversed(ready):
+        if not w.warm and _said_idle(w):
+            w.warm = True
+        if w.warm:
+            return w
+    return ready[0]
+
+
+def _said_idle(w: _Worker) -> bool:
+    """Consume the ``idle`` frame an idle worker sent after its after-call work, if it came."""
+    try:
+        poller = select.poll()  # not select(): a busy kernel may hold descriptors past 1024
+        poller.register(w.sock, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        frame = w.reader.read(0.05)
+    except (EOFError, FrameError, OSError, ValueError):
+        return False
+    return frame is not None and frame.kind == "idle"
 
 
 def _timeout(request: ExecutionRequest, detail: str) -> ExecutionError:

@@ -71,3 +71,42 @@ def test_epoch_interrupts_a_guest() -> None:
 def test_remaining_ms() -> None:
     assert ticker.remaining_ms(time.monotonic() + 1) > 900
     assert ticker.remaining_ms(time.monotonic() - 1) < 0
+
+
+def test_ticker_sleeps_while_no_guest_runs_and_resumes_for_one() -> None:
+    t = ticker.Ticker()
+    try:
+        t.enter()  # a guest starts: the thread starts and ticks
+        deadline = time.monotonic() + 5
+        while t.ticks < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert t.ticks >= 3
+        t.leave()  # no guest runs: the thread goes to sleep within a tick
+        deadline = time.monotonic() + 5
+        while t.pauses < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert t.pauses >= 1
+        idle = t.ticks
+        time.sleep(0.1)  # twenty tick periods
+        assert t.ticks == idle
+        assert t.running
+        t.enter()  # the next guest wakes it
+        deadline = time.monotonic() + 5
+        while t.ticks < idle + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert t.ticks >= idle + 3
+        t.leave()
+    finally:
+        t.stop()
+    assert not t.running
+
+
+def test_guest_running_ticks_for_a_spinning_guest_without_a_pinned_ticker() -> None:
+    ticker.stop()  # no pin: only the guest's own block makes the epoch advance
+    store = wasmtime.Store(get_engine())
+    module = wasmtime.Module(get_engine(), '(module (func (export "f") (loop (br 0))))')
+    inst = wasmtime.Instance(store, module, [])
+    store.set_epoch_deadline(deadline_ticks(20))
+    with pytest.raises(wasmtime.Trap) as info, ticker.guest_running():
+        inst.exports(store)["f"](store)  # type: ignore[operator]
+    assert info.value.trap_code is wasmtime.TrapCode.INTERRUPT

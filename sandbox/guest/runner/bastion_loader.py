@@ -5,9 +5,18 @@ The runner's import system has no other finder: the standard library is what the
 snapshotted, and everything else comes from here. Modules compile with a file name relative to
 the skill folder (``helpers.py``, ``_vendor/dateutil/parser.py``), so tracebacks never show a
 path of the host or of the guest's mounts.
+
+``code`` (optional) maps a display name to the marshalled code object the host's compile
+sandbox made from exactly that file's bytes (``compile-module``: a fresh instance with no grants
+that only compiles, never runs, the source). The host passes it only when the file's current
+bytes are the ones compiled, and only for a module file with no package directory of the same
+name beside it, so the finder can skip the stat, read and compile of that file; its source
+lines are read lazily, when a traceback needs them.
 """
 
+import functools
 import linecache
+import marshal
 import os
 import sys
 from importlib import import_module
@@ -31,7 +40,8 @@ def _isfile(path):
 class SkillFinder:
     """A meta-path finder and loader for the skill folder and its vendored packages."""
 
-    def __init__(self, root=SKILL_ROOT, shared=SHARED_ROOT):
+    def __init__(self, root=SKILL_ROOT, shared=SHARED_ROOT, code=None):
+        self.code = dict(code) if code else {}
         self.root = root.rstrip("/")
         self.shared = shared.rstrip("/")
         self.vendor = f"{self.root}/{VENDOR_DIR}"
@@ -53,6 +63,10 @@ class SkillFinder:
         """``(file, package_dir or None)`` for module ``name``'s last part, or None."""
         tail = name.rpartition(".")[2]
         for base in search if search is not None else self.roots:
+            if self.code and base.startswith(self.root):
+                mod = f"{base}/{tail}.py"
+                if mod.startswith(self.root + "/") and self.display(mod) in self.code:
+                    return mod, None  # the host checked the file and that no package shadows it
             pkg_dir = f"{base}/{tail}"
             init = f"{pkg_dir}/__init__.py"
             if _isfile(init):
@@ -100,10 +114,19 @@ class SkillFinder:
             self.own_files.add(self.display(origin))
         exec(code, module.__dict__)
 
-    def compile_file(self, origin):
+    def _read_source(self, origin):
         with open(origin, "rb") as f:
             raw = f.read(MAX_MODULE_BYTES + 1)
+        return raw.decode("utf-8", "replace")  # linecache's lazy entries return the text
+
+    def compile_file(self, origin):
         display = self.display(origin)
+        blob = self.code.pop(display, None)
+        if blob is not None:
+            linecache.cache[display] = (functools.partial(self._read_source, origin),)
+            return marshal.loads(blob)
+        with open(origin, "rb") as f:
+            raw = f.read(MAX_MODULE_BYTES + 1)
         if len(raw) > MAX_MODULE_BYTES:
             raise ImportError(f"{display} is larger than {MAX_MODULE_BYTES} bytes")
         source = raw.decode("utf-8")

@@ -12,7 +12,13 @@ does survives the call. Exports:
   result back to JSON; ``context`` carries the skill's ``config`` values;
 - ``run-skill(source, filename, input)``: the first wave's single-source call, kept for callers
   that pass source text;
-- ``list-modules()``: the modules a skill may import, as built.
+- ``compile-module(source, filename)``: compile (never run) one module's source and return its
+  marshalled code object, base64; the host calls it in a fresh store with no grants and passes
+  the result back to later ``call-skill`` calls of that exact source (``context["code"]``), so
+  a call does not read and compile its entry file again;
+- ``list-modules()``: the modules a skill may import, as built;
+- ``warm()``: nothing (the host calls it on a prewarmed instance: the first export call of an
+  instance pays the bindings' one-time set-up, which this moves off the skill's call).
 
 A failure returns a JSON error ``{"code", "type", "message", "traceback": [...]}`` whose
 traceback lists only the skill's own files (relative to its folder).
@@ -25,12 +31,14 @@ host files except granted mounts, empty environment, no sockets) and the host fu
 check every grant.
 """
 
+import binascii
 import builtins
 import gc
 import importlib
 import inspect
 import json
 import linecache
+import marshal
 import sys
 import traceback
 
@@ -119,11 +127,13 @@ class _Guard:
                     f"(from {'.' * level}{name} import ...)"
                 )
             return
+        if name in _ALLOWED:
+            return  # offered whatever the folder holds (checked first: a folder look-up stats)
         if self.finder is not None and self.finder.top_level(name) is not None:
             return
-        if name not in _ALLOWED and name not in _PACKAGES:
+        if name not in _PACKAGES:
             raise _not_offered(name)
-        if name in _PACKAGES and name not in _ALLOWED:
+        if name in _PACKAGES:
             for item in fromlist or ():
                 full = f"{name}.{item}"
                 if full not in _ALLOWED and full not in _PACKAGES:
@@ -234,9 +244,9 @@ def _skill_builtins(guard):
 class _Call:
     """One call's set-up: the finder, the guarded import, and the skill's module."""
 
-    def __init__(self, entry):
+    def __init__(self, entry, code=None):
         self.entry = entry
-        self.finder = SkillFinder(SKILL_ROOT)
+        self.finder = SkillFinder(SKILL_ROOT, code=code)
         self.guard = _Guard(self.finder)
 
     def owned(self, filename):
@@ -372,6 +382,25 @@ def _dump(result):
     return json.dumps(bastion_types.to_json(result), ensure_ascii=False, allow_nan=False)
 
 
+def _code_of(value):
+    """``{display name: marshalled code}`` from the context's base64 map (empty if malformed)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return {str(k): binascii.a2b_base64(v) for k, v in value.items() if isinstance(v, str)}
+    except (binascii.Error, ValueError):
+        return None
+
+
+def compile_module(source, filename):
+    """Compile (never run) ``source`` as module ``filename``: base64 of its marshalled code."""
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise Err(_error("SKILL_ERROR", type(exc).__name__, exc))
+    return binascii.b2a_base64(marshal.dumps(code), newline=False).decode("ascii")
+
+
 def call_skill(entry, input_json, context_json):
     """Run one skill from the mapped folder; returns the JSON text of the result."""
     args = _parse_args(input_json)
@@ -379,8 +408,10 @@ def call_skill(entry, input_json, context_json):
         context = json.loads(context_json or "{}")
     except ValueError:
         context = {}
-    bastion_sdk._set_config(context.get("config") if isinstance(context, dict) else None)
-    call = _Call(entry)
+    if not isinstance(context, dict):
+        context = {}
+    bastion_sdk._set_config(context.get("config"))
+    call = _Call(entry, _code_of(context.get("code")))
     stage = "load"
     try:
         with call:
@@ -534,12 +565,18 @@ class WitWorld(wit_world.WitWorld):
     def call_skill(self, entry: str, input: str, context: str) -> str:
         return call_skill(entry, input, context)
 
+    def compile_module(self, source: str, filename: str) -> str:
+        return compile_module(source, filename)
+
     def describe_skill(self, entry: str) -> str:
         return describe_skill(entry)
 
     def list_modules(self) -> str:
         return list_modules()
 
+    def warm(self) -> None:
+        return None
 
-__all__ = ["WitWorld", "bastion_sdk", "call_skill", "describe_skill", "list_modules",
-           "run_skill"]
+
+__all__ = ["WitWorld", "bastion_sdk", "call_skill", "compile_module", "describe_skill",
+           "list_modules", "run_skill"]

@@ -228,6 +228,13 @@ def built_runner() -> Path | None:
     return dest if dest.is_file() else None
 
 
+def runner_cached() -> bool:
+    """Whether the runner for the current sources is built and its compiled form is in the
+    compile cache, so a worker can load it without this process compiling or loading it."""
+    path = built_runner()
+    return path is not None and default_cache().has_entry("component", runner_sha256(path))
+
+
 def ensure_runner(progress: Progress | None = None) -> Path:
     """Path of the built runner ``.wasm`` for the current sources, building it if needed.
 

@@ -47,9 +47,13 @@ class ProcessExecutor:
 
     def prepare(self, entry: Path) -> None:
         """Compile and check in this process (fills the cache), then preload in workers.
-        The first worker is started before the local work, so the two overlap."""
+        The first worker is started before the local work, so the two overlap. What is
+        already compiled in the cache is not loaded here (``stage``): workers load and
+        verify it, and report a miss, which ``execute`` repairs."""
         self.pool.start()
-        self.local.prepare(entry)
+        stage = getattr(self.local, "stage", None)
+        if not (callable(stage) and stage(entry)):
+            self.local.prepare(entry)
         self._prepared.add(entry)
         self.pool.prepare(self.runtime, entry)
 

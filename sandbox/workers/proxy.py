@@ -1,7 +1,8 @@
 """``ProcessExecutor``: the kernel's executor for a sandboxed runtime, run in the worker pool.
 
 It wraps the in-process executor of the same runtime: ``prepare`` compiles into the verified
-cache here (so workers only load what the kernel checked) and tells the pool to preload it;
+cache here what it lacks (workers only load, verifying each entry; the Python runner, when
+already cached, is not loaded here at all) and tells the pool to preload it;
 ``execute`` sends the call to a worker. ``wrap_executors`` swaps the built-in ``wasm``,
 ``component`` and ``python`` executors for these when the policy says ``isolation =
 "process"``; executors a plugin registered are left in-process (a worker cannot import them).

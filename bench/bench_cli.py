@@ -65,7 +65,8 @@ assert r.ok, r
 print(json.dumps({"import bastion.cli (argparse, errors)": t1 - t0,
                   "import kernel, policy (pydantic, jsonschema, structlog)": t2 - t1,
                   "import wasmtime": t3 - t2, "discover + grant (Kernel())": t4 - t3,
-                  "load cached runner (verify + map)": t5 - t4, "call": t6 - t5,
+                  "prepare (thread: verify + map runner; process: is it cached)": t5 - t4,
+                  "call (process: waits for the worker's own start + runner load)": t6 - t5,
                   "close": t7 - t6}))
 """
 
@@ -137,9 +138,9 @@ def main(runs: int = 11, before: str | None = None) -> None:
                 phases.setdefault(name, []).append(secs)
     print("where the time goes in `run hello` (median of the same steps in one process):")
     for name, xs in phases.items():
-        print(f"  {name:58s} {statistics.median(xs) * 1000:6.1f} ms")
+        print(f"  {name:64s} {statistics.median(xs) * 1000:6.1f} ms")
     rest = statistics.median(results["hello"]) - sum(statistics.median(x) for x in phases.values())
-    print(f"  {'the rest: interpreter start and exit, CLI, output':58s} {rest * 1000:6.1f} ms")
+    print(f"  {'the rest: interpreter start and exit, CLI, output':64s} {rest * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":

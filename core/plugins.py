@@ -50,6 +50,12 @@ class LazyExecutor:
     def prepare(self, entry: Path) -> None:
         self._get().prepare(entry)
 
+    def stage(self, entry: Path) -> bool:
+        """The executor's ``stage`` (True: a worker can load what ``entry`` needs without this
+        process loading it), or False when it has none (then ``prepare``)."""
+        stage = getattr(self._get(), "stage", None)
+        return bool(stage(entry)) if callable(stage) else False
+
     def execute(self, request: ExecutionRequest) -> bytes | JSONValue:
         return self._get().execute(request)
 

@@ -214,6 +214,15 @@ class CompileCache(Closeable):
     def digest_path(self, key: str) -> Path:
         return self.root / f"{key}.sha256"
 
+    def has_entry(self, kind: Kind, wasm_sha256: str) -> bool:
+        """Whether the wasm whose sha256 is ``wasm_sha256`` is compiled in memory or has an
+        entry on disk (artifact and digest record). Not verified: whoever loads it verifies
+        it, and a worker's bad entry is a ``CacheMissError`` that the kernel repairs."""
+        key = self.key_for_digest(kind, wasm_sha256)
+        if key in self._memo:
+            return True
+        return self.artifact_path(key).is_file() and self.digest_path(key).is_file()
+
     def clear_memory(self) -> None:
         """Forget in-memory objects (the disk cache stays)."""
         self._memo.clear()

@@ -35,7 +35,7 @@ from .component_call import CallOutcome, call_instance, instantiate_in
 from .component_exec import PREWARM_BUDGET_S, WarmSlot, log_streams, outcome_text
 from .pycode import CodeCache
 from .python_skill import CALL_SKILL_EXPORT, call_args, folder_call
-from .runner_build import Progress, load_runner_ready
+from .runner_build import Progress, load_runner_ready, runner_cached
 from .store import Sandbox
 
 __all__ = [
@@ -158,6 +158,13 @@ class PythonExecutor:
         self._load()
         self._source(entry)
         self._call_export()
+
+    def stage(self, entry: Path) -> bool:
+        """``prepare`` for calls a worker runs: check the source is readable; True if the
+        runner is already compiled in the cache, so this process need not load it (the worker
+        loads and verifies it; a miss is repaired). On False, call ``prepare``."""
+        self._source(entry)
+        return runner_cached()
 
     def execute(
         self, request: ExecutionRequest, *, after: list[Callable[[], None]] | None = None

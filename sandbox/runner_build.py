@@ -228,6 +228,22 @@ def built_runner() -> Path | None:
     return dest if dest.is_file() else None
 
 
+def runner_cached() -> bool:
+    """Whether the runner for the current sources is built and its compiled form is in the
+    compile cache, so a worker can load it without this process compiling or loading it.
+
+    Once True (or once the runner is loaded here) it stays True for the process, as a loaded
+    runner stays loaded: the disk is not looked at again, and later damage is a worker's cache
+    miss, which the kernel repairs (``workers/repair.py``)."""
+    if _ready or _staged:
+        return True
+    path = built_runner()
+    if path is None or not default_cache().has_entry("component", runner_sha256(path)):
+        return False
+    _staged.append(path)
+    return True
+
+
 def ensure_runner(progress: Progress | None = None) -> Path:
     """Path of the built runner ``.wasm`` for the current sources, building it if needed.
 
@@ -302,6 +318,8 @@ answered ``NOT_READY``; the build goes on, and a later call finds the runner rea
 wait bounds every start-up step (``startwait.py``)."""
 
 _waits: StartWait[wasmtime.component.Component] = StartWait("bastion-runner-warmup")
+_staged: list[Path] = []
+"""The runner found compiled in the cache by ``runner_cached`` (once)."""
 _ready: list[wasmtime.component.Component] = []
 """The loaded runner, once (a list so the module needs no ``global``)."""
 

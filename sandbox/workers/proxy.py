@@ -1,7 +1,8 @@
 """``ProcessExecutor``: the kernel's executor for a sandboxed runtime, run in the worker pool.
 
 It wraps the in-process executor of the same runtime: ``prepare`` compiles into the verified
-cache here (so workers only load what the kernel checked) and tells the pool to preload it;
+cache here what it lacks (workers only load, verifying each entry; the Python runner, when
+already cached, is not loaded here at all) and tells the pool to preload it;
 ``execute`` sends the call to a worker. ``wrap_executors`` swaps the built-in ``wasm``,
 ``component`` and ``python`` executors for these when the policy says ``isolation =
 "process"``; executors a plugin registered are left in-process (a worker cannot import them).
@@ -47,9 +48,13 @@ class ProcessExecutor:
 
     def prepare(self, entry: Path) -> None:
         """Compile and check in this process (fills the cache), then preload in workers.
-        The first worker is started before the local work, so the two overlap."""
+        The first worker is started before the local work, so the two overlap. What is
+        already compiled in the cache is not loaded here (``stage``): workers load and
+        verify it, and report a miss, which ``execute`` repairs."""
         self.pool.start()
-        self.local.prepare(entry)
+        stage = getattr(self.local, "stage", None)
+        if not (callable(stage) and stage(entry)):
+            self.local.prepare(entry)
         self._prepared.add(entry)
         self.pool.prepare(self.runtime, entry)
 

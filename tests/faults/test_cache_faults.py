@@ -332,3 +332,65 @@ def test_an_unsafe_cache_folder_is_exit_2_and_a_typed_error(tmp_path: Path, how:
     )
     assert embed.stdout.strip().splitlines()[-1:] == ["CACHE_UNSAFE"], embed.stderr[-2000:]
     assert (bad.is_file() if how == "file" else bad.is_dir()) is True  # left as it was
+
+
+STARTUP = """
+    import json, sys
+    from pathlib import Path
+    from bastion import Kernel, load_policy
+    from bastion.sandbox.cache import default_cache
+
+    pack, isolation = sys.argv[1:3]
+    text = f'[workers]\\nisolation = "{isolation}"\\ncount = 1\\n'
+    with Kernel(load_policy(text=text), pack_paths=[pack], entry_points=False) as k:
+        k.prepare(["hello"])
+        result = k.invoke("hello", {"name": "a"}).to_dict()
+        cache = default_cache()
+        maps = Path("/proc/self/maps").read_text()
+        mapped = sorted({line.split()[-1] for line in maps.splitlines()
+                         if line.split()[-1].endswith(".cwasm")})
+        print(json.dumps({"result": result, "disk_loads": cache.disk_loads,
+                          "compiles": cache.compiles, "mapped": mapped}))
+"""
+
+
+def run_startup(tmp_path: Path, cache: Path, isolation: str) -> dict[str, Any]:
+    pack = make_pack(tmp_path)
+    return child(STARTUP, [str(pack), isolation], {"BASTION_CACHE_DIR": str(cache)}, timeout=600)
+
+
+def test_a_warm_process_mode_kernel_never_loads_the_runner_itself(
+    tmp_path: Path, warm_cache: Path
+) -> None:
+    """The worker loads and verifies the compiled runner; the kernel only checks it is there."""
+    out = run_startup(tmp_path, warm_cache, "process")
+    assert ok(out["result"], "hi a"), out
+    assert (out["disk_loads"], out["compiles"], out["mapped"]) == (0, 0, []), out
+
+
+def test_in_thread_mode_the_kernel_loads_the_runner_from_the_cache(
+    tmp_path: Path, warm_cache: Path
+) -> None:
+    out = run_startup(tmp_path, warm_cache, "thread")
+    assert ok(out["result"], "hi a"), out
+    assert (out["disk_loads"], out["compiles"]) == (1, 0), out
+    assert len(out["mapped"]) == 1 and out["mapped"][0].startswith(str(warm_cache)), out
+
+
+@pytest.mark.parametrize("fault", ["corrupted", "emptied_entries"])
+def test_an_entry_damaged_before_a_process_mode_kernel_starts_is_repaired(
+    tmp_path: Path, warm_cache: Path, fault: str
+) -> None:
+    """The kernel no longer verifies the runner's entry itself: the worker's load finds the
+    damage, the kernel compiles a new entry, and the first call succeeds."""
+    for art in warm_cache.glob("*.cwasm"):
+        if fault == "corrupted":
+            data = bytearray(art.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            art.write_bytes(bytes(data))
+        else:
+            art.unlink()
+    out = run_startup(tmp_path, warm_cache, "process")
+    assert ok(out["result"], "hi a"), out
+    assert out["compiles"] == 1, out  # repaired once, by the kernel
+    assert out["disk_loads"] == 0, out  # the damaged entry was never loaded by the kernel

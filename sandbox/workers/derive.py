@@ -30,6 +30,10 @@ from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Capabilities, ExecutionRequest, Limits
 
+from ..cache import CacheMissError
+from ..startwait import excluding
+from .repair import repair
+
 __all__ = [
     "DESCRIBE_RUNTIME",
     "WorkerDeriver",
@@ -73,7 +77,8 @@ def _covers(roots: Sequence[Path], path: Path) -> bool:
 
 def _audit_sink(skill: str) -> Any:
     def sink(event: str, fields: Mapping[str, Any]) -> None:
-        _log.warning("derive.worker_event", skill=skill, worker_event=event, **dict(fields))
+        # ``fields`` is the worker's (it may hold any key, ``event`` included): one value.
+        _log.warning("derive.worker_event", skill=skill, worker_event=event, fields=dict(fields))
 
     return sink
 
@@ -115,9 +120,12 @@ class WorkerDeriver(Closeable):
         if not _covers(self._roots, root):
             self._roots.append(root)
         if self._pool is None:
-            from bastion.sandbox.runner_build import ensure_runner
+            from bastion.sandbox.runner_build import restore_runner, runner_cached
 
-            ensure_runner()  # a build needs a subprocess, which a worker's seccomp refuses
+            # The worker only loads: the runner must be built (a subprocess, which its seccomp
+            # refuses) and compiled into the cache here, as ``ProcessExecutor.prepare`` does.
+            if not runner_cached():
+                restore_runner()
             read = tuple(sorted({*self._settings.read_paths, *map(str, self._roots)}))
             self._pool = WorkerPool(
                 replace(self._settings, read_paths=read), cache_root=self._cache_root
@@ -149,7 +157,12 @@ class WorkerDeriver(Closeable):
             audit=_audit_sink(skill),
         )
         try:
-            raw = pool.run(request)
+            try:
+                raw = pool.run(request)
+            except CacheMissError as miss:  # damaged since: repaired once, as for calls
+                since = time.monotonic()
+                repair(pool, "python", request.entry, miss)
+                raw = pool.run(excluding(request, since))  # the repair is not the skill's time
         except ExecutionError as exc:
             return Described(None, exc)
         return decode_described(raw)

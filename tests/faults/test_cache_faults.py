@@ -394,3 +394,56 @@ def test_an_entry_damaged_before_a_process_mode_kernel_starts_is_repaired(
     assert ok(out["result"], "hi a"), out
     assert out["compiles"] == 1, out  # repaired once, by the kernel
     assert out["disk_loads"] == 0, out  # the damaged entry was never loaded by the kernel
+
+
+DERIVING = """
+    import json, sys
+    from bastion import Kernel, load_policy
+
+    pack, isolation = sys.argv[1:3]
+    text = f'[workers]\\nisolation = "{isolation}"\\ncount = 1\\n'
+    with Kernel(load_policy(text=text), pack_paths=[pack], entry_points=False) as k:
+        st = {s.name: s for s in k.skills()}.get("greet")
+        if st is None:
+            print(json.dumps({"problems": [str(p) for p in k.problems]})); sys.exit(0)
+        status = {"usable": st.usable, "reasons": list(st.grant.reasons)}
+        result = k.invoke("greet", {"name": "a"}).to_dict()
+        print(json.dumps({"status": status, "result": result}))
+"""
+
+
+def make_deriving_pack(root: Path) -> Path:
+    """A Python skill without declared schemas: discovery derives them in the sandbox."""
+    pack = root / "dpack"
+    (pack / "greet").mkdir(parents=True)
+    (pack / "bastion-pack.toml").write_text(
+        'name = "deriving"\nversion = "0.1.0"\nskills = ["greet"]\n'
+    )
+    (pack / "greet" / "skill.toml").write_text(
+        'name = "greet"\nversion = "0.1.0"\ndescription = "Greets."\n'
+        'runtime = "python"\nentry = "skill.py"\n'
+    )
+    (pack / "greet" / "skill.py").write_text(SKILL)
+    return pack
+
+
+@pytest.mark.parametrize("fault", ["entry_missing", "entry_corrupted"])
+def test_derivation_in_a_worker_compiles_or_repairs_the_runner_entry(
+    tmp_path: Path, warm_cache: Path, fault: str
+) -> None:
+    """The derivation worker only loads: with the runner built but its compiled entry missing
+    (a runner change, a cold cache) or corrupt, the kernel compiles or repairs the entry and
+    the skill is derived and granted (it was denied with 'the compile cache lacks...')."""
+    for art in warm_cache.glob("*.cwasm"):
+        if fault == "entry_missing":
+            art.unlink()
+        else:
+            data = bytearray(art.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            art.write_bytes(bytes(data))
+    pack = make_deriving_pack(tmp_path)
+    out = child(
+        DERIVING, [str(pack), "process"], {"BASTION_CACHE_DIR": str(warm_cache)}, timeout=900
+    )
+    assert "problems" not in out and out["status"]["usable"] is True, out
+    assert ok(out["result"], "hi a"), out

@@ -24,6 +24,7 @@ __all__ = [
     "content_blocks",
     "extract_content",
     "has_content",
+    "pull_content",
     "restore_content",
 ]
 
@@ -214,17 +215,25 @@ def content_blocks(output: Any) -> list[dict[str, Any]]:
         return [block(v) for v in output]
     if isinstance(output, dict) and CONTENT_KEY in output:
         return [block(output)]
+    rest, items = pull_content(output, lambda item, n: f"<{item[CONTENT_KEY]} {n} below>")
+    return [block(rest)] + [block(i) for i in items]
+
+
+def pull_content(
+    output: Any, placeholder: Callable[[dict[str, Any], int], str]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """``output`` with each content item (found anywhere, in order) replaced by
+    ``placeholder(item, n)`` (n from 1), and the items: how each sink lists JSON then files."""
     items: list[dict[str, Any]] = []
 
     def pull(node: Any) -> Any:
         if isinstance(node, dict):
             if CONTENT_KEY in node:
                 items.append(node)
-                return f"<{node[CONTENT_KEY]} {len(items)} below>"
+                return placeholder(node, len(items))
             return {k: pull(v) for k, v in node.items()}
         if isinstance(node, list):
             return [pull(v) for v in node]
         return node
 
-    rest = pull(output)
-    return [block(rest)] + [block(i) for i in items]
+    return pull(output), items

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import mcp_types as types
 
-from bastion.content import CONTENT_KEY, has_content
+from bastion.content import CONTENT_KEY, has_content, pull_content
 
 __all__ = ["URI_SCHEME", "content_uri", "mcp_content"]
 
@@ -52,19 +52,9 @@ def mcp_content(output: Any, invocation_id: str) -> list[types.ContentBlock]:
     if not has_content(output):
         text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
         return [types.TextContent(type="text", text=text)]
-    items: list[dict[str, Any]] = []
-
-    def pull(node: Any) -> Any:
-        if isinstance(node, dict):
-            if node.get(CONTENT_KEY) in ("image", "file", "text"):
-                items.append(node)
-                return f"<{node[CONTENT_KEY]} {len(items)}: {node['mime_type']}>"
-            return {k: pull(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [pull(v) for v in node]
-        return node
-
-    rest = pull(output)
+    rest, items = pull_content(
+        output, lambda item, n: f"<{item[CONTENT_KEY]} {n}: {item.get('mime_type')}>"
+    )
     text = json.dumps(rest, ensure_ascii=False, separators=(",", ":"))
     blocks: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
     blocks += [_block(item, invocation_id, i + 1) for i, item in enumerate(items)]

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from .configfile import read_toml
 from .errors import ConfigError, RuleError
 from .netrule import parse_url
 
@@ -164,6 +163,8 @@ def _entry(raw: Any, i: int, base: Path, source: str) -> HttpFixture:
 def _from_toml(path: Path) -> list[HttpFixture]:
     if not path.is_file():
         return []
+    from .configfile import read_toml  # pydantic: the kit reads files, a worker never does
+
     doc = read_toml(path, ConfigError)
     unknown = sorted(set(doc) - {"response"})
     if unknown:

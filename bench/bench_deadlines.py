@@ -19,9 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -29,8 +27,9 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_workers import busy_thread, write_pack  # noqa: E402
+
 from bastion import Kernel, load_policy  # noqa: E402
-from tests.sandbox.guestbuild import build_wat  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 QUICK = "--quick" in sys.argv
@@ -59,46 +58,14 @@ BLOCKED = ("pysleep", "wasmpoll")
 
 
 def make_pack(root: Path) -> Path:
-    for name, (runtime, source) in SKILLS.items():
-        d = root / name
-        d.mkdir(parents=True)
-        entry = "skill.wasm" if runtime == "wasm" else "skill.py"
-        if runtime == "wasm":
-            (d / entry).write_bytes(build_wat(source))
-        else:
-            (d / entry).write_text(source)
-        (d / "skill.toml").write_text(
-            f'name = "{name}"\nversion = "1.0.0"\ndescription = "{name}"\n'
-            f'runtime = "{runtime}"\nentry = "{entry}"\ninput_schema = {{ type = "object" }}\n'
-            "[limits]\ntimeout_ms = 100\n"
-        )
-    names = ", ".join(f'"{n}"' for n in SKILLS)
-    (root / "bastion-pack.toml").write_text(
-        f'name = "deadlines"\nversion = "1.0.0"\nskills = [{names}]\n'
+    return write_pack(
+        root, "deadlines", {n: (rt, src, "timeout_ms = 100") for n, (rt, src) in SKILLS.items()}
     )
-    return root
-
-
-@contextlib.contextmanager
-def busy_thread() -> Iterator[None]:
-    """A host thread that holds the GIL whenever it can (pure-Python loop)."""
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    t = threading.Thread(target=spin, name="bench-busy")
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
 
 
 def all_ready(k: Kernel) -> None:
-    """Wait until every worker is ready (a killed one is replaced in the background)."""
+    """Wait until every worker is ready, a killed one's replacement included (the pool here
+    has one worker, always started, so a missing one is being replaced)."""
     pool = k.workers
     if pool is None:
         return

@@ -68,7 +68,7 @@ SKILLS: dict[str, tuple[str, str, str]] = {
         "import time\n\ndef run() -> dict:\n    time.sleep(1.0)\n    return {}\n",
         "timeout_ms = 100",
     ),
-    "trivial": ("wasm", "", ""),
+    "trivial": ("wasm", TRIVIAL_WAT, ""),
 }
 
 
@@ -90,13 +90,14 @@ def timeit(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def make_pack(root: Path) -> Path:
-    for name, (runtime, source, limits) in SKILLS.items():
+def write_pack(root: Path, pack: str, skills: dict[str, tuple[str, str, str]]) -> Path:
+    """A pack folder of ``skills`` (name -> runtime, Python source or WAT, ``[limits]`` lines)."""
+    for name, (runtime, source, limits) in skills.items():
         d = root / name
         d.mkdir(parents=True)
         entry = "skill.wasm" if runtime == "wasm" else "skill.py"
         if runtime == "wasm":
-            (d / entry).write_bytes(build_wat(TRIVIAL_WAT))
+            (d / entry).write_bytes(build_wat(source))
         else:
             (d / entry).write_text(source)
         (d / "skill.toml").write_text(
@@ -104,10 +105,15 @@ def make_pack(root: Path) -> Path:
             f'runtime = "{runtime}"\nentry = "{entry}"\ninput_schema = {{ type = "object" }}\n'
             + (f"[limits]\n{limits}\n" if limits else "")
         )
+    names = ", ".join(f'"{n}"' for n in skills)
     (root / "bastion-pack.toml").write_text(
-        f'name = "bench"\nversion = "1.0.0"\nskills = {list(SKILLS)!r}\n'.replace("'", '"')
+        f'name = "{pack}"\nversion = "1.0.0"\nskills = [{names}]\n'
     )
     return root
+
+
+def make_pack(root: Path) -> Path:
+    return write_pack(root, "bench", SKILLS)
 
 
 @contextlib.contextmanager
@@ -128,13 +134,14 @@ def kernel(pack: Path, tmp: Path, workers: str) -> Iterator[Kernel]:
 
 @contextlib.contextmanager
 def busy_thread() -> Iterator[None]:
+    """A host thread that holds the GIL whenever it can (pure-Python loop)."""
     stop = threading.Event()
 
     def spin() -> None:
         while not stop.is_set():
             sum(range(1000))
 
-    t = threading.Thread(target=spin)
+    t = threading.Thread(target=spin, name="bench-busy")
     t.start()
     try:
         yield

@@ -27,8 +27,26 @@ local _t = redis.call('TIME')
 local now = tonumber(_t[1]) + tonumber(_t[2]) / 1000000
 """
 
+_BUCKET_NOW: Final = """
+-- A token bucket's tokens and timestamp at ``now``: a missing bucket is full, and tokens
+-- accrue at ``rate`` per second up to ``burst``. TAKE and ADMIT_CALL both take from buckets.
+local function bucket_now(key, rate, burst)
+  local v = redis.call('HMGET', key, 'tk', 'ts')
+  local tokens = tonumber(v[1])
+  local ts = tonumber(v[2])
+  if tokens == nil or ts == nil then
+    return burst, now
+  end
+  if now > ts then
+    return math.min(burst, tokens + (now - ts) * rate), now
+  end
+  return tokens, ts
+end
+"""
+
 TAKE: Final = (
     _NOW
+    + _BUCKET_NOW
     + """
 -- Token buckets, all or nothing: KEYS[i] is a bucket, ARGV[2i-1] its rate, ARGV[2i] its burst.
 -- Returns {0, "0"} when every bucket gave a token, else {i, seconds until bucket i has one}.
@@ -36,17 +54,7 @@ local held = {}
 for i = 1, #KEYS do
   local rate = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
-  local v = redis.call('HMGET', KEYS[i], 'tk', 'ts')
-  local tokens = tonumber(v[1])
-  local ts = tonumber(v[2])
-  if tokens == nil or ts == nil then
-    tokens = burst
-    ts = now
-  end
-  if now > ts then
-    tokens = math.min(burst, tokens + (now - ts) * rate)
-    ts = now
-  end
+  local tokens, ts = bucket_now(KEYS[i], rate, burst)
   if tokens < 1 then
     return {i, tostring((1 - tokens) / rate)}
   end
@@ -236,6 +244,7 @@ return out
 
 ADMIT_CALL: Final = (
     _NOW
+    + _BUCKET_NOW
     + """
 -- One call's whole admission in one round trip, all or nothing: token buckets, then the
 -- tenant's daily count and concurrency lease, then the skill's breaker. Nothing is written
@@ -256,17 +265,7 @@ local held = {}
 for i = 1, nb do
   local rate = tonumber(ARGV[2 * i])
   local burst = tonumber(ARGV[2 * i + 1])
-  local v = redis.call('HMGET', KEYS[i], 'tk', 'ts')
-  local tokens = tonumber(v[1])
-  local ts = tonumber(v[2])
-  if tokens == nil or ts == nil then
-    tokens = burst
-    ts = now
-  end
-  if now > ts then
-    tokens = math.min(burst, tokens + (now - ts) * rate)
-    ts = now
-  end
+  local tokens, ts = bucket_now(KEYS[i], rate, burst)
   if tokens < 1 then return {1, i, tostring((1 - tokens) / rate), 0} end
   held[i] = {tokens - 1, ts, rate, burst}
 end

@@ -326,24 +326,47 @@ class AuditLog(Closeable):
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until every record written before this call was attempted (written, or kept for
-        retry after a failure); return the number of records acknowledged durable."""
+        retry after a failure); return the number of records acknowledged durable.
+
+        Group commit in the caller's thread: the first flusher to take the I/O lock writes and
+        fsyncs everything queued (its own record and those of every call that queued one
+        meanwhile); a flusher that waited for the lock finds its record already handled and
+        returns, or writes the next group. No hand-off to the writer thread and back, so a
+        lone durable call costs one ``write(2)`` and one ``fsync`` plus the lock, and N
+        concurrent calls share fsyncs instead of queueing one each."""
         with self._cond:
-            target, attempts = self._seq, self._attempts
+            target, attempts, closing = self._seq, self._attempts, self._closing or self._closed
+        if not closing:
+            if not self._io.acquire(timeout=-1 if timeout is None else timeout):
+                with self._cond:
+                    return self._acked
+            try:
+                with self._cond:
+                    lead = not self._closing and not self._flushed(target, attempts)
+                if lead:
+                    self._drain_held()
+            finally:
+                self._io.release()
+            with self._cond:
+                if self._closed or self._flushed(target, attempts):
+                    return self._acked
+        # Closing (the writer thread and close() write what is left), or the lock was taken
+        # past a close: wait for them as before.
+        with self._cond:
             self._flush_requested = True
             self._next_retry = 0.0
             self._cond.notify_all()
-
-            def done() -> bool:
-                if self._closed:
-                    return True
-                if self._handled < target:
-                    return False
-                # Records kept after a failed attempt are tried once more for this flush.
-                waiting = bool(self._pending) and self._pending[0][0] <= target
-                return not waiting or self._attempts > attempts
-
-            self._cond.wait_for(done, timeout)
+            self._cond.wait_for(lambda: self._closed or self._flushed(target, attempts), timeout)
             return self._acked
+
+    def _flushed(self, target: int, attempts: int) -> bool:
+        """Whether every record up to ``target`` was attempted since ``attempts`` (under the
+        condition's lock)."""
+        if self._handled < target:
+            return False
+        # Records kept after a failed attempt are tried once more for this flush.
+        waiting = bool(self._pending) and self._pending[0][0] <= target
+        return not waiting or self._attempts > attempts
 
     def close(self) -> None:
         """Write what is queued, stop the flusher and close the file; idempotent. Records still
@@ -460,41 +483,45 @@ class AuditLog(Closeable):
     def _drain(self) -> None:
         """Write everything queued, in order (holds the I/O lock while taking the batch)."""
         with self._io:
-            with self._cond:
-                batch = self._pending
-                self._pending = []
-                self._flush_requested = False
-                top = self._seq  # every record up to here is in the batch, written or dropped
-            if not batch:
-                with self._cond:
-                    self._handled = max(self._handled, top)
-                    self._cond.notify_all()
-                return
-            written, synced, error = self._append([line for _, line in batch])
+            self._drain_held()
+
+    def _drain_held(self) -> None:
+        """``_drain`` with the I/O lock already held by the caller."""
+        with self._cond:
+            batch = self._pending
+            self._pending = []
+            self._flush_requested = False
+            top = self._seq  # every record up to here is in the batch, written or dropped
+        if not batch:
             with self._cond:
                 self._handled = max(self._handled, top)
-                self._attempts += 1
-                if synced:
-                    self._acked += written
-                rest = batch[written:]
-                if error is None:
-                    if self._failing:
-                        log.warning("audit_recovered", path=str(self.path))
-                    self._failing = False
-                else:
-                    self._failed += 1
-                    if not self._failing or error != self._last_error:
-                        log.error("audit_append_failed", path=str(self.path), reason=error)
-                    self._last_error = error
-                    self._failing = True
-                    self._next_retry = time.monotonic() + self.retry_s
-                    self._pending = rest + self._pending
-                    over = len(self._pending) - self.max_buffered
-                    if over > 0:
-                        self._dropped += over
-                        del self._pending[-over:]
-                        log.error("audit_records_dropped", records=over, path=str(self.path))
                 self._cond.notify_all()
+            return
+        written, synced, error = self._append([line for _, line in batch])
+        with self._cond:
+            self._handled = max(self._handled, top)
+            self._attempts += 1
+            if synced:
+                self._acked += written
+            rest = batch[written:]
+            if error is None:
+                if self._failing:
+                    log.warning("audit_recovered", path=str(self.path))
+                self._failing = False
+            else:
+                self._failed += 1
+                if not self._failing or error != self._last_error:
+                    log.error("audit_append_failed", path=str(self.path), reason=error)
+                self._last_error = error
+                self._failing = True
+                self._next_retry = time.monotonic() + self.retry_s
+                self._pending = rest + self._pending
+                over = len(self._pending) - self.max_buffered
+                if over > 0:
+                    self._dropped += over
+                    del self._pending[-over:]
+                    log.error("audit_records_dropped", records=over, path=str(self.path))
+            self._cond.notify_all()
 
     def _append(self, lines: list[str]) -> tuple[int, bool, str | None]:
         """Append ``lines``; return (records wholly written, whether fsync succeeded, error)."""

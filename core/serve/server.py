@@ -39,7 +39,7 @@ def tools_fanout(kernel: Any) -> Any:
     return ToolsFanout(state.section, state.node_id, state.environ)
 
 
-__all__ = ["BastionServer", "Notifier"]
+__all__ = ["BastionServer", "Notifier", "tracing_installed"]
 
 log = structlog.get_logger("bastion.serve")
 
@@ -87,6 +87,32 @@ async def _bind_request_id(
         return await call_next(ctx)
 
 
+def tracing_installed(provider: object) -> bool:
+    """Whether ``provider`` (OpenTelemetry's global tracer provider) records anything: not the
+    API's placeholder (``ProxyTracerProvider``, which stays a no-op until a real provider is
+    set) nor its ``NoOpTracerProvider``."""
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+
+    return not isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
+
+
+def _drop_idle_tracing(server: Server[Any]) -> None:
+    """Remove the SDK's ``OpenTelemetryMiddleware`` when no tracer provider is installed.
+
+    The SDK puts it first on every server (its documented opt-out is dropping it from
+    ``Server.middleware``); with no provider it builds an attribute dict, parses ``_meta`` for
+    a trace context and enters a no-op span around every request for nothing (~0.05-0.1 ms
+    of the event loop per call, bench/README.md). A provider installed before the server is
+    built (an embedder's, or ``OTEL_PYTHON_TRACER_PROVIDER``) keeps it."""
+    from mcp.server._otel import OpenTelemetryMiddleware
+    from opentelemetry.trace import get_tracer_provider
+
+    if not tracing_installed(get_tracer_provider()):
+        server.middleware[:] = [
+            m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)
+        ]
+
+
 class BastionServer:
     """Builds the SDK ``Server`` for a ``KernelHolder`` and keeps what its handlers share."""
 
@@ -106,6 +132,7 @@ class BastionServer:
             on_call_tool=self.calls,
             on_subscriptions_listen=self.listen,
         )
+        _drop_idle_tracing(self.server)
         self.server.middleware.append(_bind_request_id)
         self.server.middleware.append(request_state_boundary(policy))
         self.fanout = tools_fanout(holder.current.kernel)

@@ -236,3 +236,32 @@ def test_a_log_swapped_for_a_device_or_fifo_before_its_first_record_never_hangs(
     assert not log.status()["failing"]
     log.close()
     assert [r["action"] for r in read_audit(path)] == ["x"]  # kept, then written
+
+
+def test_the_sdk_tracing_layer_stays_only_when_a_tracer_provider_is_installed(
+    tmp_path: Path,
+) -> None:
+    """No provider (OpenTelemetry's placeholder): the SDK's no-op span middleware is dropped;
+    a real provider keeps it, so an operator's traces still see every request."""
+    from mcp.server._otel import OpenTelemetryMiddleware
+    from opentelemetry import trace
+
+    from bastion.serve.holder import KernelHolder
+    from bastion.serve.server import BastionServer, tracing_installed
+
+    class Provider(trace.TracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+            return trace.NoOpTracer()
+
+    assert not tracing_installed(trace.get_tracer_provider())  # nothing installed in tests
+    assert not tracing_installed(trace.NoOpTracerProvider())
+    assert tracing_installed(Provider())
+    policy = tmp_path / "bastion.toml"
+    policy.write_text(f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n')
+    holder = KernelHolder.from_args(str(policy), [_pack(tmp_path / "pack")])
+    try:
+        chain = BastionServer(holder).server.middleware
+        assert not any(isinstance(m, OpenTelemetryMiddleware) for m in chain)
+        assert len(chain) == 2  # Bastion's request-id binding and the request-state boundary
+    finally:
+        holder.close()

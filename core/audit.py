@@ -4,7 +4,8 @@
 background thread appends queued records in batches (one ``write(2)`` per batch on an
 ``O_APPEND`` descriptor), then ``fsync``\\ s, at most ``flush_interval_s`` after the first record
 of a batch arrived. ``write`` never raises. ``flush`` blocks until every record written before it
-was attempted and returns how many records are acknowledged durable (written and fsynced).
+was attempted and returns how many records are acknowledged durable (written and fsynced); it
+writes them itself, a group commit: concurrent flushers share one ``write(2)`` and ``fsync``.
 
 The log fails closed and heals (docs/policy.md, "The audit log under faults"):
 
@@ -311,10 +312,14 @@ class AuditLog(Closeable):
                         log.error("audit_record_dropped", audit_event=str(event)[:64])
                         return
                     self._pending.append(item)
-                    # The first record wakes the writer (its batching window starts now), a
-                    # full batch ends the window early. Notifying only on a full batch left a
-                    # lone record unwritten until the next flush() or the batch-th record.
-                    if len(self._pending) == 1 or len(self._pending) >= self.batch:
+                    # The first record starts the batching window; the writer, polling every
+                    # interval while idle, writes it at most one interval later. It is not
+                    # woken for it: most records are followed by a flush() that writes them
+                    # in its own thread, and a wake-up here (a futex call and a GIL hand-off
+                    # in the middle of the call) was pure cost. A full batch wakes it.
+                    if len(self._pending) == 1:
+                        self._first_at = time.monotonic()
+                    elif len(self._pending) >= self.batch:
                         self._cond.notify_all()
                     drain = len(self._pending) >= self.max_pending and not self._failing
             if closed:
@@ -456,7 +461,7 @@ class AuditLog(Closeable):
         while True:
             with self._cond:
                 while not (self._pending or self._closing or self._flush_requested):
-                    self._cond.wait()
+                    self._cond.wait(self.flush_interval_s)  # write() does not wake us
                 if self._failing and not self._closing:
                     delay = self._next_retry - time.monotonic()
                     if delay > 0:
@@ -465,14 +470,16 @@ class AuditLog(Closeable):
                         )
                 elif not self._closing:
                     # Batching window: the first queued record waits at most one interval.
-                    self._cond.wait_for(
-                        lambda: (
-                            self._closing
-                            or self._flush_requested
-                            or len(self._pending) >= self.batch
-                        ),
-                        self.flush_interval_s,
-                    )
+                    left = self._first_at + self.flush_interval_s - time.monotonic()
+                    if left > 0:
+                        self._cond.wait_for(
+                            lambda: (
+                                self._closing
+                                or self._flush_requested
+                                or len(self._pending) >= self.batch
+                            ),
+                            left,
+                        )
                 closing = self._closing
             self._drain()
             if closing:
@@ -559,6 +566,8 @@ class AuditLog(Closeable):
         return len(lines), True, None
 
     _fd_needs_tail = False
+    _first_at = 0.0
+    """When the oldest queued record arrived (``time.monotonic``): its batching window."""
     _rotation_error: str | None = None
     _last_sync_error: str | None = None
 

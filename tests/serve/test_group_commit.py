@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -124,3 +125,16 @@ def test_each_concurrent_mcp_answer_follows_its_record_on_disk(served: Served) -
     assert late == []
     hashes = {r.get("args_sha256") for r in read_audit(served.audit, event="invoke")}
     assert {arguments_hash({"n": c * 100 + i}) for c in range(16) for i in range(6)} <= hashes
+
+
+def test_a_lone_record_reaches_the_disk_without_a_flush(tmp_path: Path) -> None:
+    """``write`` does not wake the writer thread (the flush that usually follows writes the
+    record itself); a record nobody flushes is still written by the idle writer's poll."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, flush_interval_s=0.05) as log:
+        log.write("e", mark="lone")
+        deadline = time.monotonic() + 30
+        while log.acknowledged < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.acknowledged == 1  # written and fsynced by the writer thread
+        assert b'"mark":"lone"' in _on_disk(path)

@@ -333,35 +333,42 @@ class AuditLog(Closeable):
         """Wait until every record written before this call was attempted (written, or kept for
         retry after a failure); return the number of records acknowledged durable.
 
-        Group commit in the caller's thread: the first flusher to take the I/O lock writes and
-        fsyncs everything queued (its own record and those of every call that queued one
-        meanwhile); a flusher that waited for the lock finds its record already handled and
-        returns, or writes the next group. No hand-off to the writer thread and back, so a
-        lone durable call costs one ``write(2)`` and one ``fsync`` plus the lock, and N
-        concurrent calls share fsyncs instead of queueing one each."""
+        Group commit in the caller's thread: a flusher that finds no group being written leads
+        one, writing and fsyncing everything queued (its own record and those of every call
+        that queued one meanwhile); the others wait for that attempt, find their record
+        handled and return, or one of them leads the next group. No hand-off to the writer
+        thread and back, so a lone durable call costs one ``write(2)`` and one ``fsync``, and
+        N concurrent calls share fsyncs."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target, attempts, closing = self._seq, self._attempts, self._closing or self._closed
-        if not closing:
-            if not self._io.acquire(timeout=-1 if timeout is None else timeout):
-                with self._cond:
-                    return self._acked
-            try:
-                with self._cond:
-                    lead = not self._closing and not self._flushed(target, attempts)
-                if lead:
-                    self._drain_held()
-            finally:
-                self._io.release()
+            target, attempts = self._seq, self._attempts
+        while True:
             with self._cond:
                 if self._closed or self._flushed(target, attempts):
                     return self._acked
-        # Closing (the writer thread and close() write what is left), or the lock was taken
-        # past a close: wait for them as before.
+                if self._closing:
+                    break
+                if self._committing:  # a leader is writing: its batch may hold our record
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return self._acked
+                    self._cond.wait(left)  # every attempt ends with notify_all
+                    continue
+                self._committing = True
+            try:
+                with self._io:
+                    self._drain_held()
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
+        # Closing: the writer thread and close() write what is left; wait for them.
         with self._cond:
             self._flush_requested = True
             self._next_retry = 0.0
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._closed or self._flushed(target, attempts), timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._cond.wait_for(lambda: self._closed or self._flushed(target, attempts), left)
             return self._acked
 
     def _flushed(self, target: int, attempts: int) -> bool:
@@ -566,6 +573,8 @@ class AuditLog(Closeable):
         return len(lines), True, None
 
     _fd_needs_tail = False
+    _committing = False
+    """A flusher is writing a group (the followers wait for its attempt, then check)."""
     _first_at = 0.0
     """When the oldest queued record arrived (``time.monotonic``): its batching window."""
     _rotation_error: str | None = None

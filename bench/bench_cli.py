@@ -6,7 +6,8 @@ figures; asserts nothing. ``hello`` runs in process mode (the default: one worke
 first thing so its start overlaps the kernel's imports and discovery) and with ``--isolation
 thread``; ``--before`` adds the same command run by another installation (e.g. the main
 branch's ``.venv/bin/bastion``), interleaved, as an anchor measured in the same run. Target
-(issue 13): a warm Python hello well under 264-282 ms (the figure before workers existed).
+(issue 13): a warm Python hello well under 264-282 ms (the figure before workers existed),
+read as a median of at most 220 ms on a quiet machine, in process and in thread mode.
 Bytecode caching is left on (``PYTHONDONTWRITEBYTECODE`` unset), as on an installed system.
 ``hello`` is a one-line Python skill in a pack folder made here (``--pack``); ``calc`` (the
 first-party data pack, a bigger guest program) is measured the same way for comparison.
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+TARGET_MS = 220.0
+"""Median of a warm ``run hello`` on a quiet machine: "well under 264-282 ms" (issue 13)."""
 
 HELLO_PY = '''\
 def run(name: str = "world") -> str:
@@ -63,7 +66,7 @@ k.close()
 t7 = time.perf_counter()
 assert r.ok, r
 print(json.dumps({"import bastion.cli (argparse, errors)": t1 - t0,
-                  "import kernel, policy (pydantic, jsonschema, structlog)": t2 - t1,
+                  "import kernel, policy (pydantic, jsonschema)": t2 - t1,
                   "import wasmtime": t3 - t2, "discover + grant (Kernel())": t4 - t3,
                   "prepare (thread: verify + map runner; process: is it cached)": t5 - t4,
                   "call (process: waits for the worker's own start + runner load)": t6 - t5,
@@ -123,6 +126,10 @@ def main(runs: int = 11, before: str | None = None) -> None:
             _row(f"the same, {before}", results["before"])
             ratio = statistics.median(results["hello"]) / statistics.median(results["before"])
             print(f"  {'process mode, this tree / --before':44s} {ratio:.2f}x")
+        for label, key in (("process mode", "hello"), ("thread mode", "thread")):
+            ms = statistics.median(results[key]) * 1000
+            verdict = "met" if ms <= TARGET_MS else "NOT met"
+            print(f"  target {label}: median <= {TARGET_MS:.0f} ms: {verdict} ({ms:.0f} ms)")
         _row("bastion run calc (first-party data pack)", results["calc"])
         _row("python -c pass (same venv)", results["bare"])
         phases: dict[str, list[float]] = {}

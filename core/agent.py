@@ -22,12 +22,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
-import structlog
-
 from .content import content_blocks, has_content
 from .conversations import ConversationStore, ToolCallRecord, args_hash
 from .errors import ErrorCode
-from .logs import ensure_logging
+from .logs import ensure_logging, get_logger
 from .models import Model, ModelError, ModelRequest, ModelResponse, TextChunk, Usage, resolve_model
 from .pricing import DEFAULT_PRICES, Cost, PriceTable
 from .result import InvocationContext, ToolError, ToolResult
@@ -52,7 +50,7 @@ __all__ = [
     "ToolSpecLike",
 ]
 
-log = structlog.get_logger("bastion.agent")
+log = get_logger("bastion.agent")
 
 NOT_RUN: Final = "NOT_RUN"
 """Code of a tool_result for a call the loop did not make (budget reached, answer cut off)."""

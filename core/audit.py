@@ -49,16 +49,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
-import structlog
-
 from . import auditchain
 from .closing import Closeable
 from .errors import ConfigError
+from .logs import get_logger
 from .sanitize import SanitizeConfig, Sanitizer
 
 __all__ = ["AuditLog", "AuditPathError", "AuditReader", "NullAudit", "read_audit", "redact_record"]
 
-log = structlog.get_logger("bastion.audit")
+log = get_logger("bastion.audit")
 
 _SECRET_FIELD: Final = re.compile(
     r"pass(?:word|wd|phrase)?|secret|token|api[_-]?key|auth(?:orization)?|cookie|credential"

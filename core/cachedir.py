@@ -39,7 +39,7 @@ def default_cache_root() -> Path:
 
 def secure_dir(root: Path) -> Path:
     """Create ``root`` with mode 0700, fix loose permissions, refuse a foreign owner."""
-    import structlog
+    from .logs import get_logger
 
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def secure_dir(root: Path) -> Path:
     mode = _refuse_unsafe(root, st)
     if mode & 0o055:
         os.chmod(root, 0o700)
-        structlog.get_logger("bastion.cachedir").warning(
+        get_logger("bastion.cachedir").warning(
             "cache.permissions_fixed", path=str(root), mode=oct(mode)
         )
     return root

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
-import structlog
 
 from .cachedir import CacheDirError
 from .errors import ConfigError, ManifestError, PackError
+from .logs import get_logger
 from .manifest import (
     PACK_MANIFEST,
     SKILL_MANIFEST,
@@ -52,7 +52,7 @@ ENTRY_POINT_GROUP = "bastion"
 LOAD_PLUGINS_ENV = "BASTION_LOAD_PLUGINS"
 SCHEMA_TEXT_KEYS = ("description", "title", "$comment")
 """Schema keywords whose string values are prose for people and models (cleaned)."""
-log = structlog.get_logger("bastion.discovery")
+log = get_logger("bastion.discovery")
 
 
 @dataclass(frozen=True, slots=True)

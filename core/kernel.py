@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
-import structlog
-
 from .audit import AuditLog, NullAudit
 from .breaker import Breaker, CircuitBreaker, SharedBreaker
 from .cachedir import CacheDirError
@@ -47,7 +45,7 @@ from .guard import (
 from .guardrails import PolicyGuardrails, grant_kinds
 from .inputfile import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
 from .jsonsafe import check_value, dumps_strict, loads_bounded
-from .logs import CallLoggers, InvocationLog, ensure_logging
+from .logs import CallLoggers, InvocationLog, ensure_logging, get_logger
 from .metrics import Metrics, prometheus_text
 from .plugins import make_plugin_manager
 from .policy import Policy, load_policy
@@ -69,7 +67,7 @@ __all__ = ["Kernel", "SkillStatus", "ToolSpec", "default_audit_path"]
 
 _NO_VERDICT = frozenset({"NOT_READY", "CANCELLED", "AUDIT_UNAVAILABLE"})
 """Outcomes that are not the skill's doing: a breaker neither counts nor clears on them."""
-log = structlog.get_logger("bastion.kernel")
+log = get_logger("bastion.kernel")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, final, runtime_checkable
 
-import structlog
-
 from .breaker import BreakerState, CircuitBreaker
 from .errors import BastionError, ConfigError
+from .logs import get_logger
 
 __all__ = [
     "AnthropicModel",
@@ -47,7 +46,7 @@ __all__ = [
     "resolve_model",
 ]
 
-log = structlog.get_logger("bastion.models")
+log = get_logger("bastion.models")
 
 # -- data ---------------------------------------------------------------------------------
 

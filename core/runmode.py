@@ -12,7 +12,6 @@ no pool takes is killed at exit. ``with_isolation`` applies ``--isolation`` to a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +60,8 @@ def peek_isolation(policy_path: str | None, override: str | None = None) -> Isol
 
 def with_isolation(policy: Any, isolation: Isolation) -> Any:
     """A copy of the loaded ``Policy`` whose ``[workers] isolation`` is ``isolation``."""
+    import dataclasses  # here: this module is imported before the worker is started
+
     workers = policy.doc.workers.model_copy(update={"isolation": isolation})
     doc = policy.doc.model_copy(update={"workers": workers})
     return dataclasses.replace(policy, doc=doc)

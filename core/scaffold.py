@@ -13,9 +13,8 @@ import re
 from pathlib import Path
 from typing import Final
 
-import structlog
-
 from .errors import ConfigError
+from .logs import get_logger
 from .manifest import NAME_PATTERN, PACK_MANIFEST
 
 __all__ = ["TEMPLATE_ENV", "add_skill", "create_pack", "pack_names", "template_dir"]
@@ -25,7 +24,7 @@ TEMPLATE_ENV: Final = "BASTION_TEMPLATE_DIR"
 
 _NAME = re.compile(NAME_PATTERN)
 _SKIPPED: Final = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
-log = structlog.get_logger("bastion.scaffold")
+log = get_logger("bastion.scaffold")
 
 
 def pack_names(name: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import structlog
+from .logs import get_logger
 
 __all__ = [
     "ENCODINGS",
@@ -40,7 +40,7 @@ __all__ = [
     "truncate_text",
 ]
 
-log = structlog.get_logger("bastion.tokens")
+log = get_logger("bastion.tokens")
 
 ENCODINGS: Final[dict[str, tuple[str, str]]] = {
     # name -> (blob URL tiktoken reads, sha256 tiktoken expects); from tiktoken_ext.openai_public

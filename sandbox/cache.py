@@ -30,13 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal, TypeVar
 
-import structlog
 import wasmtime
 import wasmtime.component
 
 from bastion.cachedir import CACHE_ENV, CacheDirError, check_dir, default_cache_root, secure_dir
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
+from bastion.logs import get_logger
 
 from .engine import engine_fingerprint, get_engine
 from .startwait import StartWait
@@ -52,7 +52,7 @@ __all__ = [
     "use_load_only",
 ]
 
-_log = structlog.get_logger("bastion.sandbox.cache")
+_log = get_logger("bastion.sandbox.cache")
 _PROC_FD: Final[Path] = Path("/proc/self/fd")
 
 Kind = Literal["module", "component"]

@@ -52,10 +52,10 @@ import struct
 import time
 from typing import Any, Final
 
-import structlog
 import wasmtime
 
 from bastion.errors import ErrorCode, ExecutionError
+from bastion.logs import get_logger
 
 from .rawcall import GuestTrap, HostCall, HostFn, define_host_func
 from .store import InvocationState, state_for
@@ -75,7 +75,7 @@ _EFAULT: Final[int] = 21
 _EINVAL: Final[int] = 28
 _ENOTSUP: Final[int] = 58
 
-_log = structlog.get_logger("bastion.sandbox.hostabi")
+_log = get_logger("bastion.sandbox.hostabi")
 _I32 = wasmtime.ValType.i32()
 
 

@@ -31,11 +31,11 @@ import binascii
 import threading
 from typing import Any, Final
 
-import structlog
 import wasmtime
 from wasmtime.component import Linker, Record, Variant
 
 from bastion.errors import ErrorCode, ExecutionError
+from bastion.logs import get_logger
 
 from .engine import get_engine
 from .linksweep import call_started_ns, sweep_links
@@ -66,7 +66,7 @@ _ERROR_CASES: Final[dict[ErrorCode, str]] = {
 }
 _LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error"})
 
-_log = structlog.get_logger("bastion.sandbox.hostlink")
+_log = get_logger("bastion.sandbox.hostlink")
 _linker: Linker | None = None
 _linker_lock = threading.Lock()
 

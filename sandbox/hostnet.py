@@ -43,12 +43,12 @@ from urllib.parse import urljoin
 
 import httpcore
 import httpx
-import structlog
 
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError, RuleError
 from bastion.executor import AuditSink, IPNetwork
 from bastion.httpfixtures import HttpFixtures
+from bastion.logs import get_logger
 from bastion.netrule import IPAddress, NetRule, ParsedURL, first_match, parse_url
 from bastion.sanitize import SanitizeConfig, Sanitizer
 
@@ -337,7 +337,7 @@ class HostHttp(Closeable):
         self.deadline = deadline
         self._resolver: Resolver = resolver if resolver is not None else SystemResolver()
         self._audit = audit
-        self._log = logger if logger is not None else structlog.get_logger("bastion.hostnet")
+        self._log = logger if logger is not None else get_logger("bastion.hostnet")
         self.max_response_bytes = max_response_bytes
         self.max_redirects = max_redirects
         self.max_request_bytes = max_request_bytes

@@ -24,9 +24,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-import structlog
-
 from bastion.executor import Mount
+from bastion.logs import get_logger
 
 __all__ = ["CTIME_SLACK_NS", "MAX_SWEEP_ENTRIES", "call_started_ns", "sweep_links"]
 
@@ -35,7 +34,7 @@ CTIME_SLACK_NS: Final[int] = 1_000_000_000
 MAX_SWEEP_ENTRIES: Final[int] = 200_000
 """Entries looked at per mount; past this the sweep stops and says so in the log."""
 
-_log = structlog.get_logger("bastion.sandbox.linksweep")
+_log = get_logger("bastion.sandbox.linksweep")
 _DIR_FLAGS: Final[int] = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 

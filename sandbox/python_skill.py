@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import structlog
 from wasmtime.component import Component
 
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Capabilities, ExecutionRequest, Limits, Mount
+from bastion.logs import get_logger
 
 from .component_call import call_export
 from .component_exec import outcome_text
@@ -63,7 +63,7 @@ DESCRIBE_MEMORY_MB: Final[int] = 128
 """Memory cap while deriving schemas."""
 _RESERVED: Final[str] = "/_bastion"
 _MAX_DESCRIBE_BYTES: Final[int] = 1 << 20
-_log = structlog.get_logger("bastion.sandbox.python_skill")
+_log = get_logger("bastion.sandbox.python_skill")
 
 
 def shared_folder(skill_folder: Path) -> Path | None:

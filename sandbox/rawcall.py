@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-import structlog
 import wasmtime
 from wasmtime import _ffi as ffi
+
+from bastion.logs import get_logger
 
 __all__ = [
     "Fault",
@@ -37,7 +38,7 @@ __all__ = [
     "instantiate",
 ]
 
-_log = structlog.get_logger("bastion.sandbox.rawcall")
+_log = get_logger("bastion.sandbox.rawcall")
 _U32: Final[int] = 0xFFFFFFFF
 TRAP_PREFIX: Final[str] = "bastion:"
 

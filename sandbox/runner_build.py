@@ -29,11 +29,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Final
 
-import structlog
 import wasmtime.component
 
 from bastion.cachedir import secure_dir
 from bastion.errors import BastionError
+from bastion.logs import get_logger
 
 from .cache import CacheMissError, default_cache
 from .startwait import WAIT_ENV, StartWait
@@ -62,7 +62,7 @@ BUILD_TIMEOUT_S: Final[float] = 600.0
 _FORMAT: Final[str] = "runner-v1"
 _SKIP_DIRS: Final[frozenset[str]] = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache"})
 
-_log = structlog.get_logger("bastion.sandbox.runner_build")
+_log = get_logger("bastion.sandbox.runner_build")
 _lock = threading.Lock()
 Progress = Callable[[str], None]
 

@@ -37,9 +37,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import structlog
 import wasmtime
 from wasmtime import _ffi as ffi
+
+from bastion.logs import get_logger
 
 from .engine import TICK_MS, get_engine
 
@@ -53,7 +54,7 @@ __all__ = [
     "wake_at",
 ]
 
-_log = structlog.get_logger("bastion.sandbox.ticker")
+_log = get_logger("bastion.sandbox.ticker")
 _MAX_BURST: Final[int] = 1000
 _LINGER_S: Final[float] = 0.25
 """How long the ticker keeps ticking after the last guest left (calls in a row keep its

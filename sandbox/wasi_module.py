@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, final
 
-import structlog
 import wasmtime
 
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
+from bastion.logs import get_logger
 
 from .cache import CompileCache, Progress, default_cache
 from .engine import get_engine
@@ -35,7 +35,7 @@ from .ticker import guest_running, remaining_ms
 
 __all__ = ["WasiModuleExecutor"]
 
-_log = structlog.get_logger("bastion.sandbox.wasm")
+_log = get_logger("bastion.sandbox.wasm")
 
 
 @final

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
-import structlog
-
 from ..errors import ErrorCode
+from ..logs import get_logger
 from .unavailable import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FALLBACK", "Refusal", "SharedAdmission", "Ticket"]
 
-log = structlog.get_logger("bastion.state")
+log = get_logger("bastion.state")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,14 @@ from __future__ import annotations
 import threading
 from typing import final
 
-import structlog
-
+from ..logs import get_logger
 from .handle import StateHandle
 from .seal import SealError
 from .unavailable import StoreUnavailable
 
 __all__ = ["ApprovalMemory"]
 
-log = structlog.get_logger("bastion.state")
+log = get_logger("bastion.state")
 
 
 @final

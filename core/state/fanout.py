@@ -15,13 +15,12 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
-import structlog
-
+from ..logs import get_logger
 from .settings import StateSection
 
 __all__ = ["ToolsFanout"]
 
-log = structlog.get_logger("bastion.state")
+log = get_logger("bastion.state")
 
 CHANNEL = "tools"
 

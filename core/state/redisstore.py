@@ -17,19 +17,19 @@ from typing import Any, TypeVar, final
 from urllib.parse import quote
 
 import redis
-import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..closing import Closeable
 from ..errors import ConfigError
+from ..logs import get_logger
 from . import scripts
 from .settings import StateSection
 from .unavailable import StoreUnavailable
 
 __all__ = ["RedisStore", "StoreUnavailable", "redacted_url"]
 
-log = structlog.get_logger("bastion.state")
+log = get_logger("bastion.state")
 
 T = TypeVar("T")
 

@@ -24,11 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, final
 
-import structlog
-
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import Capabilities, ExecutionRequest, Limits
+from bastion.logs import get_logger
 
 from ..cache import CacheMissError
 from ..startwait import excluding
@@ -51,7 +50,7 @@ _SLACK_S: Final[float] = 2.0
 """The pool's deadline is the describe deadline plus this: the worker's own deadline answers
 first (a clear TIMEOUT), the pool's kill is the backstop."""
 _PACK_MANIFEST: Final[str] = "bastion-pack.toml"
-_log = structlog.get_logger("bastion.sandbox.workers.derive")
+_log = get_logger("bastion.sandbox.workers.derive")
 _active: contextvars.ContextVar[WorkerDeriver | None] = contextvars.ContextVar(
     "bastion_deriver", default=None
 )

@@ -2,10 +2,12 @@
 
 Start-up, in order: close every descriptor but the socket ``FD`` and 0-2 (``/dev/null``;
 stderr is a pipe the kernel reads for crash reports), read the *hello* frame (cache directory,
-descriptor limit, the paths Landlock keeps), empty the environment, import the engine and the
-three sandbox executors, load what ``preload`` names from the verified cache, import everything
-a call may need later (Landlock would refuse a lazy import outside the Python installation's
-paths), apply the OS limits (``oslimits.py``), then answer *ready* with what took effect. Then,
+descriptor limit, the paths Landlock keeps), empty the environment, create the engine and the
+three sandbox executors and load the runner (before the hello for a worker started with
+``--cache``, see ``serve``), load what ``preload`` names from the verified cache, import the
+extension modules a call may need later (Landlock would refuse their shared libraries; the
+HTTP stack's Python files are imported by the first call that makes a request), apply the OS
+limits (``oslimits.py``), then answer *ready* with what took effect. Then,
 one call at a time: rebuild the request, run it, answer with the output bytes or the error,
 prewarm the next call's instance, hand the used store to the *dropper* thread (dropping a store
 zeroes its kept-resident memory, about a millisecond the next call need not wait for; the C
@@ -20,6 +22,7 @@ entry run by the pool has none, so nothing a guest sends reaches such code.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import socket
@@ -31,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from bastion.logs import InvocationLog
+from bastion.logs import InvocationLog, discard_unconfigured
 
 from .framing import Frame, encode_frame, read_frame_blocking
 
@@ -100,16 +103,19 @@ def _load(preload: list[list[str]], executors: Mapping[str, Any]) -> None:
 
 
 def _import_everything() -> None:
-    """Modules a call may import lazily, imported now (before Landlock and seccomp)."""
+    """Modules every call may need, imported now (before Landlock and seccomp).
+
+    The HTTP stack (``hostnet``: httpx and httpcore, ~45 ms, and the TLS context, ~20 ms) is
+    imported and made by the first call that makes an HTTP request: its Python files are in
+    the installation and Bastion's own folders, which Landlock keeps readable
+    (``oslimits.python_read_paths``; the trust stores are in ``SYSTEM_READ_PATHS``). Only the
+    extension modules it loads are imported here, as the shared libraries they link
+    (libssl, libuuid) are outside those paths."""
     import encodings.idna  # noqa: F401  (host names)
-    import ssl
+    import ssl  # noqa: F401  (_ssl links libssl)
+    import uuid  # noqa: F401  (_uuid links libuuid)
 
-    import httpcore  # noqa: F401
-    import httpx  # noqa: F401
-
-    from bastion.sandbox import hostabi, hostlink, hostnet, netguard  # noqa: F401
-
-    ssl.create_default_context()
+    from bastion.sandbox import hostabi, hostlink, netguard  # noqa: F401
 
 
 def _explained(exc: Any) -> Any:
@@ -139,39 +145,43 @@ def _import_early() -> None:
     _import_everything()
 
 
-def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
-    """Run the worker on the socket named by ``argv[1]`` until the kernel closes it."""
-    args = sys.argv if argv is None else argv
-    fd = int(args[1])
-    _close_inherited(fd)
-    started = time.monotonic()
-    ch = _Channel(fd)
-    _import_early()
-    try:
-        hello = ch.recv()
-    except (EOFError, OSError):
-        return 0
-    cfg = hello.header
-    os.environ.clear()
-    from bastion.cachedir import CACHE_ENV
+EARLY_CACHE: Final[str] = "--cache"
+"""``entry FD --cache DIR``: a worker started ahead of its pool (``prespawn``) is told the cache
+the kernel will name, and loads the runner from it before the hello (see ``serve``)."""
+_GIVEN_HELLO: Final[str] = "--hello"
+_EARLY_POOLING: Final[bool] = True
+"""The engine an early worker guesses: the pooling allocator, as for the default policy."""
 
-    os.environ[CACHE_ENV] = str(cfg["cache"])
-    from ..cache import use_load_only
 
-    use_load_only()  # a worker never compiles or writes the cache; the kernel repairs it
-    from bastion.errors import ErrorCode, ExecutionError
+def _option(args: list[str], name: str) -> str | None:
+    rest = args[2:]
+    for i in range(0, len(rest) - 1, 2):
+        if rest[i] == name:
+            return rest[i + 1]
+    return None
 
+
+def _wants_pooling(cfg: Mapping[str, Any]) -> bool:
     from .. import engine
-    from ..component_exec import ComponentExecutor
-    from ..python_exec import PythonExecutor
-    from ..wasi_module import WasiModuleExecutor
-    from . import oslimits
-    from .derive import DESCRIBE_RUNTIME, describe_handler
-    from .repair import answer_prepare
-    from .wire import encode_error, request_from_call
 
     slot = engine.engine_settings().memory_reservation
-    pooling = bool(cfg.get("pooling")) and int(cfg.get("max_memory_mb", 0)) * 2**20 <= slot
+    return bool(cfg.get("pooling")) and int(cfg.get("max_memory_mb", 0)) * 2**20 <= slot
+
+
+def _engine_and_executors(cache: str, pooling: bool) -> dict[str, Any]:
+    """What the cache location and the engine settings decide: the engine, the executors,
+    and the Python runner loaded (verified and mapped) from the cache."""
+    from bastion.cachedir import CACHE_ENV
+
+    os.environ[CACHE_ENV] = cache
+    from .. import engine
+    from ..cache import use_load_only
+    from ..component_exec import ComponentExecutor
+    from ..python_exec import PythonExecutor
+    from ..runner_build import built_runner
+    from ..wasi_module import WasiModuleExecutor
+
+    use_load_only()  # a worker never compiles or writes the cache; the kernel repairs it
     if pooling:
         engine.configure_engine(pooling=True)
     engine.get_engine()
@@ -181,11 +191,66 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         "python": PythonExecutor(),
     }
     _import_everything()
-    from ..runner_build import built_runner
-
     if built_runner() is not None:
         with contextlib.suppress(Exception):  # a cache miss is reported on the first call
             executors["python"].load()
+    return executors
+
+
+def _restart(args: list[str], cfg: Mapping[str, Any]) -> None:
+    """Start this worker again (same process, same socket) with the hello it has read: an
+    early worker whose guess (cache, engine) the hello contradicts cannot change its engine."""
+    tail = args[1:]
+    orig = list(sys.orig_argv)
+    if orig[len(orig) - len(tail) :] != tail:
+        raise RuntimeError("the worker cannot restart itself: its command line is unknown")
+    head = orig[: len(orig) - len(tail)]
+    os.execv(sys.executable, [*head, args[1], _GIVEN_HELLO, json.dumps(dict(cfg))])
+
+
+def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
+    """Run the worker on the socket named by ``argv[1]`` until the kernel closes it.
+
+    A worker started with ``--cache DIR`` (``prespawn``) does not wait for the hello to create
+    its engine and load the runner: the ~50 ms of verifying and mapping it then overlap the
+    kernel's discovery too. If the hello names another cache, or an engine without the pooling
+    allocator, the worker starts again with that hello (``os.execv``, before any limit is
+    applied): a wrong guess costs time, never a setting."""
+    args = sys.argv if argv is None else argv
+    fd = int(args[1])
+    _close_inherited(fd)
+    discard_unconfigured()  # module loggers' lines would go to stdout: /dev/null here
+    started = time.monotonic()
+    ch = _Channel(fd)
+    _import_early()
+    early = _option(args, EARLY_CACHE)
+    given = _option(args, _GIVEN_HELLO)
+    executors: dict[str, Any] | None = None
+    if early is not None and given is None:
+        executors = _engine_and_executors(early, _EARLY_POOLING)
+    if given is not None:
+        cfg: Mapping[str, Any] = json.loads(given)
+    else:
+        try:
+            hello = ch.recv()
+        except (EOFError, OSError):
+            return 0
+        cfg = hello.header
+    os.environ.clear()
+    pooling = _wants_pooling(cfg)
+    if executors is not None and (str(cfg["cache"]) != early or pooling != _EARLY_POOLING):
+        _restart(args, cfg)
+    if executors is None:
+        executors = _engine_and_executors(str(cfg["cache"]), pooling)
+    from bastion.cachedir import CACHE_ENV
+    from bastion.errors import ErrorCode, ExecutionError
+
+    from . import oslimits
+    from .derive import DESCRIBE_RUNTIME, describe_handler
+    from .repair import answer_prepare
+    from .wire import encode_error, request_from_call
+
+    os.environ[CACHE_ENV] = str(cfg["cache"])
     _load(list(cfg.get("preload", [])), executors)
     read = [str(cfg["cache"]), *oslimits.python_read_paths(), *oslimits.SYSTEM_READ_PATHS]
     read += [str(p) for p in cfg.get("read", [])]

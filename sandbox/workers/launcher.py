@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, final
 
-import structlog
+from bastion.logs import get_logger
 
 __all__ = ["Launcher"]
 
-_log = structlog.get_logger("bastion.sandbox.workers")
+_log = get_logger("bastion.sandbox.workers")
 _Job = tuple[Callable[..., None], tuple[Any, ...]]
 
 

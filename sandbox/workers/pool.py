@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
 
-import structlog
-
 from bastion.closing import Closeable
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest
+from bastion.logs import get_logger
 
 from ..cache import CacheMissError
 from ..startwait import wait_s
@@ -47,7 +46,7 @@ from .wire import decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
 
-_log = structlog.get_logger("bastion.sandbox.workers")
+_log = get_logger("bastion.sandbox.workers")
 _CANCEL_POLL_S: Final[float] = 0.01
 _LOOK_AFTER_S: Final[float] = 0.001
 """Without a busy host thread, the worker is looked at this long after the deadline: its own

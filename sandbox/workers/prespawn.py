@@ -6,8 +6,10 @@ pipe for crash reports, its own session. The worker imports what it needs and th
 the pool's *hello* frame (cache, limits, Landlock paths, what to preload).
 
 ``prespawn()`` does the same at the very start of a one-shot command, before the kernel's own
-imports, policy and discovery: the worker's interpreter start and imports (about half of its
-start) then run on the second CPU while the kernel prepares, instead of after it. The first
+imports, policy and discovery, and names the default cache: the worker's interpreter start,
+imports, engine and runner load (all of its start but the OS limits) then run on the second
+CPU while the kernel prepares, instead of after it (a hello that names another cache or
+engine makes the worker start again, ``entry.serve``). The first
 ``WorkerPool`` that needs a worker with the same entry ``take()``\\ s it and sends the hello as
 for any worker; nothing about the call is known or sent before that. An unused one is killed
 and reaped at exit (``discard()``).
@@ -35,12 +37,14 @@ _lock = threading.Lock()
 _ready: dict[tuple[str, ...], Spawned] = {}
 
 
-def spawn(entry: tuple[str, ...] = DEFAULT_ENTRY) -> Spawned:
-    """Start one worker process (it then waits for its hello frame)."""
+def spawn(entry: tuple[str, ...] = DEFAULT_ENTRY, *, early_cache: str | None = None) -> Spawned:
+    """Start one worker process (it then waits for its hello frame); with ``early_cache``, it
+    loads the runner from that cache before the hello (``entry.serve``)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    early = [] if early_cache is None else ["--cache", early_cache]
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", *entry, str(child.fileno())],
+            [sys.executable, "-I", *entry, str(child.fileno()), *early],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -58,11 +62,15 @@ def spawn(entry: tuple[str, ...] = DEFAULT_ENTRY) -> Spawned:
 
 
 def prespawn(entry: tuple[str, ...] = DEFAULT_ENTRY) -> None:
-    """Start a worker now for a pool made later in this process (at most one per entry)."""
+    """Start a worker now for a pool made later in this process (at most one per entry); it
+    is told the default cache (the one the kernel's pool will name), so it loads the runner
+    before its hello."""
+    from bastion.cachedir import default_cache_root
+
     with _lock:
         if entry in _ready:
             return
-        _ready[entry] = spawn(entry)
+        _ready[entry] = spawn(entry, early_cache=str(default_cache_root()))
 
 
 def take(entry: tuple[str, ...]) -> Spawned | None:

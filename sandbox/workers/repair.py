@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import structlog
-
 from bastion.errors import ErrorCode, ExecutionError
+from bastion.logs import get_logger
 
 from ..cache import CacheMissError, default_cache
 from ..startwait import StartWait
@@ -35,7 +34,7 @@ from .framing import encode_frame
 
 __all__ = ["RESTORERS", "answer_prepare", "load_in_worker", "repair"]
 
-_log = structlog.get_logger("bastion.sandbox.workers.repair")
+_log = get_logger("bastion.sandbox.workers.repair")
 _POLL_S: Final[float] = 0.05
 
 

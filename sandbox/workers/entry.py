@@ -255,10 +255,10 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 else:
                     out = ex.execute(request)
             calllog.finish()
-            ch.send({"t": "result", "id": call_id}, bytes(out))
+            ch.send(_settle({"t": "result", "id": call_id}, request, after, executors), bytes(out))
         except ExecutionError as exc:
             calllog.finish()
-            ch.send(encode_error(call_id, _explained(exc)))
+            ch.send(_settle(encode_error(call_id, _explained(exc)), request, after, executors))
         except OSError as exc:
             if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
                 err = _files_error(
@@ -275,7 +275,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     detail=traceback.format_exc(limit=5)[-4000:],
                 )
             calllog.finish()
-            ch.send(encode_error(call_id, err))
+            ch.send(_settle(encode_error(call_id, err), request, after, executors))
         except Exception:
             err = ExecutionError(
                 ErrorCode.INTERNAL,
@@ -283,7 +283,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
             calllog.finish()
-            ch.send(encode_error(call_id, _explained(err)))
+            ch.send(_settle(encode_error(call_id, _explained(err)), request, after, executors))
         # The used store is dropped before the next instance is made: the slot it frees (and
         # the memory the reset just wrote, still in cache) is what the prewarm takes next.
         # On this thread, unless this worker is the pool's only one (then the next call would
@@ -294,12 +294,25 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     drop()
             else:
                 dropper.put(drop)
-        if request is not None:
-            ex = executors.get(request.runtime)
-            if ex is not None and hasattr(ex, "prewarm"):
-                with contextlib.suppress(Exception):
-                    ex.prewarm(request)
+        ex = executors.get(request.runtime) if request is not None else None
+        if not hasattr(ex, "prewarm"):
+            continue  # nothing was left to do: the answer said idle
+        with contextlib.suppress(Exception):
+            ex.prewarm(request)
         ch.send({"t": "idle", "id": call_id})
+
+
+def _settle(
+    header: dict[str, Any], request: Any, after: list[Callable[[], None]],
+    executors: Mapping[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """``header`` marked ``idle`` when no after-call work follows (no store to drop, nothing
+    to prewarm: a WASI module, a failed rebuild): the pool may send the next call at once
+    instead of taking another worker because no separate *idle* frame came yet."""
+    ex = executors.get(request.runtime) if request is not None else None
+    if not after and not hasattr(ex, "prewarm"):
+        header["idle"] = True
+    return header
 
 
 class _Dropper:

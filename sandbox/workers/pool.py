@@ -390,9 +390,11 @@ class WorkerPool(Closeable):
         self._replacing += 1
         self._launcher.submit(self._spawn_helper, None)
 
-    def _release(self, w: _Worker) -> None:
+    def _release(self, w: _Worker, *, idle: bool = False) -> None:
+        """Give ``w`` back after its answer; ``idle`` if the answer said no after-call work
+        follows (its next call may go to it at once)."""
         w.settled = True
-        w.warm = False
+        w.warm = idle
         with self._cond:
             if not self._closed:
                 w.owned = False
@@ -590,11 +592,11 @@ class WorkerPool(Closeable):
                 return self._crashed(w, request, f"answer for another call ({head.get('id')!r})")
             if kind == "result":
                 w.drain_stderr()
-                self._release(w)
+                self._release(w, idle=head.get("idle") is True)
                 return frame.blob
             if kind == "error":
                 w.drain_stderr()
-                self._release(w)
+                self._release(w, idle=head.get("idle") is True)
                 raise decode_error(head)
             return self._crashed(w, request, f"unexpected frame {kind!r}")
         return self._crashed(w, request, "too many frames for one call")

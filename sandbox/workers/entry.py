@@ -295,7 +295,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             else:
                 dropper.put(drop)
         ex = executors.get(request.runtime) if request is not None else None
-        if not hasattr(ex, "prewarm"):
+        if ex is None or not hasattr(ex, "prewarm"):
             continue  # nothing was left to do: the answer said idle
         with contextlib.suppress(Exception):
             ex.prewarm(request)

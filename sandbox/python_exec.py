@@ -193,7 +193,8 @@ class PythonExecutor:
         if waited > 0.001:  # building or compiling the runner never counts against the call
             request = dataclasses.replace(request, deadline=request.deadline + waited)
         code = self._code.context_code(request)
-        self._last = (request, entry_rel, mounts, code is not None)
+        if after is not None:  # a worker: its prewarm for this request follows
+            self._last = (request, entry_rel, mounts, code is not None)
         warm = self._warm.take(request)
         if warm is not None:
             sandbox, instance = warm
@@ -260,7 +261,7 @@ class PythonExecutor:
         if self._closed:
             return
         runner, _export = self._load()
-        last = self._last
+        last, self._last = self._last, None  # held only until this prewarm
         if last is not None and last[0] is request:
             # Just run: its vendor lock was verified for that call (the next call verifies
             # again before any skill code runs), and a cache hit means the entry's bytes were

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.sandbox.guestbuild import build_wat
 from tests.workers.conftest import MakePool, MakeRequest
 
 COUNTER = (
@@ -83,3 +84,31 @@ def test_only_a_pool_of_one_drops_stores_on_a_dropper_thread(
         names = _thread_names(pid)
         assert "bastion-ticker" in names  # the names are set (the call ran guest code)
         assert "bastion-dropper" not in names
+
+
+PRINT_EMPTY = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+def test_calls_with_no_after_work_stay_on_one_worker(
+    make_pool: MakePool, wasm_prepared: Callable[[Path], Path], skills_dir: Path,
+    request_for: MakeRequest,
+) -> None:  # fmt: skip
+    # A WASI module leaves nothing to drop or prewarm after its answer: the answer itself says
+    # idle, so the next call goes to the same worker and the pool has no reason to grow.
+    module = skills_dir / "empty.wasm"
+    module.write_bytes(build_wat(PRINT_EMPTY))
+    wasm_prepared(module)
+    pool = make_pool(count=2)
+    for _ in range(60):
+        assert pool.run(request_for(module, runtime="wasm")) == b"{}"
+    assert len(pool.pids()) == 1 and pool.stats.started == 1

@@ -76,9 +76,12 @@ class EngineSettings:
     pooling_slots: int = 8
     """Linear memories (and component instances) the pool holds at once."""
     keep_resident: int = 24 * _MIB
-    """Bytes of a freed linear memory kept resident (zeroed, not unmapped) for the next one:
-    24 MiB holds what a Python call touches (16 MiB left a hello call ~0.3 ms of page faults;
-    more only makes the drop zero more)."""
+    """Bytes of a freed linear memory kept resident (reset in place, not unmapped) for the next
+    one: 24 MiB holds what a Python call touches (16 MiB left a hello call ~0.3 ms of page
+    faults; more only makes the drop reset more). Less moves cost from the drop to page faults
+    in the call (a hello call touches only ~520 pages, but each fault costs ~3 us here): the
+    CPU per call was flat from 2 to 24 MiB (2.9-3.1 ms), so the size that leaves the call
+    itself no faults stays (bench/README.md, wave 4)."""
 
 
 ALLOCATOR_ONLY: Final[frozenset[str]] = frozenset({"pooling", "pooling_slots", "keep_resident"})

@@ -108,6 +108,10 @@ class PythonExecutor:
         self._closed = False
         self._warm = WarmSlot()
         self._code = CodeCache()
+        self._last: tuple[ExecutionRequest, str, tuple[Mount, ...], bool] | None = None
+        """The request ``execute`` last ran, its entry and mounts (vendor lock verified at
+        that call) and whether the code cache served its entry's current bytes: ``prewarm``
+        for the same request object reuses them instead of checking and reading again."""
 
     def _load(self) -> tuple[Component, ExportIndex]:
         runner, export = self._runner, self._export
@@ -189,6 +193,8 @@ class PythonExecutor:
         if waited > 0.001:  # building or compiling the runner never counts against the call
             request = dataclasses.replace(request, deadline=request.deadline + waited)
         code = self._code.context_code(request)
+        if after is not None:  # a worker: its prewarm for this request follows
+            self._last = (request, entry_rel, mounts, code is not None)
         warm = self._warm.take(request)
         if warm is not None:
             sandbox, instance = warm
@@ -255,8 +261,17 @@ class PythonExecutor:
         if self._closed:
             return
         runner, _export = self._load()
-        entry_rel, mounts = folder_call(request)
-        if self._code.needs(request):
+        last, self._last = self._last, None  # held only until this prewarm
+        if last is not None and last[0] is request:
+            # Just run: its vendor lock was verified for that call (the next call verifies
+            # again before any skill code runs), and a cache hit means the entry's bytes were
+            # the compiled ones then (if they change, the next call's check sees it and the
+            # prewarm after it compiles them again).
+            _, entry_rel, mounts, served = last
+        else:
+            entry_rel, mounts = folder_call(request)
+            served = False
+        if not served and self._code.needs(request):
             self._code.fill(request, entry_rel, runner)
         sandbox = self._sandbox(request, mounts, time.monotonic() + PREWARM_BUDGET_S, None)
         instance, failed = instantiate_in(sandbox, runner)
@@ -277,5 +292,6 @@ class PythonExecutor:
             self._runner = None
             self._export = None
             self._call_index = None
+        self._last = None
         self._warm.clear()
         self._code.clear()

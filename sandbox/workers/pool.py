@@ -9,7 +9,8 @@ way with ``CANCELLED``. A worker that dies by itself (a wasmtime panic, a segfau
 killer) or breaks the framing is ``SKILL_CRASHED`` for its call, recorded in the audit log
 (event ``worker``) and the pool's counters, and replaced; the kernel never goes down with it.
 
-Workers start lazily: ``bastion run`` starts one; a busy server grows to ``count``. Time spent
+Workers start lazily: ``bastion run`` starts one; a busy server grows to ``count``, and so do
+calls in a row that find no worker with its next instance ready (``_grow_locked``). Time spent
 waiting for a worker to *start* is not charged to the call (it is the host's cost).
 """
 
@@ -246,6 +247,10 @@ class WorkerPool(Closeable):
             "read": list(s.read_paths),
             "write": list(s.write_paths),
             "preload": list(self._preload),
+            # A pool of one worker on several CPUs: the worker drops a used store on a thread
+            # of its own while it prewarms (the next call would wait for both in a row);
+            # otherwise the other workers serve meanwhile and one thread does both.
+            "drop_aside": s.size == 1 and (os.cpu_count() or 1) > 1,
         }
         parent.sendall(encode_frame(hello))
         self._all.append(w)
@@ -350,6 +355,8 @@ class WorkerPool(Closeable):
                         w = _pick(ready) if ready else self._idle[-1]
                         self._idle.remove(w)
                         w.owned = True
+                        if not w.warm:
+                            self._grow_locked()
                         break
                     if len(self._all) + self._replacing < self.settings.size:
                         w = self._spawn_locked()
@@ -372,9 +379,21 @@ class WorkerPool(Closeable):
                 continue
             return w, time.monotonic() - t0
 
-    def _release(self, w: _Worker) -> None:
+    def _grow_locked(self) -> None:
+        """Start one more worker in the background if the pool is below its size: a call
+        found no idle worker with its next instance ready (calls come faster than one worker
+        finishes its after-call work), so calls in a row alternate between workers and each
+        one's prewarm and drop run while the other serves. The call itself does not wait."""
+        if self._closed or len(self._all) + self._replacing >= self.settings.size:
+            return
+        self._replacing += 1
+        self._launcher.submit(self._spawn_helper, None)
+
+    def _release(self, w: _Worker, *, idle: bool = False) -> None:
+        """Give ``w`` back after its answer; ``idle`` if the answer said no after-call work
+        follows (its next call may go to it at once)."""
         w.settled = True
-        w.warm = False
+        w.warm = idle
         with self._cond:
             if not self._closed:
                 w.owned = False
@@ -572,11 +591,11 @@ class WorkerPool(Closeable):
                 return self._crashed(w, request, f"answer for another call ({head.get('id')!r})")
             if kind == "result":
                 w.drain_stderr()
-                self._release(w)
+                self._release(w, idle=head.get("idle") is True)
                 return frame.blob
             if kind == "error":
                 w.drain_stderr()
-                self._release(w)
+                self._release(w, idle=head.get("idle") is True)
                 raise decode_error(head)
             return self._crashed(w, request, f"unexpected frame {kind!r}")
         return self._crashed(w, request, "too many frames for one call")

@@ -28,6 +28,7 @@ stub works the same in a worker process as in the kernel.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -60,6 +61,7 @@ __all__ = [
     "HttpResponse",
     "Resolver",
     "SystemResolver",
+    "default_tls_context",
 ]
 
 MiB: Final = 1024 * 1024
@@ -305,6 +307,15 @@ def _allow_hint(u: ParsedURL, skill: str, previous: ParsedURL | None) -> str:
     return f"to allow it, {line} ([network] allow only covers what a manifest requests)"
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The system trust store's TLS client context, made once per process: loading the trust
+    store takes ~20 ms, which every call of an HTTP skill used to pay. Calls share it safely:
+    it holds settings and trust anchors, no per-call or per-skill state (no session is reused
+    unless passed explicitly, which Bastion never does)."""
+    return ssl.create_default_context()
+
+
 class HostHttp(Closeable):
     """One skill invocation's HTTP client: rules, address checks, redirects, caps, audit.
 
@@ -352,7 +363,7 @@ class HostHttp(Closeable):
         )
         self._backend = _PinnedBackend(deadline)
         transport = _PinnedTransport(
-            self._backend, ssl_context if ssl_context is not None else ssl.create_default_context()
+            self._backend, ssl_context if ssl_context is not None else default_tls_context()
         )
         self._client = httpx.Client(
             transport=transport,

@@ -5,8 +5,9 @@ stderr is a pipe the kernel reads for crash reports), read the *hello* frame (ca
 descriptor limit, the paths Landlock keeps), empty the environment, create the engine and the
 three sandbox executors and load the runner (before the hello for a worker started with
 ``--cache``, see ``serve``), load what ``preload`` names from the verified cache, import the
-extension modules a call may need later (Landlock would refuse their shared libraries; the
-HTTP stack's Python files are imported by the first call that makes a request), apply the OS
+extension modules a call may need later (Landlock would refuse their shared libraries; a
+worker its pool started imports the HTTP stack too, an early one leaves it to the first call
+that makes a request), apply the OS
 limits (``oslimits.py``), then answer *ready* with what took effect. Then,
 one call at a time: rebuild the request, run it, answer with the output bytes or the error,
 drop the used store (resetting its kept-resident memory, 1-1.5 ms), prewarm the next call's
@@ -110,7 +111,8 @@ def _import_everything() -> None:
     """Modules every call may need, imported now (before Landlock and seccomp).
 
     The HTTP stack (``hostnet``: httpx and httpcore, ~45 ms, and the TLS context, ~20 ms) is
-    imported and made by the first call that makes an HTTP request: its Python files are in
+    imported at start by a worker its pool started (``_import_http_stack``), and by an early
+    worker's first call that makes a request: its Python files are in
     the installation and Bastion's own folders, which Landlock keeps readable
     (``oslimits.python_read_paths``; the trust stores are in ``SYSTEM_READ_PATHS``). Only the
     extension modules it loads are imported here, as the shared libraries they link
@@ -120,6 +122,15 @@ def _import_everything() -> None:
     import uuid  # noqa: F401  (_uuid links libuuid)
 
     from bastion.sandbox import hostabi, hostlink, netguard  # noqa: F401
+
+
+def _import_http_stack() -> None:
+    """The HTTP stack and its TLS context, made at start by a worker its pool started: no
+    call's deadline then pays the ~65 ms. A worker started ahead of ``bastion run``'s pool
+    (``--cache``) skips it: the one call it serves most often makes no request."""
+    from bastion.sandbox import hostnet
+
+    hostnet.default_tls_context()
 
 
 def _explained(exc: Any) -> Any:
@@ -255,6 +266,8 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     from .wire import encode_error, request_from_call
 
     os.environ[CACHE_ENV] = str(cfg["cache"])
+    if early is None:
+        _import_http_stack()
     _load(list(cfg.get("preload", [])), executors)
     read = [str(cfg["cache"]), *oslimits.python_read_paths(), *oslimits.SYSTEM_READ_PATHS]
     read += [str(p) for p in cfg.get("read", [])]
@@ -288,6 +301,8 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         if frame.kind != "call":
             continue
         call_id = int(frame.header.get("id", 0))
+        if dropper is not None:
+            dropper.settle()  # the previous guest's files are closed before this one runs
         after: list[Callable[[], None]] = []
         request: Any = None
         # Host lines the call causes are capped here, where they happen (a skill looping over
@@ -388,6 +403,8 @@ class _Dropper:
     def __init__(self) -> None:
         self._q: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._room = threading.BoundedSemaphore(_MAX_DROPPING)
+        self._pending = 0
+        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="bastion-dropper", daemon=True)
         self._thread.start()
 
@@ -396,7 +413,15 @@ class _Dropper:
             with contextlib.suppress(Exception):
                 drop()
             return
+        with self._done:
+            self._pending += 1
         self._q.put(drop)
+
+    def settle(self) -> None:
+        """Wait until every store handed over is dropped: until then it holds its guest's open
+        files, and the next call must not be refused for another call's descriptors."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0)
 
     def _run(self) -> None:
         from ..ticker import name_os_thread
@@ -409,6 +434,9 @@ class _Dropper:
                     drop()
             finally:
                 self._room.release()
+                with self._done:
+                    self._pending -= 1
+                    self._done.notify_all()
 
 
 def main() -> int:

@@ -163,7 +163,10 @@ def _import_early() -> None:
 EARLY_CACHE: Final[str] = "--cache"
 """``entry FD --cache DIR``: a worker started ahead of its pool (``prespawn``) is told the cache
 the kernel will name, and loads the runner from it before the hello (see ``serve``)."""
-_GIVEN_HELLO: Final[str] = "--hello"
+_GIVEN_HELLO: Final[str] = "--hello-fd"
+"""``entry FD --hello-fd N``: the hello an early worker read before it started again, in an
+anonymous file (never on the command line, which other processes of the user can read)."""
+_MAX_GIVEN_HELLO: Final[int] = 64 * 2**20
 _EARLY_POOLING: Final[bool] = True
 """The engine an early worker guesses: the pooling allocator, as for the default policy."""
 
@@ -220,7 +223,20 @@ def _restart(args: list[str], cfg: Mapping[str, Any]) -> None:
     if orig[len(orig) - len(tail) :] != tail:
         raise RuntimeError("the worker cannot restart itself: its command line is unknown")
     head = orig[: len(orig) - len(tail)]
-    os.execv(sys.executable, [*head, args[1], _GIVEN_HELLO, json.dumps(dict(cfg))])
+    import tempfile
+
+    held = tempfile.TemporaryFile()  # noqa: SIM115  (kept open across the exec on purpose)
+    held.write(json.dumps(dict(cfg)).encode("utf-8"))
+    held.flush()
+    held.seek(0)
+    os.set_inheritable(held.fileno(), True)
+    os.execv(sys.executable, [*head, args[1], _GIVEN_HELLO, str(held.fileno())])
+
+
+def _read_given(number: str) -> bytes:
+    """The hello ``_restart`` left in descriptor ``number`` (then closed)."""
+    with os.fdopen(int(number), "rb") as f:
+        return f.read(_MAX_GIVEN_HELLO)
 
 
 def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None = None) -> int:
@@ -233,13 +249,14 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
     applied): a wrong guess costs time, never a setting."""
     args = sys.argv if argv is None else argv
     fd = int(args[1])
+    given_fd = _option(args, _GIVEN_HELLO)
+    given = _read_given(given_fd) if given_fd is not None else None  # before the closing below
     _close_inherited(fd)
     discard_unconfigured()  # module loggers' lines would go to stdout: /dev/null here
     started = time.monotonic()
     ch = _Channel(fd)
     _import_early()
     early = _option(args, EARLY_CACHE)
-    given = _option(args, _GIVEN_HELLO)
     executors: dict[str, Any] | None = None
     if early is not None and given is None:
         executors = _engine_and_executors(early, _EARLY_POOLING)

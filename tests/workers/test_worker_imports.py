@@ -69,6 +69,9 @@ def test_an_early_worker_whose_guess_is_wrong_starts_again_and_serves(
     early = prespawn._ready[pool.settings.entry][0].pid
     assert pool.run(request_for(pyskill("hello", HELLO))) == b'{"hi": "x"}'
     assert pool.pids() == [early]  # the same process, started again with the hello
+    cmdline = Path(f"/proc/{early}/cmdline").read_bytes().split(b"\0")
+    assert b"--hello-fd" in cmdline  # the hello went through an anonymous file, not argv
+    assert not any(str(pool.cache_root).encode() in arg for arg in cmdline)
     (report,) = pool.reports()
     assert report["pooling"] is False
     assert report["limits"]["seccomp"] is True

@@ -47,7 +47,6 @@ __all__ = ["PipeLogger", "main", "serve"]
 
 Handler = Callable[[Any], bytes]
 _MAX_FD: Final[int] = 65536
-_MAX_DROPPING: Final[int] = 1
 _LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error", "critical"})
 
 
@@ -208,7 +207,6 @@ def _engine_and_executors(cache: str, pooling: bool) -> dict[str, Any]:
         "component": ComponentExecutor(),
         "python": PythonExecutor(),
     }
-    _import_everything()
     if built_runner() is not None:
         with contextlib.suppress(Exception):  # a cache miss is reported on the first call
             executors["python"].load()
@@ -351,11 +349,9 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     out = ex.execute(request, after=after)
                 else:
                     out = ex.execute(request)
-            calllog.finish()
-            ch.send(_settle({"t": "result", "id": call_id}, request, after, executors), bytes(out))
+            header, blob = {"t": "result", "id": call_id}, bytes(out)
         except ExecutionError as exc:
-            calllog.finish()
-            ch.send(_settle(encode_error(call_id, _explained(exc)), request, after, executors))
+            header, blob = encode_error(call_id, _explained(exc)), b""
         except OSError as exc:
             if exc.errno == 24:  # EMFILE: the worker's own descriptor table is full
                 err = _files_error(
@@ -371,16 +367,16 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     "the worker failed to run the skill",
                     detail=traceback.format_exc(limit=5)[-4000:],
                 )
-            calllog.finish()
-            ch.send(_settle(encode_error(call_id, err), request, after, executors))
+            header, blob = encode_error(call_id, err), b""
         except Exception:
             err = ExecutionError(
                 ErrorCode.INTERNAL,
                 "the worker failed to run the skill",
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
-            calllog.finish()
-            ch.send(_settle(encode_error(call_id, _explained(err)), request, after, executors))
+            header, blob = encode_error(call_id, _explained(err)), b""
+        calllog.finish()
+        ch.send(_settle(header, request, after, executors), blob)
         # The used store is dropped before the next instance is made: the slot it frees (and
         # the memory the reset just wrote, still in cache) is what the prewarm takes next.
         # On this thread, unless this worker is the pool's only one (then the next call would
@@ -413,23 +409,18 @@ def _settle(
 
 
 class _Dropper:
-    """One daemon thread that drops used stores while the worker serves the next call. At
-    most ``_MAX_DROPPING`` wait at once (each holds a slot of the pooling allocator); past
-    that the caller drops inline, so a backlog can never exhaust the pool."""
+    """One daemon thread that drops used stores while the worker prewarms. At most one waits
+    at once (each holds a slot of the pooling allocator): every call settles the drop
+    before it runs, so no backlog can build."""
 
     def __init__(self) -> None:
         self._q: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._room = threading.BoundedSemaphore(_MAX_DROPPING)
         self._pending = 0
         self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="bastion-dropper", daemon=True)
         self._thread.start()
 
     def put(self, drop: Callable[[], None]) -> None:
-        if not self._room.acquire(blocking=False):
-            with contextlib.suppress(Exception):
-                drop()
-            return
         with self._done:
             self._pending += 1
         self._q.put(drop)
@@ -450,7 +441,6 @@ class _Dropper:
                 with contextlib.suppress(Exception):
                     drop()
             finally:
-                self._room.release()
                 with self._done:
                     self._pending -= 1
                     self._done.notify_all()

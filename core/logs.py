@@ -379,9 +379,6 @@ class CallLoggers:
         return base.bind(**fields)
 
 
-_METHODS: Final[dict[str, int]] = _LEVELS
-
-
 class InvocationLog:
     """One invocation's logger: redacts what it writes and caps each kind of line.
 
@@ -461,7 +458,7 @@ class InvocationLog:
             return True
 
     def _enabled(self, method: str) -> bool:
-        return self.is_enabled_for(_METHODS[method])
+        return self.is_enabled_for(_METHOD_LEVELS[method])
 
     def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
         if not self._enabled(method):

@@ -19,8 +19,11 @@ Settings and why:
   reached through the C API (``wasmtime_pooling_allocation_*``; wasmtime-py 50 has no
   wrapper), with ``keep_resident`` bytes of each linear memory kept mapped between instances:
   a fresh instance reuses a slot whose pages are already faulted in, instead of taking the
-  copy-on-write faults again. Compiled code does not depend on the allocator, so these
-  settings are left out of the fingerprint (a cached module loads under either).
+  copy-on-write faults again. Where the kernel allows (``pagewarm.supported()``), ``prefault``
+  keeps only 1 MiB resident and the Python executor pre-faults, in one system call, just the
+  pages its calls write, instead of wasmtime copying the runner's whole image back per drop.
+  Compiled code does not depend on the allocator, so these settings are left out of the
+  fingerprint (a cached module loads under either).
 
 ``engine_fingerprint()`` names the wasmtime version and every setting: a serialized module only
 loads into an engine with the same version and configuration, so it is part of cache keys.
@@ -40,8 +43,11 @@ from typing import Final, cast
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from . import pagewarm
+
 __all__ = [
     "ALLOCATOR_ONLY",
+    "PREFAULT_KEEP_RESIDENT",
     "TICK_MS",
     "EngineSettings",
     "configure_engine",
@@ -49,6 +55,8 @@ __all__ = [
     "engine_fingerprint",
     "engine_settings",
     "get_engine",
+    "keep_resident",
+    "prefaulting",
 ]
 
 TICK_MS: Final[int] = 5
@@ -81,16 +89,29 @@ class EngineSettings:
     faults; more only makes the drop reset more). Less moves cost from the drop to page faults
     in the call (a hello call touches only ~520 pages, but each fault costs ~3 us here): the
     CPU per call was flat from 2 to 24 MiB (2.9-3.1 ms), so the size that leaves the call
-    itself no faults stays (bench/README.md, wave 4)."""
+    itself no faults stays (bench/README.md, wave 4). Used only where ``prefault`` is off or
+    unsupported."""
+    prefault: bool = True
+    """With pooling, release freed memory instead (only ``PREFAULT_KEEP_RESIDENT`` bytes stay)
+    and let the Python executor pre-fault, in one system call, the pages its calls write
+    (``pagewarm.py``), where the kernel supports it: the drop stops copying the runner's whole
+    memory image back."""
 
 
-ALLOCATOR_ONLY: Final[frozenset[str]] = frozenset({"pooling", "pooling_slots", "keep_resident"})
+ALLOCATOR_ONLY: Final[frozenset[str]] = frozenset(
+    {"pooling", "pooling_slots", "keep_resident", "prefault"}
+)
 """Settings that choose how instances are allocated, not what is compiled."""
 
+
+PREFAULT_KEEP_RESIDENT: Final[int] = 1 * _MIB
+"""Bytes of each freed memory kept resident while pre-faulting: a small WASM skill's whole
+memory (and the runner's stack, below its image) stays fault-free without copying anything big."""
 
 _lock = threading.Lock()
 _settings = EngineSettings()
 _engine: wasmtime.Engine | None = None
+_prefaulting = False
 
 
 def configure_engine(**changes: object) -> EngineSettings:
@@ -163,7 +184,7 @@ def _set_pooling(cfg: wasmtime.Config, s: EngineSettings) -> None:
             ("max_memories_per_module", u32, 4),
             ("max_tables_per_module", u32, 16),
             ("table_elements", size, 200_000),
-            ("linear_memory_keep_resident", size, s.keep_resident),
+            ("linear_memory_keep_resident", size, keep_resident()),
             ("table_keep_resident", size, 64 * _KIB),
         ):
             _pooling_fn(name, arg)(pcfg, value)
@@ -178,10 +199,22 @@ def get_engine() -> wasmtime.Engine:
     eng = _engine
     if eng is not None:
         return eng
+    global _prefaulting
     with _lock:
         if _engine is None:
+            _prefaulting = _settings.pooling and _settings.prefault and pagewarm.supported()
             _engine = wasmtime.Engine(_make_config(_settings))
         return _engine
+
+
+def prefaulting() -> bool:
+    """True once the engine exists with pooling and page pre-faulting in use (``pagewarm``)."""
+    return _prefaulting and _engine is not None
+
+
+def keep_resident() -> int:
+    """Bytes of each freed linear memory the pooling allocator keeps resident."""
+    return PREFAULT_KEEP_RESIDENT if _prefaulting else _settings.keep_resident
 
 
 def engine_fingerprint() -> str:

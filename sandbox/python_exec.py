@@ -31,11 +31,13 @@ from wasmtime.component import Component, ExportIndex
 from bastion.errors import ErrorCode, ExecutionError
 from bastion.executor import ExecutionRequest, Mount
 
+from . import engine
 from .component_call import CallOutcome, call_instance, instantiate_in
 from .component_exec import PREWARM_BUDGET_S, WarmSlot, log_streams, outcome_text
+from .pagewarm import PageWarmer
 from .pycode import CodeCache
 from .python_skill import CALL_SKILL_EXPORT, call_args, folder_call
-from .runner_build import Progress, load_runner_ready, runner_cached
+from .runner_build import Progress, load_runner_ready, runner_artifact, runner_cached
 from .store import Sandbox
 
 __all__ = [
@@ -108,6 +110,8 @@ class PythonExecutor:
         self._closed = False
         self._warm = WarmSlot()
         self._code = CodeCache()
+        self._warmer: PageWarmer | None = None
+        """Pre-faults the runner's slot after each drop, where the engine relies on it."""
         self._last: tuple[ExecutionRequest, str, tuple[Mount, ...], bool] | None = None
         """The request ``execute`` last ran, its entry and mounts (vendor lock verified at
         that call) and whether the code cache served its entry's current bytes: ``prewarm``
@@ -126,7 +130,29 @@ class PythonExecutor:
                         ErrorCode.INTERNAL, "the Python runner exports no run-skill function"
                     )
                 self._runner, self._export = runner, export
+                self._warmer = self._open_warmer()
             return self._runner, self._export
+
+    @staticmethod
+    def _open_warmer() -> PageWarmer | None:
+        if not engine.prefaulting():
+            return None
+        artifact = runner_artifact()
+        return None if artifact is None else PageWarmer.open(artifact, engine.keep_resident())
+
+    def _drop(self, sandbox: Sandbox) -> Callable[[], None]:
+        """The store's drop a worker runs after answering: with a warmer, the pages this call
+        wrote are read first and populated into the reset slot after."""
+        warmer = self._warmer
+        if warmer is None:
+            return sandbox.close
+
+        def drop() -> None:
+            warmer.learn()
+            sandbox.close()
+            warmer.warm()
+
+        return drop
 
     @staticmethod
     def _source(entry: Path) -> str:
@@ -216,7 +242,7 @@ class PythonExecutor:
             state = sandbox.state
         finally:
             if after is not None:
-                after.append(sandbox.close)
+                after.append(self._drop(sandbox))
             else:
                 sandbox.close()
         if code is None and after is None and self._code.needs(request):
@@ -295,3 +321,6 @@ class PythonExecutor:
         self._last = None
         self._warm.clear()
         self._code.clear()
+        warmer, self._warmer = self._warmer, None
+        if warmer is not None:
+            warmer.close()

@@ -289,6 +289,17 @@ def runner_sha256(runner: Path) -> str:
     return digest
 
 
+def runner_artifact() -> Path | None:
+    """The compiled runner's file in the cache (the file its memory image is mapped from), or
+    None if it is not built or not compiled."""
+    path = built_runner()
+    if path is None:
+        return None
+    cache = default_cache()
+    art = cache.artifact_path(cache.key_for_digest("component", runner_sha256(path)))
+    return art if art.is_file() else None
+
+
 def load_runner(progress: Progress | None = None) -> wasmtime.component.Component:
     """The compiled runner component (built and compiled once, then served from the caches).
 

@@ -21,6 +21,7 @@ machinery without a kernel call).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
@@ -51,7 +52,9 @@ method: a trivial WASM skill (echo), process isolation, one caller at a time, me
               bastion mcp) timed around call_tool: what an agent sees, client work included
   lean client one keep-alive http.client connection posting hand-built JSON-RPC to the same
               bastion serve (a few tens of us of client work): what the server adds
-  /healthz    GET on the same server: uvicorn + Starlette + loopback TCP, the HTTP floor"""
+  /healthz    GET on the same server: uvicorn + Starlette + loopback TCP, the HTTP floor
+  server CPU  the served process's CPU time per request (/proc schedstat): its event-loop
+              thread and all its threads (less noisy than wall time on a shared machine)"""
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -232,14 +235,41 @@ PATHS = (
 )
 
 
+def _cpu_s(pid: int, tid: int | None = None) -> float:
+    """CPU seconds run so far by process ``pid``'s threads (or by its thread ``tid`` only),
+    from /proc's schedstat (nanoseconds, not clock ticks); 0.0 where it cannot be read."""
+    tids = [tid] if tid is not None else []
+    if tid is None:
+        with contextlib.suppress(OSError):
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    total = 0
+    for t in tids:
+        with (
+            contextlib.suppress(OSError, ValueError, IndexError),
+            open(f"/proc/{pid}/task/{t}/schedstat") as f,
+        ):
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
 def interleaved(
-    policy: Path, pack: Path, port: int, token: str, n: int, rounds: int = 8
-) -> dict[str, list[float]]:
+    policy: Path,
+    pack: Path,
+    port: int,
+    token: str,
+    n: int,
+    rounds: int = 8,
+    server_pid: int | None = None,
+) -> tuple[dict[str, list[float]], dict[str, tuple[float, float]]]:
     """Every anchor and every lean-client path in turn, ``n // rounds`` calls each per round,
     so that all of them share the same minutes (the load of a shared machine and the shared
     disk's fsync time drift within a run; measured one after another, an anchor and the
     served path could see different machines). A first, dropped round warms every path up:
-    the kernel's first calls start its workers, which slowed the next fsyncs twofold."""
+    the kernel's first calls start its workers, which slowed the next fsyncs twofold.
+
+    Also returns, per served path, the server's CPU time per request: its main thread (the
+    event loop) and the whole process (with the kernel's pool thread and the audit's fsync),
+    in seconds; CPU time is much less noisy than wall time on a shared machine."""
     import asyncio
     import http.client
 
@@ -260,13 +290,21 @@ def interleaved(
         health.request("GET", "/healthz")
         health.getresponse().read()
 
+    cpu: dict[str, list[float]] = {p: [0.0, 0.0] for p in PATHS}
+
     def timed(path: str, call: Any, warm: int) -> None:
         for _ in range(warm):
             call()
+        loop0 = proc0 = 0.0
+        if server_pid is not None:
+            loop0, proc0 = _cpu_s(server_pid, server_pid), _cpu_s(server_pid)
         for _ in range(per):
             t = time.perf_counter()
             call()
             out[path].append(time.perf_counter() - t)
+        if server_pid is not None:
+            cpu[path][0] += _cpu_s(server_pid, server_pid) - loop0
+            cpu[path][1] += _cpu_s(server_pid) - proc0
 
     try:
         with Kernel.from_policy(policy, pack_paths=[pack], entry_points=False) as k:
@@ -279,6 +317,7 @@ def interleaved(
                 if r == 0:
                     for path in out:
                         out[path].clear()
+                        cpu[path] = [0.0, 0.0]
                 warm = 50 if r == -1 else 5
                 timed("anchor", lambda: kernel_call(k, False), warm)
                 timed("durable", lambda: kernel_call(k, True), warm)
@@ -292,7 +331,9 @@ def interleaved(
             c.close()
         health.close()
         loop.close()
-    return out
+    served = ("healthz", "list legacy", "list 2026-07-28", "lean legacy", "lean 2026-07-28")
+    per_request = {p: (cpu[p][0] / len(out[p]), cpu[p][1] / len(out[p])) for p in served}
+    return out, per_request
 
 
 def bench_stdio(policy: Path, pack: Path, n: int, mode: str, env: dict[str, str]) -> list[float]:
@@ -428,7 +469,7 @@ def main() -> None:
         rates: dict[str, float] = {}
         try:
             url = f"http://127.0.0.1:{port}/mcp"
-            xs = interleaved(policy, pack, port, token, a.calls)
+            xs, server_cpu = interleaved(policy, pack, port, token, a.calls, server_pid=proc.pid)
             for mode in ("legacy", "2026-07-28"):
                 sdk[mode] = bench_http(url, token, a.calls, mode)
             for mode in ("legacy", "2026-07-28"):
@@ -536,6 +577,10 @@ def main() -> None:
             )
         for label, value in parts:
             print(f"  {label:<66} {value * 1000:7.3f}")
+        print("server CPU per request (ms; /proc, interleaved with the above):")
+        print(f"  {'':<34} {'event loop':>10} {'process':>9}")
+        for path, (loop_s, proc_s) in server_cpu.items():
+            print(f"  {path:<34} {loop_s * 1000:10.3f} {proc_s * 1000:9.3f}")
         print(f"load after: {os.getloadavg()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,9 @@ and ``Notifier``, which tells clients of both eras that the tool list changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import mcp_types as types
@@ -131,12 +133,23 @@ class BastionServer:
             get_tool_input_schema=self._input_schema,
             on_call_tool=self.calls,
             on_subscriptions_listen=self.listen,
+            lifespan=self._lifespan,
         )
         _drop_idle_tracing(self.server)
         self.server.middleware.append(_bind_request_id)
         self.server.middleware.append(request_state_boundary(policy))
         self.fanout = tools_fanout(holder.current.kernel)
         """Tool-list changes shared with the other replicas (a shared ``[state]`` store)."""
+
+    lifespan_state: dict[str, Any] = {}
+    """What the server's lifespan yielded (the SDK hands it to every request's context)."""
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        """The SDK's default lifespan (an empty state), kept for the HTTP fast path."""
+        state: dict[str, Any] = {}
+        self.lifespan_state = state
+        yield state
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None

@@ -237,16 +237,21 @@ def _read_input(text: str) -> Any:
 
 
 def _run_kernel(args: argparse.Namespace) -> Any:
-    """The kernel of ``bastion run``; ``--isolation`` overrides the policy's for this run."""
+    """The kernel of ``bastion run``; ``--isolation`` overrides the policy's for this run. It
+    discovers only the skill it runs (``Kernel(only_skills=...)``: the same skill, grant and
+    errors as a full discovery, without reading every other installed skill)."""
+    only = frozenset({args.name})
     if args.isolation is None:
-        return _kernel(args, approver=TerminalApprover())
+        return _kernel(args, approver=TerminalApprover(), only_skills=only)
     with _startup():
         from .kernel import Kernel
         from .policy import load_policy
         from .runmode import with_isolation
 
         policy = with_isolation(load_policy(args.policy), args.isolation)
-        return Kernel(policy, pack_paths=args.pack or (), approver=TerminalApprover())
+        return Kernel(
+            policy, pack_paths=args.pack or (), approver=TerminalApprover(), only_skills=only
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .manifest import (
     check_json_schema,
     load_pack_manifest,
     load_skill_manifest,
+    peek_skill_name,
 )
 from .native import NativeSkill
 from .policy import Policy
@@ -297,9 +298,16 @@ def _outside(root: Path, *paths: Path) -> str | None:
 
 
 def load_pack_folder(
-    folder: Path, *, origin: str, distribution: str | None = None
+    folder: Path,
+    *,
+    origin: str,
+    distribution: str | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[PackReport, list[Skill]]:
-    """Read a pack folder (``bastion-pack.toml`` + skill folders) without importing anything."""
+    """Read a pack folder (``bastion-pack.toml`` + skill folders) without importing anything.
+
+    ``only``: load just the skills whose ``skill.toml`` names one of these (every folder still
+    passes the pack's path checks); the others are left unread, so they report no problem."""
     try:
         if _outside(folder.resolve(), folder / PACK_MANIFEST) is not None:
             raise PackError(
@@ -355,6 +363,8 @@ def load_pack_folder(
                     where="skills",
                     fix=f"add {rel}/{SKILL_MANIFEST} or remove {rel!r} from skills",
                 )
+            if only is not None and peek_skill_name(sdir) not in only:
+                continue
             skill = _load_skill(sdir, pm.name, distribution)
         except CacheDirError:
             raise  # the host's cache is unsafe: every pack would fail alike; exit 2, not a problem
@@ -455,9 +465,16 @@ def discover(
     pack_paths: Sequence[Path] = (),
     entry_points: bool = True,
     embedded: Sequence[object] = (),
+    only: Collection[str] | None = None,
 ) -> Discovery:
     """Find every pack (entry points, ``pack_paths``, then ``embedded`` plugin objects an
-    embedder passed, trusted because they were passed) and return skills and problems."""
+    embedder passed, trusted because they were passed) and return skills and problems.
+
+    ``only`` (``bastion run NAME``): of the packs' skill folders, load only those whose
+    ``skill.toml`` names one of these. Every pack is still found, checked and ordered as
+    without it, and plugins are registered as before, so each name resolves to the same skill
+    as in a full discovery (the first that loads under it); the other skills' problems are
+    not reported."""
     from .logs import ensure_logging
 
     ensure_logging()  # discovery runs guests (schema derivation): never structlog's stdout default
@@ -492,7 +509,7 @@ def discover(
             folder = None
             log.warning("pack_locate_failed", entry_point=ep.name, error=repr(exc))
         if folder is not None:
-            report, skills = load_pack_folder(folder, origin=origin, distribution=dist)
+            report, skills = load_pack_folder(folder, origin=origin, distribution=dist, only=only)
             if report.name in shadows and folder.resolve() != shadows[report.name][1]:
                 report.loaded = False
                 report.problems.append(
@@ -553,7 +570,7 @@ def discover(
             )
             found.packs.append(report)
             continue
-        report, skills = load_pack_folder(folder, origin=f"path {str(path)!r}")
+        report, skills = load_pack_folder(folder, origin=f"path {str(path)!r}", only=only)
         add(report, skills)
     for plugin in embedded:
         impl = getattr(plugin, "bastion_skills", None)

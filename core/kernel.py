@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
@@ -154,11 +154,15 @@ class Kernel(Closeable):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         http_stubs: Mapping[str, HttpFixtures] | None = None,
+        only_skills: Collection[str] | None = None,
     ) -> None:
         """``clock`` drives rate limits, breakers and the cache; ``wall_clock`` (epoch seconds)
         the UTC day of daily quotas. Both are injectable so tests never sleep. ``http_stubs``
         (the conformance kit) answers every skill's HTTP from fixtures, skill name -> fixtures
-        (none for a skill not named): no request leaves the host (``bastion.httpfixtures``)."""
+        (none for a skill not named): no request leaves the host (``bastion.httpfixtures``).
+        ``only_skills`` (``bastion run``): discover just the skills of these names (each the
+        same skill a full discovery picks); if one is not found, everything is discovered, so
+        an unknown name is answered as before (with its "did you mean")."""
         ensure_logging()
         self.policy = policy
         self._http_stubs = http_stubs
@@ -178,7 +182,16 @@ class Kernel(Closeable):
                 pack_paths=[Path(p) for p in pack_paths],
                 entry_points=entry_points,
                 embedded=plugins,
+                only=only_skills,
             )
+            if only_skills is not None and not set(only_skills) <= self._discovery.skills.keys():
+                self._discovery = discover(
+                    policy,
+                    self._pm,
+                    pack_paths=[Path(p) for p in pack_paths],
+                    entry_points=entry_points,
+                    embedded=plugins,
+                )
         for providers in self._pm.hook.bastion_model_providers():
             if providers:
                 from .models import register_provider
@@ -192,7 +205,7 @@ class Kernel(Closeable):
         self.workers: Any = None
         """The ``WorkerPool`` of sandboxed calls (``[workers] isolation = "process"``)."""
         if policy.doc.workers.isolation == "process":
-            from .sandbox.python_skill import shared_folder
+            from .sandbox.packshared import shared_folder
             from .sandbox.workers import pool_for_kernel
 
             folders = [s.folder for s in self._discovery.skills.values() if s.folder is not None]

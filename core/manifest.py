@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .configfile import config_error_from_validation, read_toml
@@ -42,6 +40,7 @@ __all__ = [
     "load_pack_manifest",
     "load_skill_manifest",
     "normalize_guest_path",
+    "peek_skill_name",
 ]
 
 SKILL_MANIFEST = "skill.toml"
@@ -121,12 +120,16 @@ def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
     First :func:`bastion.schemas.check_schema_document`: a schema is data, never a loader.
 
     A schema that passed the metaschema check once is remembered (``bastion.memo``) by its
-    canonical JSON, so discovery does not re-walk the metaschema in every process.
+    canonical JSON, so discovery does not re-walk the metaschema (nor import jsonschema, ~60 ms)
+    in every process.
     """
     check_schema_document(schema, what)  # size, depth, local refs only, RE2 patterns
     memo = default_memo()
     canonical = _canonical(schema) if memo is not None else None
     if memo is None or canonical is None or memo.get(_SCHEMA_OK, canonical) is not True:
+        from jsonschema import Draft202012Validator  # here: only a schema not yet checked
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
@@ -385,6 +388,19 @@ def load_skill_manifest(folder: Path) -> SkillManifest:
         return SkillManifest.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(exc, ManifestError, source=str(path)) from None
+
+
+def peek_skill_name(folder: Path) -> str | None:
+    """The ``name`` written in ``folder/skill.toml``, read (with ``read_toml``'s limits) but not
+    validated; None if the file cannot be read or parsed or holds no string name.
+
+    A validated manifest's name is the written one (no coercion, no default), so a skill whose
+    written name is not X never loads as X: discovery of one skill skips the others unread."""
+    try:
+        name = read_toml(folder / SKILL_MANIFEST, ManifestError).get("name")
+    except Exception:  # a hostile file is refused by the full load, never here
+        return None
+    return name if isinstance(name, str) else None
 
 
 def load_pack_manifest(folder: Path) -> PackManifest:

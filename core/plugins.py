@@ -23,11 +23,18 @@ __all__ = ["LazyExecutor", "builtin_plugin", "make_plugin_manager"]
 
 
 class LazyExecutor:
-    """An executor imported and built on first use (keeps wasmtime out of cheap commands)."""
+    """An executor imported and built on first use (keeps wasmtime out of cheap commands).
 
-    def __init__(self, runtime: str, target: str, **kwargs: Any) -> None:
+    ``stager`` (``"module:function"``), when given, is the executor's ``stage`` as a function
+    that needs no executor: a kernel whose workers run the calls stages through it without
+    importing the executor (and wasmtime) at all."""
+
+    def __init__(
+        self, runtime: str, target: str, *, stager: str | None = None, **kwargs: Any
+    ) -> None:
         self.runtime = runtime
         self._target = target
+        self._stager = stager
         self._kwargs = kwargs
         self._impl: Executor | None = None
         self._lock = threading.Lock()
@@ -53,6 +60,9 @@ class LazyExecutor:
     def stage(self, entry: Path) -> bool:
         """The executor's ``stage`` (True: a worker can load what ``entry`` needs without this
         process loading it), or False when it has none (then ``prepare``)."""
+        if self._impl is None and self._stager is not None:
+            module, _, attr = self._stager.partition(":")
+            return bool(getattr(importlib.import_module(module), attr)(entry))
         stage = getattr(self._get(), "stage", None)
         return bool(stage(entry)) if callable(stage) else False
 
@@ -75,7 +85,11 @@ class _Builtins:
             NativeExecutor(),
             LazyExecutor("wasm", "bastion.sandbox.wasi_module:WasiModuleExecutor"),
             LazyExecutor("component", "bastion.sandbox.component_exec:ComponentExecutor"),
-            LazyExecutor("python", "bastion.sandbox.python_exec:PythonExecutor"),
+            LazyExecutor(
+                "python",
+                "bastion.sandbox.python_exec:PythonExecutor",
+                stager="bastion.sandbox.python_stage:stage",
+            ),
         ]
 
 

@@ -206,7 +206,7 @@ def derive_schema_memoized(folder: Path, manifest: SkillManifest) -> DerivedSkil
     source = str(folder / manifest.entry)
     verify_vendor(folder, manifest.dependencies)
     try:
-        from .sandbox.python_skill import shared_folder
+        from .sandbox.packshared import shared_folder
 
         digest = skill_digest(folder, manifest.entry, shared_folder(folder))
     except OSError as exc:

@@ -6,24 +6,25 @@ Here a schema is checked once at discovery (:func:`check_schema_document`: size,
 reference resolvable inside the document, every regex accepted by RE2, no reference cycle that
 never consumes input), and validated per call by :class:`SchemaValidator`: a Draft 2020-12
 validator whose registry cannot retrieve anything, whose regexes run on RE2 (linear time), whose
-``uniqueItems`` and ``unevaluated*`` are linear, and whose work per call is counted and capped.
+``uniqueItems`` and ``unevaluated*`` are linear, and whose work per call is counted and capped
+(``schemabound.py``, imported on first need).
+
+Most tool schemas are flat: an object of named scalars. For those, ``SchemaValidator`` first
+asks a plain check that can only say "valid"; any other answer (an error, a keyword it does not
+know) goes to the full validator, so every refusal and its message is the full validator's.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextvars import ContextVar
-from typing import Any, Final, final
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, final
 
 import re2
-from jsonschema import Draft202012Validator, FormatChecker, validators
-from jsonschema._utils import extras_msg, find_evaluated_item_indexes_by_schema
-from jsonschema.exceptions import ValidationError
 from re2 import _re2
-from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource, Unresolvable
-from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 __all__ = [
     "MAX_PATTERN_CHARS",
@@ -98,30 +99,6 @@ def search_pattern(pattern: str, text: str) -> bool:
 # -- work budget ----------------------------------------------------------------------------
 
 
-class _BudgetExceeded(Exception):
-    """Raised inside validation when the call has used up its keyword evaluations."""
-
-
-@final
-class _Budget:
-    __slots__ = ("left", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.left = limit
-
-
-_BUDGET: ContextVar[_Budget | None] = ContextVar("bastion_schema_budget", default=None)
-
-
-def _charge(steps: int = 1) -> None:
-    budget = _BUDGET.get()
-    if budget is not None:
-        budget.left -= steps
-        if budget.left < 0:
-            raise _BudgetExceeded
-
-
 def _count_nodes(instance: Any) -> int:
     """Values in a JSON instance (iteratively; instances are depth-checked before this)."""
     count, stack = 0, [instance]
@@ -141,250 +118,9 @@ def budget_for(instance: Any) -> int:
     return min(_BUDGET_MAX, _BUDGET_BASE + _BUDGET_PER_NODE * _count_nodes(instance))
 
 
-# -- keywords -------------------------------------------------------------------------------
-
-_Keyword = Callable[[Any, Any, Any, Any], Iterable[ValidationError] | None]
-
-
-def _pattern(validator: Any, patrn: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string"):
-        _charge(1 + len(instance) // 4096)
-        if not search_pattern(patrn, instance):
-            yield ValidationError(f"{_short(instance)} does not match {patrn!r}")
-
-
-def _pattern_properties(
-    validator: Any, patterns: Any, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "object"):
-        return
-    for patrn, subschema in patterns.items():
-        _charge(len(instance))
-        for key, value in instance.items():
-            if search_pattern(patrn, key):
-                yield from validator.descend(value, subschema, path=key, schema_path=patrn)
-
-
-def _extras(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    properties = schema.get("properties", {})
-    patterns = list(schema.get("patternProperties", {}))
-    _charge(len(instance) * max(1, len(patterns)))
-    return [
-        key
-        for key in instance
-        if key not in properties and not any(search_pattern(p, key) for p in patterns)
-    ]
-
-
-def _additional_properties(
-    validator: Any, ap: Any, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    """Stock ``additionalProperties`` with the pattern check on RE2."""
-    if not validator.is_type(instance, "object"):
-        return
-    extras = _extras(instance, schema)
-    if validator.is_type(ap, "object"):
-        for extra in extras:
-            yield from validator.descend(instance[extra], ap, path=extra)
-    elif not ap and extras:
-        if "patternProperties" in schema:
-            verb = "does" if len(extras) == 1 else "do"
-            joined = ", ".join(repr(each) for each in sorted(extras))
-            patterns = ", ".join(repr(each) for each in sorted(schema["patternProperties"]))
-            yield ValidationError(f"{joined} {verb} not match any of the regexes: {patterns}")
-        else:
-            error = "Additional properties are not allowed (%s %s unexpected)"
-            yield ValidationError(error % extras_msg(sorted(extras, key=str)))
-
-
-def _is_valid(errors: Iterable[ValidationError]) -> bool:
-    return next(iter(errors), None) is None
-
-
-def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> set[str]:
-    """Keys evaluated by ``schema`` (for ``unevaluatedProperties``): jsonschema's walk, on RE2
-    and a set instead of a list (the stock membership test is quadratic in the object's size)."""
-    _charge()
-    if validator.is_type(schema, "boolean"):
-        return set()
-    keys: set[str] = set()
-    for keyword in _REF_KEYS:
-        ref = schema.get(keyword)
-        if ref is not None:
-            resolved = validator._resolver.lookup(ref)
-            keys |= _evaluated_keys(
-                validator.evolve(schema=resolved.contents, _resolver=resolved.resolver),
-                instance,
-                resolved.contents,
-            )
-    properties = schema.get("properties")
-    if validator.is_type(properties, "object"):
-        keys |= properties.keys() & instance.keys()
-    for keyword in ("additionalProperties", "unevaluatedProperties"):
-        subschema = schema.get(keyword)
-        if subschema is not None:
-            keys |= {k for k, v in instance.items() if _is_valid(validator.descend(v, subschema))}
-    for patrn in schema.get("patternProperties", {}):
-        _charge(len(instance))
-        keys |= {k for k in instance if search_pattern(patrn, k)}
-    for prop, subschema in schema.get("dependentSchemas", {}).items():
-        if prop in instance:
-            keys |= _evaluated_keys(validator, instance, subschema)
-    for keyword in _IN_PLACE_LISTS:
-        for subschema in schema.get(keyword, []):
-            if _is_valid(validator.descend(instance, subschema)):
-                keys |= _evaluated_keys(validator, instance, subschema)
-    if "if" in schema:
-        if validator.evolve(schema=schema["if"]).is_valid(instance):
-            keys |= _evaluated_keys(validator, instance, schema["if"])
-            if "then" in schema:
-                keys |= _evaluated_keys(validator, instance, schema["then"])
-        elif "else" in schema:
-            keys |= _evaluated_keys(validator, instance, schema["else"])
-    return keys
-
-
-def _unevaluated_properties(
-    validator: Any, up: Any, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "object"):
-        return
-    evaluated = _evaluated_keys(validator, instance, schema)
-    bad = [
-        key
-        for key in instance
-        if key not in evaluated
-        and not _is_valid(validator.descend(instance[key], up, path=key, schema_path=key))
-    ]
-    if bad:
-        if up is False:
-            error = "Unevaluated properties are not allowed (%s %s unexpected)"
-            yield ValidationError(error % extras_msg(sorted(bad, key=str)))
-        else:
-            error = "Unevaluated properties are not valid under the given schema (%s %s unexpected)"
-            yield ValidationError(error % extras_msg(bad))
-
-
-def _unevaluated_items(
-    validator: Any, ui: Any, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "array"):
-        return
-    evaluated = set(find_evaluated_item_indexes_by_schema(validator, instance, schema))
-    _charge(len(instance))
-    extra = [item for index, item in enumerate(instance) if index not in evaluated]
-    if extra:
-        error = "Unevaluated items are not allowed (%s %s unexpected)"
-        yield ValidationError(error % extras_msg(extra))
-
-
-def _identity(value: Any) -> Any:
-    """A hashable key equal for values JSON Schema calls equal (1 == 1.0, True != 1)."""
-    if isinstance(value, bool) or value is None:
-        return ("b", value)
-    if isinstance(value, (int, float)):
-        return ("n", int(value) if isinstance(value, float) and value.is_integer() else value)
-    if isinstance(value, str):
-        return ("s", value)
-    if isinstance(value, list):
-        return ("l", tuple(_identity(v) for v in value))
-    if isinstance(value, dict):
-        return ("d", frozenset((k, _identity(v)) for k, v in value.items()))
-    return ("o", repr(value))
-
-
-def _unique_items(validator: Any, ui: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    """Linear ``uniqueItems`` (the stock one is quadratic for arrays of objects)."""
-    if ui and validator.is_type(instance, "array"):
-        _charge(len(instance))
-        seen: set[Any] = set()
-        for item in instance:
-            key = _identity(item)
-            if key in seen:
-                yield ValidationError(f"{_short(instance)} has non-unique elements")
-                return
-            seen.add(key)
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-_APPLICATORS: Final = frozenset(
-    {
-        "$ref",
-        "$dynamicRef",
-        "allOf",
-        "anyOf",
-        "oneOf",
-        "not",
-        "if",
-        "dependentSchemas",
-        "properties",
-        "patternProperties",
-        "additionalProperties",
-        "items",
-        "prefixItems",
-        "contains",
-        "propertyNames",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-    }
-)
-"""Keywords that evaluate subschemas: each call is charged for the subschemas it may apply
-(its own list, and one per member of the instance). Every other keyword does bounded work per
-schema node it sits in, and every schema node is reached through one of these."""
-
-
-def _counted(fn: _Keyword) -> _Keyword:
-    """``fn`` charging the call's budget before it runs (no extra generator frame)."""
-
-    def counted(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
-        steps = 1
-        if isinstance(instance, (dict, list)):
-            steps += len(instance)
-        if isinstance(value, (dict, list)):
-            steps += len(value)
-        _charge(steps)
-        return fn(validator, value, instance, schema)
-
-    counted.__name__ = getattr(fn, "__name__", "keyword")
-    return counted
-
-
-def _regex_format(instance: object) -> bool:
-    if not isinstance(instance, str):
-        return True
-    compile_pattern(instance)  # ValueError -> the format check fails
-    return True
-
-
-_FORMATS = FormatChecker(formats=())
-_FORMATS.checks("regex", raises=ValueError)(_regex_format)
-
-_KEYWORDS: dict[str, _Keyword] = dict(Draft202012Validator.VALIDATORS)
-_KEYWORDS.update(
-    pattern=_pattern,
-    patternProperties=_pattern_properties,
-    additionalProperties=_additional_properties,
-    unevaluatedProperties=_unevaluated_properties,
-    unevaluatedItems=_unevaluated_items,
-    uniqueItems=_unique_items,
-)
-_Bounded: Any = validators.extend(
-    Draft202012Validator,
-    validators={n: _counted(fn) if n in _APPLICATORS else fn for n, fn in _KEYWORDS.items()},
-    format_checker=_FORMATS,
-)
-
-
-def _refuse(uri: str) -> Resource[Any]:
-    """The registry's retrieve function: nothing outside the schema document is ever loaded."""
-    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
-
-
-_CLOSED: Final[Registry[Any]] = Registry(retrieve=_refuse)  # type: ignore[call-arg]
 
 
 @final
@@ -393,40 +129,134 @@ class SchemaValidator:
 
     ``iter_errors`` evaluates eagerly under the budget and returns the errors found; a value
     that exhausts the budget (or the stack) gets one error saying so instead of the host
-    spending unbounded time on it.
+    spending unbounded time on it. A schema in the plain subset (``_plain_plan``) first gets
+    the plain check: a value it accepts has no error under the full validator either (the
+    subset's keywords are evaluated exactly as Draft 2020-12 does, within a few steps per
+    member); anything else is decided by the full validator, built on first need.
     """
 
-    __slots__ = ("_inner", "schema")
+    __slots__ = ("_inner", "_plan", "schema")
 
     def __init__(self, schema: Mapping[str, Any] | bool) -> None:
         self.schema = schema
-        self._inner = _Bounded(schema, registry=_CLOSED, format_checker=_FORMATS)
+        self._plan = _plain_plan(schema)
+        self._inner: Any = None
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
         """Every error of ``instance`` (or one error if the work budget ran out)."""
-        budget = _Budget(budget_for(instance))
-        token = _BUDGET.set(budget)
-        try:
-            errors = list(self._inner.iter_errors(instance))
-        except _BudgetExceeded:
-            errors = [
-                ValidationError(
-                    f"validation stopped after {budget.limit} schema steps: the schema is too "
-                    "costly to check against a value this large; send a smaller value"
-                )
-            ]
-        except RecursionError:
-            errors = [ValidationError("validation stopped: the schema nests too deeply")]
-        except Unresolvable as exc:  # only a schema that skipped discovery's checks gets here
-            errors = [ValidationError(f"the schema refers to {_short(exc.ref)}, outside itself")]
-        except Exception as exc:
-            errors = [ValidationError(f"the schema cannot be evaluated ({type(exc).__name__})")]
-        finally:
-            _BUDGET.reset(token)
-        return iter(errors)
+        if self._plan is not None and _plainly_valid(self._plan, instance):
+            return iter(())
+        from .schemabound import bounded_errors, bounded_validator
+
+        inner = self._inner
+        if inner is None:
+            inner = self._inner = bounded_validator(self.schema)
+        return iter(bounded_errors(inner, instance))
 
     def is_valid(self, instance: Any) -> bool:
-        return _is_valid(self.iter_errors(instance))
+        return next(self.iter_errors(instance), None) is None
+
+
+# -- the plain subset -----------------------------------------------------------------------
+
+_ANNOTATIONS: Final = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+     "writeOnly"}
+)  # fmt: skip
+"""Keywords that never make a value invalid."""
+_SCALARS: Final = frozenset({"string", "integer", "number", "boolean", "null"})
+_OBJECT_KEYS: Final = _ANNOTATIONS | {
+    "$schema", "type", "properties", "additionalProperties", "required"
+}  # fmt: skip
+_SCALAR_KEYS: Final = _ANNOTATIONS | {"$schema", "type"}
+
+
+@final
+class _Plan:
+    """A schema of the plain subset: a scalar ``kind``, or ``"object"`` with scalar-typed
+    ``properties``, ``required`` names and a boolean ``additionalProperties``."""
+
+    __slots__ = ("closed", "kind", "props", "required")
+
+    def __init__(
+        self, kind: str, props: dict[str, str], required: tuple[str, ...], closed: bool
+    ) -> None:
+        self.kind = kind
+        self.props = props
+        self.required = required
+        self.closed = closed
+
+
+def _scalar_kind(node: Any, keys: frozenset[str]) -> str | None:
+    """The ``type`` of a node that holds only ``keys`` and a scalar type, else None."""
+    if not isinstance(node, dict) or any(k not in keys for k in node):
+        return None
+    kind = node.get("type")
+    return kind if isinstance(kind, str) and kind in _SCALARS else None
+
+
+def _plain_plan(schema: Any) -> _Plan | None:
+    """The plan of ``schema`` if it is in the plain subset, else None (full validation)."""
+    if not isinstance(schema, dict):
+        return None
+    dialect = schema.get("$schema", SCHEMA_DIALECT)
+    if not isinstance(dialect, str) or dialect.rstrip("#") != SCHEMA_DIALECT:
+        return None
+    kind = _scalar_kind(schema, _SCALAR_KEYS)
+    if kind is not None:
+        return _Plan(kind, {}, (), False)
+    if schema.get("type") != "object" or any(k not in _OBJECT_KEYS for k in schema):
+        return None
+    raw_props = schema.get("properties", {})
+    closed = schema.get("additionalProperties", True)
+    required = schema.get("required", [])
+    if not isinstance(raw_props, dict) or not isinstance(closed, bool):
+        return None
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return None
+    props: dict[str, str] = {}
+    for name, sub in raw_props.items():
+        sub_kind = _scalar_kind(sub, _ANNOTATIONS | {"type"})
+        if not isinstance(name, str) or sub_kind is None:
+            return None
+        props[name] = sub_kind
+    return _Plan("object", props, tuple(required), not closed)
+
+
+def _is_kind(kind: str, value: Any) -> bool:
+    """Draft 2020-12's ``type`` for JSON values, narrowed: True only where it surely holds
+    (an integral float is left to the full validator)."""
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if isinstance(value, bool):
+        return False
+    if kind == "integer":
+        return isinstance(value, int)
+    return kind == "number" and isinstance(value, (int, float))
+
+
+def _plainly_valid(plan: _Plan, instance: Any) -> bool:
+    """True if ``instance`` is valid under the plan's schema; False means "not decided here"."""
+    if plan.kind != "object":
+        return _is_kind(plan.kind, instance)
+    if not isinstance(instance, dict):
+        return False
+    for name in plan.required:
+        if name not in instance:
+            return False
+    props = plan.props
+    for key, value in instance.items():
+        kind = props.get(key) if isinstance(key, str) else None
+        if kind is None:
+            if plan.closed or not isinstance(key, str):
+                return False
+        elif not _is_kind(kind, value):
+            return False
+    return True
 
 
 # -- discovery-time checks ------------------------------------------------------------------
@@ -509,7 +339,9 @@ def _check_refs(schema: Any, refs: list[tuple[str, str, str]]) -> dict[str, Any]
     """Resolve every reference inside the document; the targets by location."""
     if not refs:
         return {}
-    resolver = _CLOSED.resolver_with_root(DRAFT202012.create_resource(schema))
+    from .schemabound import CLOSED_REGISTRY, DRAFT202012
+
+    resolver = CLOSED_REGISTRY.resolver_with_root(DRAFT202012.create_resource(schema))
     targets: dict[str, Any] = {}
     for where, key, target in refs:
         if not target.startswith("#"):

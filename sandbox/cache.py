@@ -24,22 +24,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal, TypeVar
-
-import wasmtime
-import wasmtime.component
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from bastion.cachedir import CACHE_ENV, CacheDirError, check_dir, default_cache_root, secure_dir
 from bastion.closing import Closeable
-from bastion.errors import ErrorCode, ExecutionError
 from bastion.logs import get_logger
 
+from .cachekey import CacheMissError, Kind, cache_key
 from .engine import engine_fingerprint, get_engine
 from .startwait import StartWait
+
+if TYPE_CHECKING:
+    import wasmtime
+    import wasmtime.component
+
+    _T = TypeVar("_T", wasmtime.Module, wasmtime.component.Component)
+else:
+    _T = TypeVar("_T")
 
 __all__ = [
     "CACHE_ENV",
@@ -55,25 +59,7 @@ __all__ = [
 _log = get_logger("bastion.sandbox.cache")
 _PROC_FD: Final[Path] = Path("/proc/self/fd")
 
-Kind = Literal["module", "component"]
-_T = TypeVar("_T", wasmtime.Module, wasmtime.component.Component)
 Progress = Callable[[str], None]
-
-
-class CacheMissError(ExecutionError):
-    """A load-only cache (a worker's) lacks a verified entry it needs: missing, corrupt, or the
-    folder gone or unreadable. The kernel answers it by repairing the disk (``restore``)."""
-
-    def __init__(self, kind: str, key: str, reason: str) -> None:
-        super().__init__(
-            ErrorCode.INTERNAL,
-            "the compile cache lacks what the skill needs (it is repaired by the kernel)",
-            detail=f"{kind} {key[:16]}: {reason}"[:2000],
-        )
-        self.kind = kind
-        self.key = key
-        self.reason = reason
-
 
 _CHUNK: Final[int] = 4 << 20
 _TREE_PREFIX: Final[str] = "sha256-tree-4m:"
@@ -158,8 +144,6 @@ class CompileCache(Closeable):
         """Never compile or write: a miss is a ``CacheMissError`` (a worker's cache)."""
         self.progress = progress
         self._waits: StartWait[object] = StartWait("bastion-cache-load")
-        self._engine = get_engine()
-        self._fingerprint = engine_fingerprint()
         self._memo: dict[str, object] = {}
         self._compiled: set[str] = set()
         """Keys whose memoized object this process compiled (not mapped from a cache file,
@@ -172,20 +156,32 @@ class CompileCache(Closeable):
         self.disk_loads = 0
         """Entries loaded (verified) from disk."""
 
+    @property
+    def _engine(self) -> wasmtime.Engine:
+        """The process's engine, created on the first compile or load, not with the cache: a
+        kernel whose workers run the skills only looks entries up (no wasmtime import)."""
+        return get_engine()
+
     # -- public API -------------------------------------------------------------------------
 
     def module(self, wasm: bytes, *, progress: Progress | None = None) -> wasmtime.Module:
         """The compiled ``Module`` for ``wasm`` (core module bytes or WAT text)."""
+        import wasmtime
+
         return self._get("module", wasm, wasmtime.Module, progress)
 
     def component(
         self, wasm: bytes, *, progress: Progress | None = None
     ) -> wasmtime.component.Component:
         """The compiled ``Component`` for ``wasm`` (component bytes)."""
+        import wasmtime.component
+
         return self._get("component", wasm, wasmtime.component.Component, progress)
 
     def module_from_file(self, path: Path, *, progress: Progress | None = None) -> wasmtime.Module:
         """``module()`` of a file's bytes, memoized by path, mtime and size."""
+        import wasmtime
+
         return self._from_file("module", path, wasmtime.Module, progress)
 
     def component_from_file(
@@ -198,6 +194,8 @@ class CompileCache(Closeable):
         """
         if sha256 is not None:
             return self._from_known_digest("component", path, sha256, progress)
+        import wasmtime.component
+
         return self._from_file("component", path, wasmtime.component.Component, progress)
 
     def key(self, kind: Kind, wasm: bytes) -> str:
@@ -206,7 +204,7 @@ class CompileCache(Closeable):
 
     def key_for_digest(self, kind: Kind, wasm_sha256: str) -> str:
         """Cache key of the wasm whose sha256 is ``wasm_sha256``, compiled as ``kind``."""
-        return hashlib.sha256(f"{kind}\0{wasm_sha256}\0{self._fingerprint}".encode()).hexdigest()
+        return cache_key(kind, wasm_sha256, engine_fingerprint())
 
     def artifact_path(self, key: str) -> Path:
         return self.root / f"{key}.cwasm"
@@ -256,6 +254,8 @@ class CompileCache(Closeable):
     def _from_known_digest(
         self, kind: Kind, path: Path, sha256: str, progress: Progress | None
     ) -> wasmtime.component.Component:
+        import wasmtime.component
+
         cls = wasmtime.component.Component
         key = self.key_for_digest(kind, sha256)
         obj = self._cached(key, cls, None)
@@ -328,6 +328,8 @@ class CompileCache(Closeable):
                 return None
             # Load the very inode whose digest was just checked (no swap between check and use).
             src = _PROC_FD / str(fd) if _PROC_FD.is_dir() else art
+            import wasmtime
+
             try:
                 obj = cls.deserialize_file(self._engine, str(src))
             except wasmtime.WasmtimeError as exc:
@@ -390,6 +392,8 @@ class CompileCache(Closeable):
             data = Path(path).read_bytes()
             sha256 = hashlib.sha256(data).hexdigest()
         key = self.key_for_digest(kind, sha256)
+        import wasmtime.component
+
         cls: type[wasmtime.Module] | type[wasmtime.component.Component] = (
             wasmtime.Module if kind == "module" else wasmtime.component.Component
         )
@@ -414,6 +418,8 @@ class CompileCache(Closeable):
 
     def _write_atomic(self, dest: Path, data: bytes) -> None:
         secure_dir(self.root)  # re-created if it was deleted while the process ran
+        import tempfile  # here: workers never write (~3 ms of their start)
+
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=dest.suffix)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -27,23 +27,26 @@ Settings and why:
 
 ``engine_fingerprint()`` names the wasmtime version and every setting: a serialized module only
 loads into an engine with the same version and configuration, so it is part of cache keys.
+It is computed without importing wasmtime (``cachekey.installed_version``): a kernel whose
+workers run the skills names cache entries but never loads one. wasmtime itself is imported
+when the engine is first created.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
-import platform
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from importlib.metadata import version
-from typing import Final, cast
-
-import wasmtime
-from wasmtime import _ffi as ffi
+from typing import TYPE_CHECKING, Final, cast
 
 from . import pagewarm
+from .cachekey import installed_version
+
+if TYPE_CHECKING:
+    import wasmtime
 
 __all__ = [
     "ALLOCATOR_ONLY",
@@ -137,6 +140,8 @@ def engine_settings() -> EngineSettings:
 
 
 def _make_config(s: EngineSettings) -> wasmtime.Config:
+    import wasmtime
+
     cfg = wasmtime.Config()
     cfg.epoch_interruption = s.epoch_interruption
     cfg.max_wasm_stack = s.max_wasm_stack
@@ -153,6 +158,8 @@ def _make_config(s: EngineSettings) -> wasmtime.Config:
 
 
 def _pooling_fn(name: str, arg: type) -> Callable[..., None]:
+    from wasmtime import _ffi as ffi
+
     fn = getattr(ffi.dll, f"wasmtime_pooling_allocation_config_{name}_set")
     fn.argtypes = [ctypes.c_void_p, arg]
     fn.restype = None
@@ -161,6 +168,8 @@ def _pooling_fn(name: str, arg: type) -> Callable[..., None]:
 
 def _set_pooling(cfg: wasmtime.Config, s: EngineSettings) -> None:
     """Switch ``cfg`` to the pooling allocator (raw C API; the config copies the settings)."""
+    from wasmtime import _ffi as ffi
+
     lib = ffi.dll
     lib.wasmtime_pooling_allocation_config_new.restype = ctypes.c_void_p
     lib.wasmtime_pooling_allocation_config_delete.argtypes = [ctypes.c_void_p]
@@ -203,6 +212,8 @@ def get_engine() -> wasmtime.Engine:
     with _lock:
         if _engine is None:
             _prefaulting = _settings.pooling and _settings.prefault and pagewarm.supported()
+            import wasmtime
+
             _engine = wasmtime.Engine(_make_config(_settings))
         return _engine
 
@@ -219,7 +230,7 @@ def keep_resident() -> int:
 
 def engine_fingerprint() -> str:
     """wasmtime version, host target and every engine setting, as one stable string."""
-    parts = [f"wasmtime={version('wasmtime')}", f"machine={platform.machine()}"]
+    parts = [f"wasmtime={installed_version('wasmtime')}", f"machine={os.uname().machine}"]
     parts += [f"{k}={v}" for k, v in sorted(asdict(_settings).items()) if k not in ALLOCATOR_ONLY]
     return ";".join(parts)
 

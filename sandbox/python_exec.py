@@ -37,7 +37,8 @@ from .component_exec import PREWARM_BUDGET_S, WarmSlot, log_streams, outcome_tex
 from .pagewarm import PageWarmer
 from .pycode import CodeCache
 from .python_skill import CALL_SKILL_EXPORT, call_args, folder_call
-from .runner_build import Progress, load_runner_ready, runner_artifact, runner_cached
+from .python_stage import MAX_SOURCE_BYTES, read_source, stage
+from .runner_build import Progress, load_runner_ready, runner_artifact
 from .store import Sandbox
 
 __all__ = [
@@ -51,8 +52,6 @@ __all__ = [
 
 RUN_SKILL_EXPORT: Final[str] = "run-skill"
 WARM_EXPORT: Final[str] = "warm"
-MAX_SOURCE_BYTES: Final[int] = 1024 * 1024
-"""Largest skill source accepted (a skill is one file)."""
 RUNNER_CODES: Final[frozenset[str]] = frozenset(
     {"SKILL_ERROR", "MEMORY_LIMIT", "INVALID_INPUT", "INVALID_OUTPUT"}
 )
@@ -154,29 +153,7 @@ class PythonExecutor:
 
         return drop
 
-    @staticmethod
-    def _source(entry: Path) -> str:
-        try:
-            with entry.open("rb") as f:
-                raw = f.read(MAX_SOURCE_BYTES + 1)
-        except OSError as exc:
-            raise ExecutionError(
-                ErrorCode.NOT_FOUND,
-                f"skill source {entry.name!r} cannot be read",
-                detail=f"{entry}: {exc}",
-            ) from None
-        if len(raw) > MAX_SOURCE_BYTES:
-            raise ExecutionError(
-                ErrorCode.SKILL_ERROR,
-                f"skill source {entry.name!r} is larger than {MAX_SOURCE_BYTES} bytes",
-            )
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ExecutionError(
-                ErrorCode.SKILL_ERROR,
-                f"skill source {entry.name!r} is not UTF-8 (byte {exc.start})",
-            ) from None
+    _source = staticmethod(read_source)
 
     def load(self) -> None:
         """Load the built runner now (a worker does this before its OS limits close the
@@ -193,8 +170,7 @@ class PythonExecutor:
         """``prepare`` for calls a worker runs: check the source is readable; True if the
         runner is already compiled in the cache, so this process need not load it (the worker
         loads and verifies it; a miss is repaired). On False, call ``prepare``."""
-        self._source(entry)
-        return runner_cached()
+        return stage(entry)
 
     def execute(
         self, request: ExecutionRequest, *, after: list[Callable[[], None]] | None = None

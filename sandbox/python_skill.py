@@ -27,6 +27,7 @@ from bastion.logs import get_logger
 
 from .component_call import call_export
 from .component_exec import outcome_text
+from .packshared import SHARED_DIR, shared_folder
 from .runner_build import Progress, load_runner
 from .store import Sandbox
 
@@ -52,8 +53,6 @@ GUEST_SKILL_ROOT: Final[str] = "/_bastion/skill"
 """Where the skill's folder appears in the guest (read-only); no grant may use this path."""
 GUEST_SHARED_ROOT: Final[str] = "/_bastion/shared"
 """Where the pack's ``_shared/`` folder appears in the guest (read-only), if it has one."""
-SHARED_DIR: Final[str] = "_shared"
-_PACK_MANIFEST: Final[str] = "bastion-pack.toml"
 CALL_SKILL_EXPORT: Final[str] = "call-skill"
 DESCRIBE_EXPORT: Final[str] = "describe-skill"
 MODULES_EXPORT: Final[str] = "list-modules"
@@ -64,27 +63,6 @@ DESCRIBE_MEMORY_MB: Final[int] = 128
 _RESERVED: Final[str] = "/_bastion"
 _MAX_DESCRIBE_BYTES: Final[int] = 1 << 20
 _log = get_logger("bastion.sandbox.python_skill")
-
-
-def shared_folder(skill_folder: Path) -> Path | None:
-    """The ``_shared/`` folder of the pack holding ``skill_folder`` (the nearest parent with
-    ``bastion-pack.toml``, at most four levels up), or None."""
-    cached = _shared_cache.get(skill_folder)
-    if cached is not None:
-        return cached if isinstance(cached, Path) else None
-    found: Path | None = None
-    for parent in list(skill_folder.parents)[:4]:
-        if (parent / _PACK_MANIFEST).is_file():
-            cand = parent / SHARED_DIR
-            found = cand if cand.is_dir() and not cand.is_symlink() else None
-            break
-    if len(_shared_cache) > 4096:
-        _shared_cache.clear()
-    _shared_cache[skill_folder] = found or False
-    return found
-
-
-_shared_cache: dict[Path, Path | bool] = {}
 
 
 def skill_mounts(folder: Path, granted: Sequence[Mount]) -> tuple[Mount, ...]:

@@ -21,22 +21,22 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Final
-
-import wasmtime.component
+from typing import TYPE_CHECKING, Final
 
 from bastion.cachedir import secure_dir
 from bastion.errors import BastionError
 from bastion.logs import get_logger
 
 from .cache import CacheMissError, default_cache
+from .cachekey import installed_version
 from .startwait import WAIT_ENV, StartWait
+
+if TYPE_CHECKING:
+    import wasmtime.component
 
 __all__ = [
     "GUEST_DIR",
@@ -84,7 +84,8 @@ def _guest_files(root: Path) -> list[Path]:
 def runner_digest(guest_dir: Path = GUEST_DIR) -> str:
     """sha256 of every guest file (path and content) and the componentize-py version."""
     h = hashlib.sha256(
-        f"{_FORMAT}\0componentize-py={version('componentize-py')}\0{_tzdata_version()}\0".encode()
+        f"{_FORMAT}\0componentize-py={installed_version('componentize_py')}\0"
+        f"{_tzdata_version()}\0".encode()
     )
     for path in _guest_files(guest_dir):
         rel = path.relative_to(guest_dir).as_posix()
@@ -104,8 +105,8 @@ def _tzdata_dir() -> Path | None:
 
 def _tzdata_version() -> str:
     try:
-        return f"tzdata={version('tzdata')}"
-    except PackageNotFoundError:
+        return f"tzdata={installed_version('tzdata')}"
+    except ModuleNotFoundError:  # importlib.metadata's PackageNotFoundError: not installed
         return "tzdata=none"
 
 
@@ -179,6 +180,8 @@ def _build(dest: Path, progress: Progress | None) -> None:
     if progress is not None:
         progress("building the Python runner component with componentize-py (once)")
     started = time.monotonic()
+    import tempfile  # here: workers never write (~3 ms of their start)
+
     with tempfile.TemporaryDirectory(prefix=".build-", dir=dest.parent) as tmp:
         work = Path(tmp)
         src = work / "guest"
@@ -305,6 +308,8 @@ def load_runner(progress: Progress | None = None) -> wasmtime.component.Componen
 
     A runner file that does not compile (truncated or corrupted on disk) is deleted and built
     again, once."""
+    import wasmtime  # here: a kernel that only checks the cache (``runner_cached``) needs none
+
     path = ensure_runner(progress)
     try:
         return default_cache().component_from_file(
@@ -361,6 +366,8 @@ def restore_runner(progress: Progress | None = None) -> bool:
     """Put a verified runner back on disk for workers, whatever this process holds in memory:
     the runner is rebuilt if its file is gone (or no longer matches its recorded digest), and
     its compiled form re-serialized or compiled. True if anything was written."""
+    import wasmtime
+
     path = ensure_runner(progress)
     try:
         return default_cache().restore(

@@ -286,3 +286,75 @@ def test_wasm_skill_still_needs_a_description(tmp_path: Path, only) -> None:  # 
     found = run(pack_paths=[folder])
     assert found.skills == {}
     assert "description is required" in found.problems[0].message
+
+
+def test_discovering_one_name_picks_the_skill_a_full_discovery_picks(
+    site: SiteBuilder,
+    tmp_path: Path,
+    only,  # type: ignore[no-untyped-def]
+) -> None:
+    """``only`` (``bastion run NAME``) reads just the skills written under NAME, and resolves
+    NAME as a full discovery does: in pack order, the first skill under it that loads."""
+    site.data_pack(
+        "a-first",
+        "a_first",
+        pack_toml("afirst", "x", "y", "z"),
+        {
+            "x": {"skill.toml": skill_toml("target", entry="missing.wasm")},  # fails to load
+            "y": {"skill.toml": 'name = "target"\nversion = '},  # not TOML: fails to load
+            "z": {"skill.toml": skill_toml("other"), "skill.wasm": b"x"},
+        },
+    )
+    site.data_pack(
+        "b-second",
+        "b_second",
+        pack_toml("bsecond", "t", "u"),
+        {
+            "t": {"skill.toml": skill_toml("target"), "skill.wasm": b"x"},
+            "u": {"skill.toml": skill_toml("Bad Name")},
+        },
+    )
+    folder = tmp_path / "later"
+    (folder / "t").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("later", "t"))
+    (folder / "t" / "skill.toml").write_text(skill_toml("target"))
+    (folder / "t" / "skill.wasm").write_bytes(b"x")
+    only("a-first", "b-second")
+    full = run(pack_paths=[folder])
+    one = run(pack_paths=[folder], only={"target"})
+    assert sorted(full.skills) == ["other", "target"]
+    assert list(one.skills) == ["target"]
+    assert one.skills["target"].pack == full.skills["target"].pack == "bsecond"
+    assert one.skills["target"].folder == full.skills["target"].folder
+    # The skills written under the name were loaded and refused as before; the others unread.
+    msgs = "\n".join(p.message for p in one.problems)
+    assert "'missing.wasm' does not exist" in msgs
+    assert "already provided by pack" in msgs  # the --pack copy, after the installed one
+    assert "'Bad Name'" not in msgs and "'Bad Name'" in "\n".join(p.message for p in full.problems)
+    assert run(only={"nothing"}).skills == {}
+
+
+def test_kernel_for_one_skill_answers_unknown_names_as_a_full_kernel(tmp_path: Path, only) -> None:  # type: ignore[no-untyped-def]
+    """A kernel that discovers one name falls back to everything when the name is not found,
+    so the refusal (and its "did you mean") is the full kernel's."""
+    from bastion.kernel import Kernel
+
+    only()
+    folder = tmp_path / "p"
+    for rel, name in (("a", "alpha"), ("b", "alpine")):
+        (folder / rel).mkdir(parents=True)
+        (folder / rel / "skill.toml").write_text(skill_toml(name, runtime="wasm"))
+        (folder / rel / "skill.wasm").write_bytes(b"x")
+    (folder / "bastion-pack.toml").write_text(pack_toml("p", "a", "b"))
+    policy = load_policy(text='[workers]\nisolation = "thread"\n[audit]\nenabled = false\n')
+    with Kernel(policy, pack_paths=[folder], only_skills={"alpha"}) as k:
+        assert [st.name for st in k.skills()] == ["alpha"]
+    with (
+        Kernel(policy, pack_paths=[folder], only_skills={"alpx"}) as k,
+        Kernel(policy, pack_paths=[folder]) as full,
+    ):
+        missing, full_missing = k.invoke("alpx", {}), full.invoke("alpx", {})
+        assert [st.name for st in k.skills()] == ["alpha", "alpine"]
+    assert missing.error is not None and full_missing.error is not None
+    assert missing.error.message == full_missing.error.message
+    assert "did you mean 'alpha'" in missing.error.message

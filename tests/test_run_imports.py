@@ -1,6 +1,8 @@
 """What ``bastion run`` imports in the kernel's process for a Python hello (a regression guard,
 not a timing): none of the agent, model, MCP, HTTP-server or Redis stacks, no HTTP client, and
-no structlog when nothing is logged."""
+no structlog when nothing is logged; no jsonschema when the input settles on the plain schema
+check; and in process mode no wasmtime at all (the worker loads and runs the skill; the kernel
+only names the cache entry)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import pytest
 NOT_FOR_RUN = (
     "anthropic", "tiktoken", "mcp", "starlette", "uvicorn", "redis", "httpx", "structlog",
     "bastion.agent", "bastion.models", "bastion.serve", "bastion.chat",
+    "jsonschema", "referencing", "bastion.schemabound",
 )  # fmt: skip
+NOT_FOR_PROCESS_RUN = ("wasmtime", "bastion.sandbox.python_exec", "bastion.sandbox.store")
+"""What only the worker process needs when the skill runs there."""
 HELLO_PY = (
     'def run(name: str = "world") -> str:\n    """Say hello."""\n    return f"Hello, {name}!"\n'
 )
@@ -56,5 +61,8 @@ def test_run_hello_imports_none_of_the_other_commands_stacks(
     assert json.loads(proc.stdout)["output"] == "Hello, world!"
     modules = json.loads(listing.read_text())
     assert "bastion.kernel" in modules  # the list is the run's own
-    heavy = [m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_FOR_RUN)]
+    banned = NOT_FOR_RUN + (NOT_FOR_PROCESS_RUN if isolation == "process" else ())
+    heavy = [m for m in modules if any(m == n or m.startswith(n + ".") for n in banned)]
     assert heavy == []
+    if isolation == "thread":
+        assert "wasmtime" in modules  # the guard's names are real modules of a run

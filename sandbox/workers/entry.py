@@ -115,8 +115,11 @@ def _import_everything() -> None:
     the installation and Bastion's own folders, which Landlock keeps readable
     (``oslimits.python_read_paths``; the trust stores are in ``SYSTEM_READ_PATHS``). Only the
     extension modules it loads are imported here, as the shared libraries they link
-    (libssl, libuuid) are outside those paths."""
+    (libssl, libuuid) are outside those paths. ``datetime`` and ``random`` (``_datetime``,
+    ``_random``, ``_sha512``) are the HTTP stack's too: nothing else of the start imports them."""
+    import datetime  # noqa: F401  (_datetime)
     import encodings.idna  # noqa: F401  (host names)
+    import random  # noqa: F401  (_random, _sha512)
     import ssl  # noqa: F401  (_ssl links libssl)
     import uuid  # noqa: F401  (_uuid links libuuid)
 

@@ -31,7 +31,7 @@ from .manifest import (
     check_json_schema,
     load_pack_manifest,
     load_skill_manifest,
-    peek_skill_name,
+    written_as,
 )
 from .native import NativeSkill
 from .policy import Policy
@@ -363,7 +363,7 @@ def load_pack_folder(
                     where="skills",
                     fix=f"add {rel}/{SKILL_MANIFEST} or remove {rel!r} from skills",
                 )
-            if only is not None and peek_skill_name(sdir) not in only:
+            if only is not None and not written_as(sdir, only):
                 continue
             skill = _load_skill(sdir, pm.name, distribution)
         except CacheDirError:

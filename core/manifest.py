@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .configfile import config_error_from_validation, read_toml
+from .boundedread import read_capped
+from .configfile import MAX_CONFIG_BYTES, config_error_from_validation, read_toml, read_toml_text
 from .errors import ManifestError, RuleError
 from .memo import default_memo
 from .netrule import NetRule
@@ -40,7 +42,7 @@ __all__ = [
     "load_pack_manifest",
     "load_skill_manifest",
     "normalize_guest_path",
-    "peek_skill_name",
+    "written_as",
 ]
 
 SKILL_MANIFEST = "skill.toml"
@@ -390,17 +392,22 @@ def load_skill_manifest(folder: Path) -> SkillManifest:
         raise config_error_from_validation(exc, ManifestError, source=str(path)) from None
 
 
-def peek_skill_name(folder: Path) -> str | None:
-    """The ``name`` written in ``folder/skill.toml``, read (with ``read_toml``'s limits) but not
-    validated; None if the file cannot be read or parsed or holds no string name.
+def written_as(folder: Path, names: Collection[str]) -> bool:
+    """Whether ``folder/skill.toml`` writes one of ``names`` as its ``name``: read with
+    ``read_toml``'s limits, not validated; False if the file cannot be read or parsed.
 
-    A validated manifest's name is the written one (no coercion, no default), so a skill whose
-    written name is not X never loads as X: discovery of one skill skips the others unread."""
+    A validated manifest's name is the written one (no coercion, no default), so a skill for
+    which this is False never loads under any of ``names``: discovery of one skill skips the
+    others. A file holding none of the names' characters and no backslash (TOML's escapes)
+    cannot spell them in any string, and is not parsed."""
     try:
-        name = read_toml(folder / SKILL_MANIFEST, ManifestError).get("name")
+        raw = read_capped(folder / SKILL_MANIFEST, MAX_CONFIG_BYTES)
+        if b"\\" not in raw and not any(n.encode("utf-8", "replace") in raw for n in names):
+            return False
+        name = read_toml_text(raw.decode("utf-8"), ManifestError, source=str(folder)).get("name")
     except Exception:  # a hostile file is refused by the full load, never here
-        return None
-    return name if isinstance(name, str) else None
+        return False
+    return isinstance(name, str) and name in names
 
 
 def load_pack_manifest(folder: Path) -> PackManifest:

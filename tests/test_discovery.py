@@ -298,11 +298,13 @@ def test_discovering_one_name_picks_the_skill_a_full_discovery_picks(
     site.data_pack(
         "a-first",
         "a_first",
-        pack_toml("afirst", "x", "y", "z"),
+        pack_toml("afirst", "x", "y", "z", "w"),
         {
             "x": {"skill.toml": skill_toml("target", entry="missing.wasm")},  # fails to load
             "y": {"skill.toml": 'name = "target"\nversion = '},  # not TOML: fails to load
             "z": {"skill.toml": skill_toml("other"), "skill.wasm": b"x"},
+            # The name spelled with a TOML escape: the first under it that loads.
+            "w": {"skill.toml": skill_toml("\\u0074arget"), "skill.wasm": b"x"},
         },
     )
     site.data_pack(
@@ -324,12 +326,12 @@ def test_discovering_one_name_picks_the_skill_a_full_discovery_picks(
     one = run(pack_paths=[folder], only={"target"})
     assert sorted(full.skills) == ["other", "target"]
     assert list(one.skills) == ["target"]
-    assert one.skills["target"].pack == full.skills["target"].pack == "bsecond"
+    assert one.skills["target"].pack == full.skills["target"].pack == "afirst"
     assert one.skills["target"].folder == full.skills["target"].folder
     # The skills written under the name were loaded and refused as before; the others unread.
     msgs = "\n".join(p.message for p in one.problems)
     assert "'missing.wasm' does not exist" in msgs
-    assert "already provided by pack" in msgs  # the --pack copy, after the installed one
+    assert msgs.count("already provided by pack") == 2  # bsecond's and the --pack copy
     assert "'Bad Name'" not in msgs and "'Bad Name'" in "\n".join(p.message for p in full.problems)
     assert run(only={"nothing"}).skills == {}
 

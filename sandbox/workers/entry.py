@@ -27,6 +27,7 @@ entry run by the pool has none, so nothing a guest sends reaches such code.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -213,6 +214,9 @@ def _engine_and_executors(cache: str, pooling: bool) -> dict[str, Any]:
     if built_runner() is not None:
         with contextlib.suppress(Exception):  # a cache miss is reported on the first call
             executors["python"].load()
+    if _START_WITHOUT_GC:  # ``main``: what start-up built lives until exit; collections skip it
+        gc.freeze()
+        gc.enable()
     return executors
 
 
@@ -449,8 +453,18 @@ class _Dropper:
                     self._done.notify_all()
 
 
+_START_WITHOUT_GC: list[bool] = []
+"""Set by ``main``: the cyclic GC is off until the engine and runner are loaded."""
+
+
 def main() -> int:
-    """Entry point of ``python -m bastion.sandbox.workers.entry FD``."""
+    """Entry point of ``python -m bastion.sandbox.workers.entry FD``.
+
+    Start-up (imports, engine, runner) runs without the cyclic GC, as the CLI's does
+    (``bastion.cli._startup``): its tens of thousands of long-lived objects would be walked
+    by collection after collection; ``_engine_and_executors`` freezes them and turns it on."""
+    gc.disable()
+    _START_WITHOUT_GC.append(True)
     return serve()
 
 

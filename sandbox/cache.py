@@ -21,6 +21,7 @@ A miss (a disk load or a compile) runs under a bounded start-up wait (``startwai
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -460,4 +461,5 @@ def default_cache() -> CompileCache:
     with _default_lock:
         if _default is None:
             _default = CompileCache(load_only=_load_only)
+            atexit.register(_default.clear_memory)  # as engine._release: before wasmtime goes
         return _default

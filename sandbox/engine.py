@@ -34,6 +34,7 @@ when the engine is first created.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import math
 import os
@@ -215,6 +216,7 @@ def get_engine() -> wasmtime.Engine:
             import wasmtime
 
             _engine = wasmtime.Engine(_make_config(_settings))
+            atexit.register(_release)
         return _engine
 
 
@@ -226,6 +228,15 @@ def prefaulting() -> bool:
 def keep_resident() -> int:
     """Bytes of each freed linear memory the pooling allocator keeps resident."""
     return PREFAULT_KEEP_RESIDENT if _prefaulting else _settings.keep_resident
+
+
+def _release() -> None:
+    """At exit, before the interpreter tears modules down, drop the process's engine: this
+    module imports wasmtime on first use, so it is torn down after wasmtime's own modules,
+    whose functions the engine's finalizer needs (it would fail, and say so on stderr)."""
+    global _engine
+    with _lock:
+        _engine = None
 
 
 def engine_fingerprint() -> str:

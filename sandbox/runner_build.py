@@ -13,6 +13,7 @@ private copy of ``sandbox/guest/`` (Bastion's own code), never a skill's source.
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -342,6 +343,8 @@ _ready: list[wasmtime.component.Component] = []
 
 def _load_and_keep(progress: Progress | None) -> wasmtime.component.Component:
     runner = load_runner(progress)
+    if not _ready:  # as engine._release: dropped at exit, before wasmtime's modules go
+        atexit.register(_ready.clear)
     _ready[:] = [runner]
     return runner
 

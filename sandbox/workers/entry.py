@@ -206,6 +206,7 @@ def _engine_and_executors(cache: str, pooling: bool) -> dict[str, Any]:
     if pooling:
         engine.configure_engine(pooling=True)
     engine.get_engine()
+    engine.engine_fingerprint()  # reads wasmtime's dist-info now, before the OS limits
     executors: dict[str, Any] = {
         "wasm": WasiModuleExecutor(),
         "component": ComponentExecutor(),

@@ -398,16 +398,24 @@ def written_as(folder: Path, names: Collection[str]) -> bool:
 
     A validated manifest's name is the written one (no coercion, no default), so a skill for
     which this is False never loads under any of ``names``: discovery of one skill skips the
-    others. A file holding none of the names' characters and no backslash (TOML's escapes)
-    cannot spell them in any string, and is not parsed."""
+    others. A TOML string can spell a name's characters only literally, split by line
+    continuations (a backslash ending a line of a multi-line string), or with ``\\u`` /
+    ``\\U`` escapes; a file whose text, continuations removed, holds no name and no such
+    escape cannot write one, and is not parsed."""
     try:
         raw = read_capped(folder / SKILL_MANIFEST, MAX_CONFIG_BYTES)
-        if b"\\" not in raw and not any(n.encode("utf-8", "replace") in raw for n in names):
-            return False
+        if b"\\u" not in raw and b"\\U" not in raw:
+            joined = _CONTINUATION.sub(b"", raw)
+            if not any(n.encode("utf-8", "replace") in joined for n in names):
+                return False
         name = read_toml_text(raw.decode("utf-8"), ManifestError, source=str(folder)).get("name")
     except Exception:  # a hostile file is refused by the full load, never here
         return False
     return isinstance(name, str) and name in names
+
+
+_CONTINUATION: Final = re.compile(rb"\\[ \t]*\r?\n[ \t\r\n]*")
+"""A line-ending backslash and the whitespace it removes from a multi-line basic string."""
 
 
 def load_pack_manifest(folder: Path) -> PackManifest:

@@ -360,3 +360,24 @@ def test_kernel_for_one_skill_answers_unknown_names_as_a_full_kernel(tmp_path: P
     assert missing.error is not None and full_missing.error is not None
     assert missing.error.message == full_missing.error.message
     assert "did you mean 'alpha'" in missing.error.message
+
+
+@pytest.mark.parametrize(
+    "written",
+    ['"target"', "'target'", '"\\u0074arget"', '"""tar\\\n    get"""', "'''target'''"],
+)
+def test_discovering_one_name_finds_it_however_toml_spells_it(
+    tmp_path: Path,
+    only,  # type: ignore[no-untyped-def]
+    written: str,
+) -> None:
+    only()
+    folder = tmp_path / "p"
+    (folder / "s").mkdir(parents=True)
+    (folder / "bastion-pack.toml").write_text(pack_toml("p", "s"))
+    toml = skill_toml("target").replace('name = "target"', f"name = {written}")
+    toml = toml.replace("The target skill.", "A skill.")  # the name is written once
+    (folder / "s" / "skill.toml").write_text(toml)
+    (folder / "s" / "skill.wasm").write_bytes(b"x")
+    assert list(run(pack_paths=[folder]).skills) == ["target"]
+    assert list(run(pack_paths=[folder], only={"target"}).skills) == ["target"]

@@ -37,6 +37,7 @@ import wasmtime  # noqa: E402
 
 from bastion import Kernel, load_policy  # noqa: E402
 from bastion.sandbox.engine import get_engine  # noqa: E402
+from bastion.sandbox.workers.wire import IDLE_PHASES  # noqa: E402
 from tests.sandbox.guestbuild import build_wat  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
@@ -162,6 +163,14 @@ def invoke_ok(k: Kernel, name: str) -> None:
 CPU_PER_CALL: dict[str, dict[str, float]] = {}
 """Skill -> CPU ms per call, back to back, process mode: ``kernel`` (this process) and each
 worker thread role (``main``, ``bastion-dropper``, ``bastion-ticker``, wasmtime's own)."""
+IN_WORKER: dict[str, dict[str, float]] = {}
+"""Skill -> CPU ms per call of each phase of the workers' call loop, as the workers measured
+them (``PoolStats.phase_cpu_ns``, from their *idle* frames), back to back."""
+
+
+def _phases_now(k: Kernel) -> tuple[list[int], int]:
+    stats = k.workers.stats  # type: ignore[union-attr]
+    return list(stats.phase_cpu_ns), stats.phase_calls
 
 
 def _thread_cpu_ns(pid: int) -> dict[str, int]:
@@ -200,6 +209,7 @@ def section_latency(k: Kernel, n: int) -> dict[str, tuple[float, float]]:
     for name in ("hello", "trivial"):
         pids = k.workers.pids() if k.workers is not None else []
         c0 = _roles(pids) if pids else {}
+        p0 = _phases_now(k) if pids else ([], 0)
         t0 = time.perf_counter()
         samples = timeit(lambda name=name: invoke_ok(k, name), n)  # type: ignore[misc]
         wall = time.perf_counter() - t0
@@ -207,6 +217,12 @@ def section_latency(k: Kernel, n: int) -> dict[str, tuple[float, float]]:
             c1 = _roles(pids)
             CPU_PER_CALL[name] = {r: (c1[r] - c0.get(r, 0)) / 1e6 / n for r in c1}
             CPU_PER_CALL[name]["wall"] = wall * 1000 / n
+            p1, calls = _phases_now(k)
+            if calls > p0[1]:
+                IN_WORKER[name] = {
+                    ph: (b - a) / 1e6 / (calls - p0[1])
+                    for ph, a, b in zip(IDLE_PHASES, p0[0], p1, strict=True)
+                }
         out[name] = (p50(samples), pct(samples, 0.95))
         spaced = []
         for _ in range(n):
@@ -410,25 +426,35 @@ def print_cpu(phases: dict[str, float], hello_p50: float, size: int) -> None:
     if not roles:
         return
     main_ms = roles.get("main", 0.0)
-    print("  CPU per hello call, back to back, where (ms; phases from a worker-shaped loop):")
+    measured = IN_WORKER.get("hello", {})
+    print(
+        "  CPU per hello call, back to back, where (ms): as the workers measured each phase of "
+        "their call loop, and alone (a worker-shaped loop in a process of its own)"
+    )
+    print(f"    {'worker main thread':28}{'in the pool':>12}{'alone':>8}")
     for phase, what in (
-        ("execute", "the call (request -> guest call-skill -> output)"),
+        ("rebuild", "the request and its call logger, from the call frame"),
+        ("execute", "the call (guest call-skill -> output)"),
+        ("answer", "the answer encoded and sent"),
         ("drop", "the used store's drop (keep-resident reset)"),
         ("prewarm", "the next instance (instantiate + warm)"),
     ):
-        print(
-            f"    worker main thread, {phase:8} {phases[phase]:6.3f}   {what}, "
-            f"{phases[phase + ' faults']:.1f} page faults"
-        )
-    aside = roles.get("bastion-dropper", 0.0) >= 0.0005  # a pool of one drops on its own thread
-    rest = main_ms - sum(phases[p] for p in PHASES if not (aside and p == "drop"))
+        alone = f"{phases[phase]:8.3f}" if phase in PHASES else f"{'':8}"
+        print(f"    {phase:28}{measured.get(phase, 0.0):12.3f}{alone}   {what}")
+    rest = main_ms - sum(measured.values())
     print(
-        f"    worker main thread, the rest {rest:6.3f}   framing, request rebuild, log, loop, "
-        "and the phases running slower beside the other worker and the kernel"
+        f"    {'the rest':28}{rest:12.3f}{'':8}   waiting for and reading the next frame "
+        "(the wake-up), sending idle"
     )
-    if aside:
+    if measured:
+        slower = sum(measured[p] - phases[p] for p in PHASES)
+        print(
+            f"    (execute + drop + prewarm take {slower:+.3f} ms in the pool than alone: the "
+            "other worker, the kernel and other processes share the CPUs and their caches)"
+        )
+    if roles.get("bastion-dropper", 0.0) >= 0.0005:  # a pool of one drops on its own thread
         print("    (the drop ran on the bastion-dropper thread below, not on the main thread)")
-    print(f"    worker main thread, measured {main_ms:6.3f}")
+    print(f"    {'measured (schedstat)':28}{main_ms:12.3f}")
     for role, v in sorted(roles.items()):
         if role not in ("main", "kernel", "wall") and v >= 0.0005:
             print(f"    worker thread {role:18} {v:6.3f}")

@@ -44,7 +44,7 @@ from bastion.executor import Limits, Mount
 from .engine import TICK_MS, get_engine
 from .fdlimit import explains, files_error, table_full
 from .rawcall import TRAP_PREFIX, context_key
-from .ticker import remaining_ms, wake_at
+from .ticker import remaining_ms, unwake, wake_at
 
 __all__ = [
     "CANCEL_CHECK_TICKS",
@@ -199,8 +199,7 @@ def _ticks_until(left_ms: float) -> int:
 
 
 def _arm(deadline: float) -> int:
-    """Ticks for a store starting its call now, and a tick booked at ``deadline`` itself."""
-    wake_at(deadline)
+    """Ticks for a store starting its call now (its tick at ``deadline`` is ``Sandbox._book``'s)."""
     return _ticks_until(remaining_ms(deadline))
 
 
@@ -252,6 +251,8 @@ class Sandbox(Closeable):
         )
         store = wasmtime.Store(get_engine())
         self.store: wasmtime.Store | None = store
+        self._booked: float | None = None
+        """The deadline whose tick this store booked (taken back when it is dropped)."""
         self.key = context_key(store._context())
         # Stdout and stderr sinks are 2n and 2n+1; unregistered by close(), not by wasmtime.
         self._sink_id = 2 * next(_ids)
@@ -271,7 +272,7 @@ class Sandbox(Closeable):
             ffi.wasmtime_store_epoch_deadline_callback(
                 store.ptr(), _epoch_expired, None, _NO_FINALIZER
             )
-            ticks = _arm(deadline)
+            ticks = self._book(deadline)
             if getattr(request, "cancel", None) is not None:
                 ticks = min(ticks, CANCEL_CHECK_TICKS)
             store.set_epoch_deadline(ticks)
@@ -311,7 +312,20 @@ class Sandbox(Closeable):
             raise ValueError("the sandbox is closed")
         self.state.deadline = deadline
         self.state.request = request
-        store.set_epoch_deadline(_arm(deadline))
+        store.set_epoch_deadline(self._book(deadline))
+
+    def _book(self, deadline: float) -> int:
+        """``_arm``, with the ticker's tick at ``deadline`` booked in place of the one booked
+        before (a prewarmed store re-armed for its call: the prewarm's is not needed)."""
+        self._unbook()
+        if wake_at(deadline):
+            self._booked = deadline
+        return _arm(deadline)
+
+    def _unbook(self) -> None:
+        booked, self._booked = self._booked, None
+        if booked is not None:
+            unwake(booked)
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -339,6 +353,7 @@ class Sandbox(Closeable):
         entries. The state goes first: once the store is freed its context key may be reused."""
         with _reg_lock:
             _STATES.pop(self.key, None)
+        self._unbook()  # no guest of this store runs past here: its deadline's tick is moot
         store, self.store = self.store, None
         try:
             if store is not None:

@@ -24,7 +24,9 @@ epochs do not interrupt.
 ``wake_at(deadline)`` adds one off-schedule tick at that instant: a store arms its epoch to
 fire at the last tick before its deadline or at the deadline's own tick (``store.py``), so a
 spinning guest traps at its deadline, not up to a tick after it (the timeout overshoot was
-half a tick on average and a whole one at worst).
+half a tick on average and a whole one at worst). ``unwake(deadline)`` takes such a tick back
+when its store is dropped or re-armed first: calls in a row would otherwise wake the thread
+(and take the GIL) once more per call, at a deadline long after that call ended.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "remaining_ms",
     "stop",
     "ticker",
+    "unwake",
     "wake_at",
 ]
 
@@ -95,18 +98,46 @@ class Ticker:
         """Times the thread went to sleep with no guest running (diagnostics and tests)."""
         self._wakes: list[float] = []
         """A heap of deadlines (``time.monotonic()``) each due one off-schedule tick."""
+        self._unwoken: dict[float, int] = {}
+        """Deadlines still in ``_wakes`` taken back by ``unwake`` (how many times each): skipped,
+        neither waited for nor ticked."""
         self._cv = threading.Condition(threading.Lock())
         """Guards ``_wakes``; the ticking thread waits on it, so a sooner deadline wakes it."""
         self._planned = 0.0
         """When the ticking thread next wakes by itself."""
 
-    def wake_at(self, deadline: float) -> None:
-        """Tick once more at ``deadline`` (no GIL release; bounded: see ``_MAX_WAKES``)."""
+    def wake_at(self, deadline: float) -> bool:
+        """Tick once more at ``deadline`` (no GIL release; bounded: see ``_MAX_WAKES``);
+        whether it was booked (only a booked tick may be taken back with ``unwake``)."""
         with self._cv:
-            if len(self._wakes) < _MAX_WAKES:
-                heapq.heappush(self._wakes, deadline)
-                if deadline < self._planned:
-                    self._cv.notify()
+            if len(self._wakes) >= _MAX_WAKES:
+                return False
+            heapq.heappush(self._wakes, deadline)
+            if deadline < self._planned:
+                self._cv.notify()
+            return True
+
+    def unwake(self, deadline: float) -> None:
+        """Take back one tick ``wake_at(deadline)`` booked (its store no longer runs): the
+        thread will not wake for it. A deadline already past is left alone: it may have been
+        ticked and taken off already (a past deadline's tick costs nothing more)."""
+        if deadline <= time.monotonic():
+            return
+        with self._cv:
+            unwoken = self._unwoken
+            unwoken[deadline] = unwoken.get(deadline, 0) + 1
+
+    def _taken_back(self, deadline: float) -> bool:
+        """Whether ``deadline`` (just taken off the heap) was unwoken; counts it off. With
+        ``_cv`` held."""
+        n = self._unwoken.get(deadline, 0)
+        if not n:
+            return False
+        if n == 1:
+            del self._unwoken[deadline]
+        else:
+            self._unwoken[deadline] = n - 1
+        return True
 
     @property
     def running(self) -> bool:
@@ -208,6 +239,8 @@ class Ticker:
                 continue
             with cv:
                 wake = t0 + (issued + 1) * period
+                while wakes and wakes[0] in self._unwoken:  # taken back: not waited for
+                    self._taken_back(heapq.heappop(wakes))
                 if wakes and wakes[0] < wake:
                     wake = wakes[0]
                 self._planned = wake
@@ -224,10 +257,11 @@ class Ticker:
             n = min(max(due - issued, 0), _MAX_BURST)
             issued = max(issued + n, due)
             if wakes and wakes[0] <= now:
+                due_tick = False
                 with cv:
                     while wakes and wakes[0] <= now:
-                        heapq.heappop(wakes)
-                n += 1  # the deadline's own tick
+                        due_tick |= not self._taken_back(heapq.heappop(wakes))
+                n += due_tick  # the deadline's own tick
             for _ in range(n):
                 bump()
             self.ticks += n
@@ -288,9 +322,14 @@ def stop() -> None:
     _TICKER.stop()
 
 
-def wake_at(deadline: float) -> None:
-    """Have the process-wide ticker tick at ``deadline`` too."""
-    _TICKER.wake_at(deadline)
+def wake_at(deadline: float) -> bool:
+    """Have the process-wide ticker tick at ``deadline`` too; whether it was booked."""
+    return _TICKER.wake_at(deadline)
+
+
+def unwake(deadline: float) -> None:
+    """Take back a tick ``wake_at(deadline)`` booked."""
+    _TICKER.unwake(deadline)
 
 
 def remaining_ms(deadline: float) -> float:

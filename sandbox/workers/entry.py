@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from bastion.logs import InvocationLog, discard_unconfigured
 
-from .framing import Frame, encode_frame, read_frame_blocking
+from .framing import Frame, FrameStream, encode_frame, read_frame_blocking
 
 __all__ = ["PipeLogger", "main", "serve"]
 
@@ -62,6 +62,7 @@ class _Channel:
         self.sock.sendall(encode_frame(header, blob))
 
     def recv(self) -> Frame:
+        """Exactly one frame, nothing past it (the hello: a worker may start again after it)."""
         return read_frame_blocking(self.fd)
 
 
@@ -313,9 +314,10 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         }
     )
     dropper = _Dropper() if cfg.get("drop_aside") else None
+    frames = FrameStream(fd)  # from here on the loop owns the stream: one read per frame
     while True:
         try:
-            frame = ch.recv()
+            frame = frames.read()
         except (EOFError, OSError):
             return 0
         if frame.kind == "prepare":
@@ -324,6 +326,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
         if frame.kind != "call":
             continue
         call_id = int(frame.header.get("id", 0))
+        cpu = [time.thread_time_ns()]  # this thread's CPU at each phase's end: see IDLE_PHASES
         if dropper is not None:
             dropper.settle()  # the previous guest's files are closed before this one runs
         after: list[Callable[[], None]] = []
@@ -344,6 +347,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 audit=audit,
             )
             runtime = request.runtime
+            cpu.append(time.thread_time_ns())
             handler = handlers.get(runtime)
             if handler is not None:
                 out = handler(request)
@@ -383,8 +387,12 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                 detail=traceback.format_exc(limit=5)[-4000:],
             )
             header, blob = encode_error(call_id, _explained(err)), b""
+        if len(cpu) == 1:  # the rebuild failed: no execution
+            cpu.append(cpu[0])
+        cpu.append(time.thread_time_ns())
         calllog.finish()
         ch.send(_settle(header, request, after, executors), blob)
+        cpu.append(time.thread_time_ns())
         # The used store is dropped before the next instance is made: the slot it frees (and
         # the memory the reset just wrote, still in cache) is what the prewarm takes next.
         # On this thread, unless this worker is the pool's only one (then the next call would
@@ -395,12 +403,15 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
                     drop()
             else:
                 dropper.put(drop)
+        cpu.append(time.thread_time_ns())
         ex = executors.get(request.runtime) if request is not None else None
         if ex is None or not hasattr(ex, "prewarm"):
             continue  # nothing was left to do: the answer said idle
         with contextlib.suppress(Exception):
             ex.prewarm(request)
-        ch.send({"t": "idle", "id": call_id})
+        cpu.append(time.thread_time_ns())
+        spent = [cpu[i + 1] - cpu[i] for i in range(len(cpu) - 1)]
+        ch.send({"t": "idle", "id": call_id, "cpu_ns": spent})
 
 
 def _settle(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -43,7 +42,7 @@ from .launcher import Launcher
 from .prespawn import DEFAULT_ENTRY
 from .procstate import is_running
 from .repair import load_in_worker
-from .wire import decode_error, encode_call
+from .wire import IDLE_PHASES, decode_error, encode_call
 
 __all__ = ["DEFAULT_ENTRY", "PoolStats", "WorkerPool", "WorkerSettings", "call_log_level"]
 
@@ -59,7 +58,11 @@ code at its deadline (the epoch stops it and the answer comes ~1.5 ms later); th
 _SPIN_MAX_S: Final[float] = 0.001
 """The longest the caller's thread waits for the deadline holding the GIL (after a wake-up that
 came back just before it): a sleep would cost a switch interval behind a busy thread."""
+_CPUS: Final[int] = max(os.cpu_count() or 1, 1)
+"""CPUs of the machine, read once (``os.cpu_count`` reads ``/sys`` each time: three system
+calls on every call that finds no warm worker)."""
 _MAX_FRAMES_PER_CALL: Final[int] = 20_000
+_MAX_PHASE_NS: Final[int] = 10**12
 _STDERR_TAIL: Final[int] = 4096
 
 
@@ -90,7 +93,7 @@ class WorkerSettings:
 
     @property
     def size(self) -> int:
-        return self.count if self.count > 0 else max(os.cpu_count() or 1, 1)
+        return self.count if self.count > 0 else _CPUS
 
 
 @dataclass(slots=True)
@@ -105,6 +108,20 @@ class PoolStats:
     recycled: int = 0
     """Workers replaced because the compile cache was repaired under them."""
     start_ms: list[float] = field(default_factory=list)
+    phase_cpu_ns: list[int] = field(default_factory=lambda: [0] * len(IDLE_PHASES))
+    """CPU nanoseconds the workers' call loops spent per phase (``wire.IDLE_PHASES``), summed
+    over the ``phase_calls`` calls whose *idle* frame reported them: where a call's CPU goes."""
+    phase_calls: int = 0
+
+    def add_phases(self, cpu: Any) -> None:
+        """Count one *idle* frame's ``cpu_ns`` (a worker's word: anything else is ignored)."""
+        if (
+            isinstance(cpu, list)
+            and len(cpu) == len(IDLE_PHASES)
+            and all(type(x) is int and 0 <= x < _MAX_PHASE_NS for x in cpu)
+        ):
+            self.phase_cpu_ns = [a + b for a, b in zip(self.phase_cpu_ns, cpu, strict=True)]
+            self.phase_calls += 1
 
 
 class _Worker:
@@ -250,7 +267,7 @@ class WorkerPool(Closeable):
             # A pool of one worker on several CPUs: the worker drops a used store on a thread
             # of its own while it prewarms (the next call would wait for both in a row);
             # otherwise the other workers serve meanwhile and one thread does both.
-            "drop_aside": s.size == 1 and (os.cpu_count() or 1) > 1,
+            "drop_aside": s.size == 1 and _CPUS > 1,
         }
         parent.sendall(encode_frame(hello))
         self._all.append(w)
@@ -352,7 +369,7 @@ class WorkerPool(Closeable):
                     if self._idle:
                         # A ready worker first; one still starting only if none is ready.
                         ready = [x for x in self._idle if x.ready is not None]
-                        w = _pick(ready) if ready else self._idle[-1]
+                        w = _pick(ready, self.stats) if ready else self._idle[-1]
                         self._idle.remove(w)
                         w.owned = True
                         if not w.warm:
@@ -460,6 +477,8 @@ class WorkerPool(Closeable):
     def _load(self, w: _Worker, request: ExecutionRequest) -> float:
         """Have ``w`` load the call's entry first (host time, like starting it); the seconds
         spent. A cache miss gives the worker back and raises ``CacheMissError`` for repair."""
+        if (request.runtime, str(request.entry)) in w.loaded:
+            return 0.0  # confirmed loaded before: nothing to ask (``load_in_worker``)
         t0 = time.monotonic()
         limit = wait_s()
         try:
@@ -578,6 +597,8 @@ class WorkerPool(Closeable):
                     break
             kind, head = frame.kind, frame.header
             if kind == "idle":  # the previous call's after-work ended (this worker was not warm)
+                with self._cond:
+                    self.stats.add_phases(head.get("cpu_ns"))
                 continue
             if kind == "log":
                 _forward_log(request, head)
@@ -665,28 +686,30 @@ class WorkerPool(Closeable):
         self._finalizer.detach()
 
 
-def _pick(ready: list[_Worker]) -> _Worker:
+def _pick(ready: list[_Worker], stats: PoolStats) -> _Worker:
     """The idle worker to take: the most recently released one whose next instance is ready
-    (it said ``idle``), else the one released longest ago (the likeliest to be done)."""
+    (it said ``idle``), else the one released longest ago (the likeliest to be done). Called
+    with the pool's lock held (``stats``)."""
     for w in reversed(ready):
-        if not w.warm and _said_idle(w):
+        if not w.warm and _said_idle(w, stats):
             w.warm = True
         if w.warm:
             return w
     return ready[0]
 
 
-def _said_idle(w: _Worker) -> bool:
-    """Consume the ``idle`` frame an idle worker sent after its after-call work, if it came."""
+def _said_idle(w: _Worker, stats: PoolStats) -> bool:
+    """Consume the ``idle`` frame an idle worker sent after its after-call work, if it came:
+    one look at what is queued, without waiting (``read_now``: one ``recv``, no new poll
+    object, no GIL release on a socket)."""
     try:
-        poller = select.poll()  # not select(): a busy kernel may hold descriptors past 1024
-        poller.register(w.sock, select.POLLIN)
-        if not poller.poll(0):
-            return False
-        frame = w.reader.read(0.05)
+        frame = w.reader.read_now()
     except (EOFError, FrameError, OSError, ValueError):
         return False
-    return frame is not None and frame.kind == "idle"
+    if frame is None or frame.kind != "idle":
+        return False
+    stats.add_phases(frame.header.get("cpu_ns"))
+    return True
 
 
 def _timeout(request: ExecutionRequest, detail: str) -> ExecutionError:
@@ -705,6 +728,9 @@ def _safe_audit(request: ExecutionRequest, fields: dict[str, Any]) -> None:
 
 
 _LOG_LEVELS: Final[frozenset[str]] = frozenset({"debug", "info", "warning", "error", "critical"})
+_DEBUG, _CRITICAL = 10, 50
+_ASKED: Final[tuple[int, ...]] = (10, 20, 30, 40)
+"""``logging``'s DEBUG, INFO, WARNING and ERROR, the levels ``call_log_level`` asks about."""
 
 
 def _forward_log(request: ExecutionRequest, head: dict[str, Any]) -> None:
@@ -719,18 +745,22 @@ def _forward_log(request: ExecutionRequest, head: dict[str, Any]) -> None:
 def call_log_level(logger: Any) -> int:
     """The lowest level the call's logger writes (a worker counts and forwards only such
     lines, so its per-kind caps match what the kernel would write); all levels if unknown."""
-    import logging
-
     try:  # a caller's logger is foreign code: whatever it does, the call goes on
         check = getattr(logger, "is_enabled_for", None)
         if check is None:
-            return logging.DEBUG
-        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
-            answer = check(level)
+            return _DEBUG
+        # The lowest enabled of DEBUG..ERROR (else CRITICAL) by halving: two questions, not
+        # up to four (the usual answer, WARNING, took three).
+        lo, hi = 0, len(_ASKED)  # the answer is _ASKED[i] for the first i enabled, or CRITICAL
+        while lo < hi:
+            mid = (lo + hi) // 2
+            answer = check(_ASKED[mid])
             if not isinstance(answer, bool):
-                return logging.DEBUG  # not a real level check (a duck-typed logger)
+                return _DEBUG  # not a real level check (a duck-typed logger)
             if answer:
-                return level
-        return logging.CRITICAL
+                hi = mid
+            else:
+                lo = mid + 1
+        return _ASKED[lo] if lo < len(_ASKED) else _CRITICAL
     except Exception:
-        return logging.DEBUG
+        return _DEBUG

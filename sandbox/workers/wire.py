@@ -20,7 +20,28 @@ from bastion.netrule import NetRule
 
 from ..cache import CacheMissError
 
-__all__ = ["decode_error", "encode_call", "encode_error", "request_from_call"]
+__all__ = ["IDLE_PHASES", "decode_error", "encode_call", "encode_error", "request_from_call"]
+
+IDLE_PHASES: tuple[str, ...] = ("rebuild", "execute", "answer", "drop", "prewarm")
+"""What the worker's call-loop thread spent CPU on for one call, in the nanoseconds its *idle*
+frame reports (``cpu_ns``, in this order): rebuilding the request (and its call logger), the
+executor's ``execute``, encoding and sending the answer, dropping the used store (0 when the
+dropper thread does it), and prewarming the next instance. What the thread spent besides
+(waiting for and reading the next frame, sending *idle*) is its total less these."""
+
+_PATHS: dict[str, Path] = {}
+"""Entry and folder strings already made ``Path`` (~5 us each): a worker serves few skills.
+Paths only, never a grant's values; cleared when full."""
+_MAX_PATHS = 256
+
+
+def _path(text: str) -> Path:
+    path = _PATHS.get(text)
+    if path is None:
+        if len(_PATHS) >= _MAX_PATHS:
+            _PATHS.clear()
+        path = _PATHS[text] = Path(text)
+    return path
 
 
 def encode_call(call_id: int, request: ExecutionRequest, deadline: float) -> dict[str, Any]:
@@ -50,28 +71,35 @@ def request_from_call(
     header: dict[str, Any], input_json: str, *, logger: Any, audit: Any
 ) -> ExecutionRequest:
     """Rebuild the ``ExecutionRequest`` a worker runs (raises ``KeyError``/``TypeError`` if bad)."""
-    timeout_ms, memory_mb, output_kb = (int(x) for x in header["limits"])
+    timeout_ms, memory_mb, output_kb = header["limits"]
     stub = header.get("http_stub")  # the kit's recording stub: the worker makes no request
-    caps = Capabilities(
-        network=tuple(
-            NetRule(str(s), str(h), int(p), bool(w), str(t)) for s, h, p, w, t in header["network"]
-        ),
-        private_allow=tuple(ipaddress.ip_network(str(n)) for n in header["private_allow"]),
-        mounts=tuple(Mount(str(g), Path(h), bool(w)) for g, h, w in header["mounts"]),
-        secrets={str(k): str(v) for k, v in dict(header["secrets"]).items()},
-        config={str(k): v for k, v in dict(header.get("config") or {}).items()},
-        http_stub=None if stub is None else HttpFixtures.from_wire(stub),
-    )
+    network, private, mounts = header["network"], header["private_allow"], header["mounts"]
+    secrets, config = dict(header["secrets"]), dict(header.get("config") or {})
+    if network or private or mounts or secrets or config or stub is not None:
+        caps = Capabilities(
+            network=tuple(
+                NetRule(str(s), str(h), int(p), bool(w), str(t)) for s, h, p, w, t in network
+            ),
+            private_allow=tuple(ipaddress.ip_network(str(n)) for n in private),
+            mounts=tuple(Mount(str(g), Path(h), bool(w)) for g, h, w in mounts),
+            secrets={str(k): str(v) for k, v in secrets.items()},
+            config={str(k): v for k, v in config.items()},
+            http_stub=None if stub is None else HttpFixtures.from_wire(stub),
+        )
+    else:  # no network, mounts, secrets or settings: nothing to rebuild
+        caps = Capabilities()
     return ExecutionRequest(
         skill=str(header["skill"]),
         version=str(header["version"]),
         runtime=str(header["runtime"]),
-        entry=Path(header["entry"]),
-        folder=Path(header["folder"]),
+        entry=_path(str(header["entry"])),
+        folder=_path(str(header["folder"])),
         input=None,
         input_json=input_json,
         caps=caps,
-        limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb, output_kb=output_kb),
+        limits=Limits(
+            timeout_ms=int(timeout_ms), memory_mb=int(memory_mb), output_kb=int(output_kb)
+        ),
         deadline=float(header["deadline"]),
         invocation_id=str(header["invocation_id"]),
         logger=logger,

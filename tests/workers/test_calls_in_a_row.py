@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from bastion.sandbox.workers import PoolStats
+from bastion.sandbox.workers.wire import IDLE_PHASES
 from tests.sandbox.guestbuild import build_wat
 from tests.workers.conftest import MakePool, MakeRequest
 
@@ -112,3 +116,35 @@ def test_calls_with_no_after_work_stay_on_one_worker(
     for _ in range(60):
         assert pool.run(request_for(module, runtime="wasm")) == b"{}"
     assert len(pool.pids()) == 1 and pool.stats.started == 1
+
+
+def test_workers_report_where_each_calls_cpu_went(
+    make_pool: MakePool, pyskill: Callable[[str, str], Path], request_for: MakeRequest
+) -> None:
+    pool = make_pool(count=1)
+    skill = pyskill("counter", COUNTER)
+    for _ in range(6):
+        assert json.loads(pool.run(request_for(skill))) == {"calls_seen_by_this_instance": 1}
+        time.sleep(0.05)  # the idle frame (with the figures) comes after the prewarm
+    pool.run(request_for(skill))  # reads the last idle frame before it sends this call
+    stats = pool.stats
+    assert stats.phase_calls >= 6
+    spent = dict(zip(IDLE_PHASES, stats.phase_cpu_ns, strict=True))
+    # Running the guest and making the next instance both take CPU on the call thread; the
+    # drop is on the dropper thread in a pool of one (counted there, not here).
+    assert spent["execute"] > 0 and spent["prewarm"] > 0 and spent["rebuild"] > 0
+    assert all(ns >= 0 for ns in spent.values())
+
+
+@pytest.mark.parametrize(
+    "cpu",
+    [None, "1,2,3,4,5", [1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [1, 2, -3, 4, 5], [1, 2, 3, 4, 1e3],
+     [True, 2, 3, 4, 5], [1, 2, 3, 4, 10**15]],
+)  # fmt: skip
+def test_phase_figures_a_worker_sends_are_counted_only_when_well_formed(cpu: object) -> None:
+    stats = PoolStats()
+    stats.add_phases(cpu)
+    assert stats.phase_calls == 0 and stats.phase_cpu_ns == [0] * len(IDLE_PHASES)
+    stats.add_phases([1, 2, 3, 4, 5])
+    stats.add_phases([10, 20, 30, 40, 50])
+    assert stats.phase_calls == 2 and stats.phase_cpu_ns == [11, 22, 33, 44, 55]

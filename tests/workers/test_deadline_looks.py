@@ -127,3 +127,27 @@ class TestDeadlineTick:
             assert t.ticks == base + 1  # one tick per booked deadline, no more
         finally:
             t.stop()
+
+    def test_a_tick_taken_back_is_neither_waited_for_nor_issued(self) -> None:
+        t = ticker_mod.Ticker(tick_ms=60_000)
+        t.ensure_running()
+        try:
+            end = time.monotonic() + 10
+            while t.ticks == 0 and time.monotonic() < end:
+                time.sleep(0.01)
+            base = t.ticks
+            soon = time.monotonic() + 0.05
+            assert t.wake_at(soon) and t.wake_at(soon)  # two stores, the same deadline
+            t.unwake(soon)  # one of them dropped: the other's tick still comes
+            kept = time.monotonic() + 0.15
+            assert t.wake_at(kept)
+            gone = time.monotonic() + 0.1
+            assert t.wake_at(gone)
+            t.unwake(gone)
+            time.sleep(0.4)
+            assert t.ticks == base + 2  # at `soon` (once) and at `kept`; none at `gone`
+            assert t._unwoken == {}  # nothing taken back is kept once its time has come
+            t.unwake(time.monotonic() - 1)  # a deadline already past: left alone
+            assert t._unwoken == {}
+        finally:
+            t.stop()

@@ -436,7 +436,7 @@ def print_cpu(phases: dict[str, float], hello_p50: float, size: int) -> None:
         ("rebuild", "the request and its call logger, from the call frame"),
         ("execute", "the call (guest call-skill -> output)"),
         ("answer", "the answer encoded and sent"),
-        ("drop", "the used store's drop (keep-resident reset)"),
+        ("drop", "the used store's drop (the slot reset; with pre-faulting, + its written pages)"),
         ("prewarm", "the next instance (instantiate + warm)"),
     ):
         alone = f"{phases[phase]:8.3f}" if phase in PHASES else f"{'':8}"

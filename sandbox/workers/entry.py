@@ -183,6 +183,12 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
+def _prefaulting() -> bool:
+    from .. import engine
+
+    return engine.prefaulting()
+
+
 def _wants_pooling(cfg: Mapping[str, Any]) -> bool:
     from .. import engine
 
@@ -311,6 +317,7 @@ def serve(argv: list[str] | None = None, *, extra: Mapping[str, Handler] | None 
             "start_ms": round((time.monotonic() - started) * 1000, 3),
             "limits": report,
             "pooling": pooling,
+            "prefault": _prefaulting(),
         }
     )
     dropper = _Dropper() if cfg.get("drop_aside") else None

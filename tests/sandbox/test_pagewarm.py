@@ -241,3 +241,14 @@ class TestPythonRunner:
         assert isinstance(on_faults, list) and isinstance(off_faults, list)
         # released slots fault every page again; pre-faulted ones only the pages read
         assert max(on_faults) * 2 < min(off_faults), (on_faults, off_faults)
+
+
+def test_doctor_and_the_worker_report_say_pre_faulting_is_on(tmp_path: Path) -> None:
+    policy = tmp_path / "bastion.toml"
+    policy.write_text(f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n')
+    cmd = [sys.executable, "-m", "bastion.cli", "--policy", str(policy), "doctor", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    import json
+
+    rows = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert rows["pre-faulting"]["detail"].startswith("on: ")

@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from bastion.sandbox import pagewarm
 from tests.sandbox.guestbuild import build_wat
 from tests.workers.conftest import MakePool, MakeRequest
 
@@ -50,17 +53,30 @@ READER = (
 )
 
 
+def _sized(wat: str, pages: int) -> str:
+    """The same module with ``pages`` of memory, all of it (past the first KiB) written/read."""
+    end = pages * 65536 - 4
+    return wat.replace(
+        '(memory (export "memory") 4)', f'(memory (export "memory") {pages})'
+    ).replace("(i32.const 262140)", f"(i32.const {end})")
+
+
+@pytest.mark.parametrize("pages", [4, 48], ids=["within-kept-resident", "past-kept-resident"])
 def test_a_reused_slot_starts_zeroed(
     make_pool: MakePool, wasm_prepared: Callable[[Path], Path], skills_dir: Path,
-    request_for: MakeRequest,
+    request_for: MakeRequest, pages: int,
 ) -> None:  # fmt: skip
-    writer, reader = skills_dir / "writer.wasm", skills_dir / "reader.wasm"
-    writer.write_bytes(build_wat(WRITER))
-    reader.write_bytes(build_wat(READER))
+    # 4 pages (256 KiB) lie inside the 1 MiB a pre-faulting worker keeps resident (reset in
+    # place); 48 (3 MiB) go past it, into memory the slot releases and faults in again.
+    writer, reader = skills_dir / f"writer{pages}.wasm", skills_dir / f"reader{pages}.wasm"
+    writer.write_bytes(build_wat(_sized(WRITER, pages)))
+    reader.write_bytes(build_wat(_sized(READER, pages)))
     wasm_prepared(writer)
     wasm_prepared(reader)
     pool = make_pool(count=1)
     for _ in range(5):
         assert pool.run(request_for(writer, runtime="wasm")) == b'{"dirty":false}'
         assert pool.run(request_for(reader, runtime="wasm")) == b'{"dirty":false}'
-    assert pool.reports()[0]["pooling"] is True
+    report = pool.reports()[0]
+    assert report["pooling"] is True
+    assert report["prefault"] is pagewarm.supported()

@@ -238,3 +238,77 @@ def test_a_fast_call_is_audited_with_its_caller(fast: Fast) -> None:
         "acme",
         "ok",
     )
+
+
+_ENVELOPES: list[Any] = [
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}},
+    {"jsonrpc": "2.0", "id": "a", "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": None, "extra": [1]},
+    {"jsonrpc": "2.0", "id": True, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1.0, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": None, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": [1], "method": "tools/call"},
+    {"jsonrpc": "2.0", "method": "tools/call"},
+    {"jsonrpc": 2.0, "id": 1, "method": "tools/call"},
+    {"jsonrpc": "2", "id": 1, "method": "tools/call"},
+    {"id": 1, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1, "method": 5},
+    {"jsonrpc": "2.0", "id": 1},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "x"},
+    {"jsonrpc": "2.0", "id": -(2**70), "method": "tools/call", "params": {}},
+]
+
+
+@pytest.mark.parametrize("decoded", _ENVELOPES)
+def test_its_envelope_check_is_the_models(decoded: Any) -> None:
+    """The fast path checks the JSON-RPC envelope without building ``JSONRPCRequest``: it must
+    accept exactly what the model accepts, with the same id and params."""
+    from mcp_types import JSONRPCRequest
+    from pydantic import ValidationError
+
+    from bastion.serve.fastpath import _envelope
+
+    try:
+        model = JSONRPCRequest.model_validate(decoded)
+        want = (model.id, model.params)
+    except ValidationError:
+        want = None
+    got = _envelope(decoded)
+    assert got == want
+    if got is not None and want is not None:
+        assert type(got[0]) is type(want[0])
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"content": [{"type": "text", "text": 'héllo \u2028 "q" \\ </'}], "resultType": "complete"},
+        {"structuredContent": {"a": None, "b": [None, {"c": None}], "f": 1.0, "n": 2**70}},
+        {"isError": True, "content": [], "_meta": {"io.modelcontextprotocol/serverInfo": {}}},
+        {"x": float("nan")},  # not JSON: the model's way
+        {},
+    ],
+)
+def test_its_answer_bytes_are_the_models(result: dict[str, Any]) -> None:
+    from mcp_types import JSONRPCResponse
+
+    from bastion.serve.fastpath import _answer_bytes, _wire
+
+    for rid in (7, "r-1"):
+        want = _wire(JSONRPCResponse(jsonrpc="2.0", id=rid, result=result)).encode()
+        assert _answer_bytes(rid, result) == want
+
+
+def test_a_wrong_token_is_refused_as_the_sdk_refuses_it(fast: Fast) -> None:
+    """POST /mcp skips Starlette's app-wide layers (front.py) but not its authentication: a
+    wrong token is the SDK's 401 with its ``WWW-Authenticate``, and is audited."""
+    r, took = _post(fast, _call("echo", {"v": 1}), _headers(authorization="Bearer " + "x" * 40))
+    assert (r.status_code, took) == (401, 0)
+    assert r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    wait_for(lambda: any(x.get("reason") == "wrong bearer token" for x in read_audit(fast.audit)))
+    wrong = _headers(authorization="Bearer " + "x" * 40)
+    other = httpx.get(fast.url, headers=wrong, timeout=30)  # not a POST: Starlette's way
+    assert other.status_code == 401
+    assert other.headers["www-authenticate"] == r.headers["www-authenticate"]

@@ -102,6 +102,15 @@ def _answer_bytes(request_id: RequestId, result: dict[str, Any]) -> bytes:
         return _wire(msg).encode()
 
 
+def _header_dict(headers: Headers) -> dict[str, str]:
+    """``dict(headers)`` (each name once, its first value) in one pass: the Mapping protocol
+    looks every name up again by a scan of all the headers."""
+    out: dict[str, str] = {}
+    for key, value in headers.raw:
+        out.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+    return out
+
+
 def _envelope(decoded: dict[str, Any]) -> tuple[RequestId, dict[str, Any] | None] | None:
     """The id and params of a JSON-RPC ``tools/call`` request, checked as ``JSONRPCRequest``
     checks them (``jsonrpc`` exactly "2.0", a strict int or a str id, a str method, params an
@@ -264,7 +273,7 @@ class ModernCallFastPath:
         headers = request.headers
         if find_duplicated_routing_header(headers.items()) is not None:
             return None
-        verdict = classify_inbound_request(decoded, headers=dict(headers))
+        verdict = classify_inbound_request(decoded, headers=_header_dict(headers))
         if not isinstance(verdict, InboundModernRoute):
             return None
         request_id, params = envelope

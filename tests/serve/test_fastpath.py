@@ -312,3 +312,52 @@ def test_a_wrong_token_is_refused_as_the_sdk_refuses_it(fast: Fast) -> None:
     other = httpx.get(fast.url, headers=wrong, timeout=30)  # not a POST: Starlette's way
     assert other.status_code == 401
     assert other.headers["www-authenticate"] == r.headers["www-authenticate"]
+
+
+def test_its_header_dict_is_the_mappings() -> None:
+    from starlette.datastructures import Headers
+
+    from bastion.serve.fastpath import _header_dict
+
+    headers = Headers(raw=[(b"a", b"1"), (b"mcp-name", b"x"), (b"a", b"2"), (b"x-\xe9", b"\xff")])
+    got = _header_dict(headers)
+    assert got == dict(headers) and list(got) == list(dict(headers))
+
+
+def test_a_session_eras_streamed_answer_starts_with_its_first_event(fast: Fast) -> None:
+    """An event-stream answer to a POST is held back until its first event and sent with it
+    (coalesce.HoldEventStreamStart): the first bytes the client receives are the status line
+    and headers together with the answer, not headers alone while the call runs."""
+    legacy = {
+        "authorization": f"Bearer {ALICE}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    r = httpx.post(fast.url, json=init, headers=legacy, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    legacy |= {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx.post(fast.url, json=done, headers=legacy, timeout=30).status_code == 202
+    params = {"name": "echo", "arguments": {"v": 5}}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
+    raw = json.dumps(call).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in legacy.items())
+    request = (
+        f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{fast.port}\r\n{head}"
+        f"content-length: {len(raw)}\r\n\r\n"
+    ).encode() + raw
+    with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as s:
+        s.sendall(request)
+        first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    assert b"text/event-stream" in first and b"event: message" in first, first

@@ -51,11 +51,10 @@ from mcp.shared.inbound import (
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse, RequestId
+from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCResponse, RequestId
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SSE_PING_INTERVAL_S", "ModernCallFastPath"]
@@ -73,6 +72,7 @@ _SSE_HEADERS: Final[list[tuple[bytes, bytes]]] = [
     (b"x-accel-buffering", b"no"),
 ]
 _PING: Final[bytes] = b": ping\r\n\r\n"
+_JSON_TYPE: Final[tuple[bytes, bytes]] = (b"content-type", b"application/json")
 
 
 def _wire(msg: JSONRPCResponse | JSONRPCError | JSONRPCNotification) -> str:
@@ -85,9 +85,55 @@ def _sse_event(msg: JSONRPCResponse | JSONRPCError | JSONRPCNotification) -> byt
     return f"event: message\r\ndata: {_wire(msg)}\r\n\r\n".encode()
 
 
+def _answer_bytes(request_id: RequestId, result: dict[str, Any]) -> bytes:
+    """The wire form of a success answer: the bytes ``_wire(JSONRPCResponse(...))`` gives,
+    built without the model (whose dump of the already JSON-mode ``result`` dict is a copy).
+    ``exclude_none`` does not reach into a ``dict[str, Any]`` field and the id is never None,
+    so the two agree; a value ``json.dumps`` would not write as pydantic does (NaN, infinity)
+    takes the model's way."""
+    try:
+        return json.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "result": result},
+            separators=(",", ":"),
+            allow_nan=False,
+        ).encode()
+    except (TypeError, ValueError):
+        msg = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+        return _wire(msg).encode()
+
+
+def _header_dict(headers: Headers) -> dict[str, str]:
+    """``dict(headers)`` (each name once, its first value) in one pass: the Mapping protocol
+    looks every name up again by a scan of all the headers."""
+    out: dict[str, str] = {}
+    for key, value in headers.raw:
+        out.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+    return out
+
+
+def _envelope(decoded: dict[str, Any]) -> tuple[RequestId, dict[str, Any] | None] | None:
+    """The id and params of a JSON-RPC ``tools/call`` request, checked as ``JSONRPCRequest``
+    checks them (``jsonrpc`` exactly "2.0", a strict int or a str id, a str method, params an
+    object or absent; other keys ignored) without building the model; None for anything the
+    model would refuse (the SDK then answers it). Narrower than the model never, wider never:
+    ``test_fastpath`` checks both agree."""
+    if decoded.get("jsonrpc") != "2.0":
+        return None
+    rid = decoded.get("id")
+    if type(rid) is not int and not isinstance(rid, str):
+        return None
+    if not isinstance(decoded.get("method"), str):
+        return None
+    params = decoded.get("params")
+    if params is not None and not isinstance(params, dict):
+        return None
+    return rid, params
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    request: JSONRPCRequest
+    request_id: RequestId
+    params: dict[str, Any] | None
     verdict: InboundModernRoute
 
 
@@ -221,31 +267,31 @@ class ModernCallFastPath:
             return None
         if decoded.get("method") != "tools/call":
             return None
-        try:
-            req = JSONRPCRequest.model_validate(decoded)
-        except ValidationError:
+        envelope = _envelope(decoded)
+        if envelope is None:
             return None
-        if find_duplicated_routing_header(request.headers.items()) is not None:
+        headers = request.headers
+        if find_duplicated_routing_header(headers.items()) is not None:
             return None
-        verdict = classify_inbound_request(decoded, headers=dict(request.headers))
+        verdict = classify_inbound_request(decoded, headers=_header_dict(headers))
         if not isinstance(verdict, InboundModernRoute):
             return None
-        if progress_token_from_params(req.params) is not None:
+        request_id, params = envelope
+        if progress_token_from_params(params) is not None:
             return None  # progress notifications: the SDK's event stream
-        if self._param_headers_refused(request, req):
+        if self._param_headers_refused(headers, params or {}):
             return None
-        return _Plan(req, verdict)
+        return _Plan(request_id, params, verdict)
 
-    def _param_headers_refused(self, request: Request, req: JSONRPCRequest) -> bool:
+    def _param_headers_refused(self, headers: Headers, params: dict[str, Any]) -> bool:
         """Whether the SDK would refuse the call's ``Mcp-Param-*`` headers (or would check
         them some other way): both go to the SDK."""
-        params = req.params or {}
         name = params.get("name")
         raw = params.get("arguments")
         if not isinstance(name, str) or (raw is not None and not isinstance(raw, Mapping)):
             return False
         arguments: Mapping[str, Any] = raw or {}
-        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in request.headers):
+        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in headers):
             return False
         lookup = self.server.get_tool_input_schema
         if lookup is None:
@@ -256,12 +302,12 @@ class ModernCallFastPath:
             return True
         if schema is None:
             return False
-        return validate_mcp_param_headers(schema, arguments, request.headers) is not None
+        return validate_mcp_param_headers(schema, arguments, headers) is not None
 
     async def _serve(
         self, plan: _Plan, request: Request, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        req, verdict = plan.request, plan.verdict
+        verdict, request_id = plan.verdict, plan.request_id
         connection = Connection.from_envelope(
             verdict.protocol_version, verdict.client_info, verdict.client_capabilities
         )
@@ -270,27 +316,27 @@ class ModernCallFastPath:
             TransportContext(
                 kind="streamable-http", can_send_request=False, headers=request.headers
             ),
-            req.id,
+            request_id,
             ServerMessageMetadata(request_context=request),
         )
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.ensure_future(_watch_disconnect(receive, task, ex))
         timer = asyncio.get_running_loop().call_later(SSE_PING_INTERVAL_S, ex.start_pinging)
-        msg: JSONRPCResponse | JSONRPCError
+        result: dict[str, Any] | None = None
+        error: JSONRPCError | None = None
         try:
             try:
                 result = await serve_one(
                     self.server,
                     ex,
-                    req.method,
-                    req.params,
+                    "tools/call",
+                    plan.params,
                     connection=connection,
                     lifespan_state=self.lifespan_state(),
                 )
-                msg = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
             except Exception as exc:
-                msg = JSONRPCError(jsonrpc="2.0", id=req.id, error=modern_error_data(exc))
+                error = JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
         except asyncio.CancelledError:
             if ex.gone:  # the client left; the call has stopped; nobody reads an answer
                 task.uncancel()
@@ -301,13 +347,16 @@ class ModernCallFastPath:
             watcher.cancel()
             await ex.stop_pinging()
         if ex.streaming:
+            msg = error or JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result or {})
             await send({"type": "http.response.body", "body": _sse_event(msg), "more_body": False})
             return
-        status = (
-            ERROR_CODE_HTTP_STATUS.get(msg.error.code, 200)
-            if isinstance(msg, JSONRPCError)
-            else 200
-        )
-        await Response(_wire(msg), status_code=status, media_type="application/json")(
-            scope, receive, send
-        )
+        if error is not None:
+            status = ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
+            body = _wire(error).encode()
+        else:
+            assert result is not None
+            status, body = 200, _answer_bytes(request_id, result)
+        # What starlette's Response(body, status, media_type="application/json") sends.
+        headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,8 +1,8 @@
 """``bastion serve``: Streamable HTTP at ``/mcp`` plus ``/healthz``, ``/readyz``, ``/metrics``.
 
-Serving step ``transport (HTTP)``: ``/mcp`` is ``auth audit -> bearer auth -> frame limits ->
-fast path (2026-07-28 tools/call, fastpath.py) -> disconnect watch -> the SDK's session manager``
-(both protocol eras; Host/Origin checked against DNS rebinding).
+Serving step ``transport (HTTP)``: ``/mcp`` is ``front (POST: front.py) -> auth audit -> bearer
+auth -> frame limits -> fast path (2026-07-28 tools/call, fastpath.py) -> disconnect watch ->
+the SDK's session manager`` (both protocol eras; Host/Origin checked against DNS rebinding).
 Binding anything but loopback without a token configured is refused. ``SIGHUP`` reloads the
 policy and packs; they are also polled for changes.
 """
@@ -35,9 +35,10 @@ from starlette.routing import Route
 from bastion.errors import ConfigError
 
 from .auth import AuthAuditMiddleware
-from .coalesce import CoalescingHttpToolsProtocol
+from .coalesce import CoalescingHttpToolsProtocol, HoldEventStreamStart
 from .disconnect import DisconnectWatchMiddleware
 from .fastpath import ModernCallFastPath
+from .front import FrontedStarlette
 from .limits import MAX_FRAME_BYTES, FrameLimitMiddleware
 from .readiness import Readiness
 from .server import BastionServer
@@ -91,7 +92,9 @@ def build_app(
         ),
         max_request_body_size=MAX_FRAME_BYTES,
     )
-    sdk = DisconnectWatchMiddleware(StreamableHTTPASGIApp(manager), bs.calls.client_gone)
+    sdk = HoldEventStreamStart(
+        DisconnectWatchMiddleware(StreamableHTTPASGIApp(manager), bs.calls.client_gone)
+    )
     fast = ModernCallFastPath(sdk, bs.server, manager.security_settings, lambda: bs.lifespan_state)
     endpoint: Any = FrameLimitMiddleware(fast)
     middleware: list[Middleware] = []
@@ -144,7 +147,11 @@ def build_app(
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signal.SIGHUP)
 
-    app = Starlette(
+    mcp: Any = endpoint
+    for m in reversed(middleware):  # the app's middleware list, for POST /mcp (front.py)
+        mcp = m.cls(mcp, *m.args, **m.kwargs)
+    app = FrontedStarlette(
+        mcp,
         routes=[
             Route("/mcp", endpoint=endpoint),
             Route("/healthz", healthz),

@@ -80,13 +80,19 @@ class Notifier:
 async def _bind_request_id(
     ctx: ServerRequestContext[Any, Any], call_next: CallNext
 ) -> HandlerResult:
-    """Every log line written while a request is handled carries its MCP request id."""
+    """Every log line written while a request is handled carries its MCP request id.
+
+    Bound and reset by contextvar tokens: what ``bound_contextvars`` does, without its scan of
+    every variable in the context (~5 us of each request's event-loop time)."""
     if ctx.request_id is None:
         return await call_next(ctx)
-    with structlog.contextvars.bound_contextvars(
+    tokens = structlog.contextvars.bind_contextvars(
         mcp_request_id=str(ctx.request_id), mcp_method=ctx.method
-    ):
+    )
+    try:
         return await call_next(ctx)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def tracing_installed(provider: object) -> bool:

@@ -238,3 +238,126 @@ def test_a_fast_call_is_audited_with_its_caller(fast: Fast) -> None:
         "acme",
         "ok",
     )
+
+
+_ENVELOPES: list[Any] = [
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}},
+    {"jsonrpc": "2.0", "id": "a", "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": None, "extra": [1]},
+    {"jsonrpc": "2.0", "id": True, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1.0, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": None, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": [1], "method": "tools/call"},
+    {"jsonrpc": "2.0", "method": "tools/call"},
+    {"jsonrpc": 2.0, "id": 1, "method": "tools/call"},
+    {"jsonrpc": "2", "id": 1, "method": "tools/call"},
+    {"id": 1, "method": "tools/call"},
+    {"jsonrpc": "2.0", "id": 1, "method": 5},
+    {"jsonrpc": "2.0", "id": 1},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []},
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "x"},
+    {"jsonrpc": "2.0", "id": -(2**70), "method": "tools/call", "params": {}},
+]
+
+
+@pytest.mark.parametrize("decoded", _ENVELOPES)
+def test_its_envelope_check_is_the_models(decoded: Any) -> None:
+    """The fast path checks the JSON-RPC envelope without building ``JSONRPCRequest``: it must
+    accept exactly what the model accepts, with the same id and params."""
+    from mcp_types import JSONRPCRequest
+    from pydantic import ValidationError
+
+    from bastion.serve.fastpath import _envelope
+
+    try:
+        model = JSONRPCRequest.model_validate(decoded)
+        want = (model.id, model.params)
+    except ValidationError:
+        want = None
+    got = _envelope(decoded)
+    assert got == want
+    if got is not None and want is not None:
+        assert type(got[0]) is type(want[0])
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"content": [{"type": "text", "text": 'héllo \u2028 "q" \\ </'}], "resultType": "complete"},
+        {"structuredContent": {"a": None, "b": [None, {"c": None}], "f": 1.0, "n": 2**70}},
+        {"isError": True, "content": [], "_meta": {"io.modelcontextprotocol/serverInfo": {}}},
+        {"x": float("nan")},  # not JSON: the model's way
+        {},
+    ],
+)
+def test_its_answer_bytes_are_the_models(result: dict[str, Any]) -> None:
+    from mcp_types import JSONRPCResponse
+
+    from bastion.serve.fastpath import _answer_bytes, _wire
+
+    for rid in (7, "r-1"):
+        want = _wire(JSONRPCResponse(jsonrpc="2.0", id=rid, result=result)).encode()
+        assert _answer_bytes(rid, result) == want
+
+
+def test_a_wrong_token_is_refused_as_the_sdk_refuses_it(fast: Fast) -> None:
+    """POST /mcp skips Starlette's app-wide layers (front.py) but not its authentication: a
+    wrong token is the SDK's 401 with its ``WWW-Authenticate``, and is audited."""
+    r, took = _post(fast, _call("echo", {"v": 1}), _headers(authorization="Bearer " + "x" * 40))
+    assert (r.status_code, took) == (401, 0)
+    assert r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    wait_for(lambda: any(x.get("reason") == "wrong bearer token" for x in read_audit(fast.audit)))
+    wrong = _headers(authorization="Bearer " + "x" * 40)
+    other = httpx.get(fast.url, headers=wrong, timeout=30)  # not a POST: Starlette's way
+    assert other.status_code == 401
+    assert other.headers["www-authenticate"] == r.headers["www-authenticate"]
+
+
+def test_its_header_dict_is_the_mappings() -> None:
+    from starlette.datastructures import Headers
+
+    from bastion.serve.fastpath import _header_dict
+
+    headers = Headers(raw=[(b"a", b"1"), (b"mcp-name", b"x"), (b"a", b"2"), (b"x-\xe9", b"\xff")])
+    got = _header_dict(headers)
+    assert got == dict(headers) and list(got) == list(dict(headers))
+
+
+def test_a_session_eras_streamed_answer_starts_with_its_first_event(fast: Fast) -> None:
+    """An event-stream answer to a POST is held back until its first event and sent with it
+    (coalesce.HoldEventStreamStart): the first bytes the client receives are the status line
+    and headers together with the answer, not headers alone while the call runs."""
+    legacy = {
+        "authorization": f"Bearer {ALICE}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    r = httpx.post(fast.url, json=init, headers=legacy, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    legacy |= {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx.post(fast.url, json=done, headers=legacy, timeout=30).status_code == 202
+    params = {"name": "echo", "arguments": {"v": 5}}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
+    raw = json.dumps(call).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in legacy.items())
+    request = (
+        f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{fast.port}\r\n{head}"
+        f"content-length: {len(raw)}\r\n\r\n"
+    ).encode() + raw
+    with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as s:
+        s.sendall(request)
+        first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    assert b"text/event-stream" in first and b"event: message" in first, first

@@ -8,13 +8,6 @@ with its transport wrapped: writes made in one turn of the event loop are joined
 the end of that turn, so a JSON answer (start and body come from the same task step) leaves
 in one segment. Nothing is held past the loop's next iteration, so a streamed answer's events
 (SSE progress, pings) go out as promptly as before; closing sends what is held first.
-
-An event-stream answer to a POST (the session era's answers, the SDK's streamed 2026-07-28
-calls) starts with its headers long before its first event (the call runs in between), so the
-client would be woken for headers it cannot use yet. ``HoldEventStreamStart`` holds such a
-response's start until its first body message and sends both together (one segment): the
-client sees the headers when the first event (the answer, a progress notification, a request
-to the client, or the SDK's keep-alive ping) is there. GET streams are not held.
 """
 
 from __future__ import annotations
@@ -22,10 +15,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport", "HoldEventStreamStart"]
+__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
 
 class CoalescingTransport:
@@ -91,37 +83,3 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         assert isinstance(transport, asyncio.Transport)
         wrapped: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
-
-
-def _is_event_stream(start: Message) -> bool:
-    return any(
-        k.lower() == b"content-type" and v.startswith(b"text/event-stream")
-        for k, v in start.get("headers", ())
-    )
-
-
-class HoldEventStreamStart:
-    """ASGI middleware: a POST's event-stream response start leaves with its first body."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
-            await self.app(scope, receive, send)
-            return
-        held: Message | None = None
-
-        async def hold(message: Message) -> None:
-            nonlocal held
-            if held is not None:
-                start, held = held, None
-                await send(start)  # the same task step: joined with ``message``
-            elif message["type"] == "http.response.start" and _is_event_stream(message):
-                held = message
-                return
-            await send(message)
-
-        await self.app(scope, receive, hold)
-        if held is not None:  # a start and no body (not valid ASGI): send what there was
-            await send(held)

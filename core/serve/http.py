@@ -35,7 +35,7 @@ from starlette.routing import Route
 from bastion.errors import ConfigError
 
 from .auth import AuthAuditMiddleware
-from .coalesce import CoalescingHttpToolsProtocol, HoldEventStreamStart
+from .coalesce import CoalescingHttpToolsProtocol
 from .disconnect import DisconnectWatchMiddleware
 from .fastpath import ModernCallFastPath
 from .front import FrontedStarlette
@@ -92,9 +92,7 @@ def build_app(
         ),
         max_request_body_size=MAX_FRAME_BYTES,
     )
-    sdk = HoldEventStreamStart(
-        DisconnectWatchMiddleware(StreamableHTTPASGIApp(manager), bs.calls.client_gone)
-    )
+    sdk = DisconnectWatchMiddleware(StreamableHTTPASGIApp(manager), bs.calls.client_gone)
     fast = ModernCallFastPath(sdk, bs.server, manager.security_settings, lambda: bs.lifespan_state)
     endpoint: Any = FrameLimitMiddleware(fast)
     middleware: list[Middleware] = []

@@ -5,11 +5,8 @@ it as before."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +15,17 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from bastion.serve import BastionServer, KernelHolder
 from bastion.serve.auth import CurrentTokenVerifier, PolicyTokenVerifier
 from bastion.serve.fastpath import ModernCallFastPath
-from bastion.serve.http import build_app, serve_http
+from bastion.serve.http import build_app
 from bastion.serve.readiness import Readiness
 
 from .clients import http_client
 from .conftest import ALICE, BOB, BOB_ENV, STATE_KEY_ENV, policy_text, read_audit, wait_for
+from .inthread import served_on_a_thread
 
 MODERN = "2026-07-28"
 META = {
@@ -56,35 +55,15 @@ def fast(pack: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fast]
     holder = KernelHolder.from_args(str(path), [pack])
     holder.set_attach(lambda k: {"tokens": PolicyTokenVerifier.from_policy(k.policy)})
     bs = BastionServer(holder)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    app = build_app(
-        bs,
-        Readiness(holder),
-        host="127.0.0.1",
-        port=port,
-        token_verifier=CurrentTokenVerifier(lambda: holder.current.attachments["tokens"]),
-    )
-    loop = asyncio.new_event_loop()
-    task: dict[str, Any] = {}
+    tokens = CurrentTokenVerifier(lambda: holder.current.attachments["tokens"])
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        task["t"] = loop.create_task(serve_http(app, sock))
-        with contextlib.suppress(BaseException):  # cancelled at teardown
-            loop.run_until_complete(task["t"])
+    def make(port: int) -> Starlette:
+        return build_app(bs, Readiness(holder), host="127.0.0.1", port=port, token_verifier=tokens)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(base + "/readyz", timeout=10).status_code == 200, 300, 0.1)
     try:
-        yield Fast(base + "/mcp", port, app.state.fast_path, tmp / "audit.jsonl")
+        with served_on_a_thread(make) as (base, port, app):
+            yield Fast(base + "/mcp", port, app.state.fast_path, tmp / "audit.jsonl")
     finally:
-        loop.call_soon_threadsafe(task["t"].cancel)
-        thread.join(30)
         holder.close()
         mp.undo()
 

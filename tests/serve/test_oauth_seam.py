@@ -3,25 +3,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 from mcp.server.auth.provider import AccessToken
+from starlette.applications import Starlette
 
 from bastion.serve import BastionServer, KernelHolder
-from bastion.serve.http import build_app, serve_http
+from bastion.serve.http import build_app
 from bastion.serve.readiness import Readiness
 
 from .clients import http_client
-from .conftest import policy_text, wait_for
+from .conftest import policy_text
+from .inthread import served_on_a_thread
 
 AUDIENCE = "http://127.0.0.1/mcp"
 
@@ -54,36 +51,15 @@ def oauth_server(pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     path.write_text(policy_text(tmp_path))
     holder = KernelHolder.from_args(str(path), [pack])
     bs = BastionServer(holder)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    app = build_app(
-        bs,
-        Readiness(holder),
-        host="127.0.0.1",
-        port=port,
-        token_verifier=IssuerVerifier(),
-        resource_url=AUDIENCE,
-    )
-    loop = asyncio.new_event_loop()
-    task: dict[str, Any] = {}
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        task["t"] = loop.create_task(serve_http(app, sock))
-        with contextlib.suppress(BaseException):  # cancelled at teardown
-            loop.run_until_complete(task["t"])
+    def make(port: int) -> Starlette:
+        return build_app(bs, Readiness(holder), host="127.0.0.1", port=port,
+                         token_verifier=IssuerVerifier(), resource_url=AUDIENCE)  # fmt: skip
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(base + "/readyz", timeout=10).status_code == 200, 300, 0.1)
     try:
-        yield base + "/mcp"
+        with served_on_a_thread(make) as (base, _port, _app):
+            yield base + "/mcp"
     finally:
-        loop.call_soon_threadsafe(task["t"].cancel)
-        thread.join(30)
         holder.close()
 
 

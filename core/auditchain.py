@@ -96,6 +96,11 @@ def _last_of(path: Path, node: str) -> str | None:
         text = raw.decode("utf-8", errors="replace")
         if not text.startswith('{"node":'):
             continue
+        if node not in text and "\\" not in text:
+            # Without an escape every JSON string decodes to its own text, so a record whose
+            # "node" is ``node`` holds it verbatim: this line is another node's. Skipped
+            # undecoded: a new process (node host-pid) would otherwise decode the whole tail.
+            continue
         try:
             rec = json.loads(text)
         except ValueError:

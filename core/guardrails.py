@@ -11,6 +11,7 @@ decides; the kernel combines it with the embedders' ``bastion_guard`` hooks (str
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -29,43 +30,47 @@ if TYPE_CHECKING:
     from .result import InvocationContext
     from .skill import Skill
 
-__all__ = ["PRESETS", "PolicyGuardrails", "grant_kinds", "policy_rules"]
+__all__ = ["PolicyGuardrails", "grant_kinds", "policy_rules", "presets"]
 
 
 def _rule(action: str, reason: str, **kw: Any) -> GuardrailEntry:
     return GuardrailEntry.model_validate({"action": action, "reason": reason, **kw})
 
 
-PRESETS: Final[dict[str, tuple[GuardrailEntry, ...]]] = {
-    "production-safety": (
-        _rule("approve", "writes to a mounted folder", when="write_mount"),
-        _rule("warn", "reaches the network", when="network"),
-        _rule("warn", "uses a secret", when="secret"),
-    ),
-    "cost-limits": (
-        _rule("approve", "estimated cost over $0.10 per call", max_cost=0.10),
-        _rule("block", "estimated cost over $1.00 per call", max_cost=1.00),
-    ),
-    "lethal-trifecta": (
-        _rule(
-            "approve",
-            "network access together with a mounted folder (lethal trifecta)",
-            when=["network", "mount"],
+@functools.cache
+def presets() -> dict[str, tuple[GuardrailEntry, ...]]:
+    """What each ``presets = [...]`` name expands to (documented in docs/policy.md): built at
+    first use, so a process whose policy names no preset never builds GuardrailEntry's
+    validator."""
+    return {
+        "production-safety": (
+            _rule("approve", "writes to a mounted folder", when="write_mount"),
+            _rule("warn", "reaches the network", when="network"),
+            _rule("warn", "uses a secret", when="secret"),
         ),
-        _rule(
-            "approve",
-            "network access together with a secret (lethal trifecta)",
-            when=["network", "secret"],
+        "cost-limits": (
+            _rule("approve", "estimated cost over $0.10 per call", max_cost=0.10),
+            _rule("block", "estimated cost over $1.00 per call", max_cost=1.00),
         ),
-        _rule(
-            "approve",
-            "this session already read private data and untrusted content; "
-            "a network call could send the data out (lethal trifecta)",
-            when="trifecta_session",
+        "lethal-trifecta": (
+            _rule(
+                "approve",
+                "network access together with a mounted folder (lethal trifecta)",
+                when=["network", "mount"],
+            ),
+            _rule(
+                "approve",
+                "network access together with a secret (lethal trifecta)",
+                when=["network", "secret"],
+            ),
+            _rule(
+                "approve",
+                "this session already read private data and untrusted content; "
+                "a network call could send the data out (lethal trifecta)",
+                when="trifecta_session",
+            ),
         ),
-    ),
-}
-"""What each ``presets = [...]`` name expands to (documented in docs/policy.md)."""
+    }
 
 
 def policy_rules(policy: Policy) -> list[tuple[str, GuardrailEntry]]:
@@ -73,7 +78,7 @@ def policy_rules(policy: Policy) -> list[tuple[str, GuardrailEntry]]:
     ``guardrails[i]``."""
     out: list[tuple[str, GuardrailEntry]] = []
     for name in policy.doc.presets:
-        out += [(f"preset:{name}[{i}]", e) for i, e in enumerate(PRESETS[name])]
+        out += [(f"preset:{name}[{i}]", e) for i, e in enumerate(presets()[name])]
     out += [(f"guardrails[{i}]", e) for i, e in enumerate(policy.doc.guardrails)]
     return out
 

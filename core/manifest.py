@@ -150,7 +150,14 @@ def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    """A manifest model. Validators are built at the first validation (``defer_build``): a
+    ``SkillManifest`` builds its sections' schemas within its own, and a section validated on
+    its own builds then. Defaults are written as ``Section.model_construct()``: the values
+    pydantic would use (defaults are never validated), without building at import."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, defer_build=True
+    )
 
 
 class FsRequest(_Model):
@@ -284,8 +291,8 @@ class SkillManifest(_Model):
     entry: str | None = None
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
-    permissions: Permissions = Permissions()
-    limits: LimitsRequest = LimitsRequest()
+    permissions: Permissions = Permissions.model_construct()
+    limits: LimitsRequest = LimitsRequest.model_construct()
     examples: tuple[Example, ...] = ()
     deterministic: bool = False
     dependencies: tuple[str, ...] = ()

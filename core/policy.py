@@ -59,7 +59,12 @@ POLICY_ENV = "BASTION_POLICY"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A policy section. Validators are built at the first validation (``defer_build``): with
+    no policy file, ``bastion run`` validates nothing and builds none. Defaults are therefore
+    written as ``Section.model_construct()``: the same values pydantic would use (defaults are
+    never validated), without building the section's validator at import."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class MountEntry(_Model):
@@ -142,7 +147,7 @@ class SkillPolicy(_Model):
     network: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     mounts: tuple[MountEntry, ...] = ()
-    limits: SkillCaps = SkillCaps()
+    limits: SkillCaps = SkillCaps.model_construct()
     cost_usd: Annotated[float, Field(ge=0)] | None = None
     """The operator's estimate of what one call costs (guardrails ``max_cost``)."""
     config: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -396,15 +401,15 @@ class ServeSection(_Model):
 class PolicyDocument(_Model):
     """The policy file as written (validated, not yet resolved against the host)."""
 
-    network: NetworkSection = NetworkSection()
-    secrets: SecretsSection = SecretsSection()
+    network: NetworkSection = NetworkSection.model_construct()
+    secrets: SecretsSection = SecretsSection.model_construct()
     mounts: tuple[MountEntry, ...] = ()
-    limits: LimitCaps = LimitCaps()
-    defaults: DefaultLimits = DefaultLimits()
-    plugins: PluginsSection = PluginsSection()
-    audit: AuditSection = AuditSection()
-    kernel: KernelSection = KernelSection()
-    workers: WorkersSection = WorkersSection()
+    limits: LimitCaps = LimitCaps.model_construct()
+    defaults: DefaultLimits = DefaultLimits.model_construct()
+    plugins: PluginsSection = PluginsSection.model_construct()
+    audit: AuditSection = AuditSection.model_construct()
+    kernel: KernelSection = KernelSection.model_construct()
+    workers: WorkersSection = WorkersSection.model_construct()
     skills: dict[str, SkillPolicy] = {}
     guardrails: tuple[GuardrailEntry, ...] = ()
     presets: tuple[PresetName, ...] = ()
@@ -413,8 +418,8 @@ class PolicyDocument(_Model):
     cache: CacheSection | None = None
     tenants: dict[str, TenantSection] = {}
     roles: dict[str, RoleSection] = {}
-    state: StateSection = StateSection()
-    serve: ServeSection = ServeSection()
+    state: StateSection = StateSection.model_construct()
+    serve: ServeSection = ServeSection.model_construct()
 
     @field_validator("skills")
     @classmethod
@@ -468,8 +473,12 @@ class Policy:
 
     @classmethod
     def default(cls) -> Policy:
-        """The built-in policy: grants nothing; skills that ask for nothing may run."""
-        return _resolve(PolicyDocument(), "<built-in default>", Path.cwd())
+        """The built-in policy: grants nothing; skills that ask for nothing may run.
+
+        Every field keeps its default and defaults are never validated, so the document is
+        constructed, not validated: equal to ``PolicyDocument()`` without building its
+        validator (tests/test_policy.py holds the two equal)."""
+        return _resolve(PolicyDocument.model_construct(), "<built-in default>", Path.cwd())
 
 
 def _canon(name: str) -> str:

@@ -20,6 +20,34 @@ def test_default_policy_grants_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert p.rules == () and p.mounts == () and p.doc.secrets.allow == ()
 
 
+def test_default_policy_is_the_validated_empty_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built-in policy is constructed, not validated (no validator is built for it): it
+    must equal what validating an empty policy gives, section by section."""
+    from bastion.manifest import SkillManifest
+    from bastion.policy import PolicyDocument, SkillPolicy
+    from bastion.state.settings import StateSection
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BASTION_POLICY", raising=False)
+    built, validated = load_policy().doc, PolicyDocument.model_validate({})
+    assert built == validated == load_policy(text="").doc
+    for name in PolicyDocument.model_fields:
+        assert getattr(built, name) == getattr(validated, name), name
+    assert built.model_dump() == validated.model_dump()
+    assert SkillPolicy().limits == SkillPolicy.model_validate({"limits": {}}).limits
+    assert (
+        StateSection().on_unavailable
+        == StateSection.model_validate({"on_unavailable": {}}).on_unavailable
+    )
+    m = SkillManifest.model_validate(
+        {"name": "a", "version": "1.0.0", "runtime": "python", "entry": "skill.py"}
+    )
+    assert m.permissions == type(m.permissions).model_validate({})
+    assert m.limits == type(m.limits).model_validate({})
+
+
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bastion.toml").write_text('[network]\nallow = ["https://a.test"]\n')

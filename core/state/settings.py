@@ -22,7 +22,9 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A ``[state]`` section; built at first validation, like the policy's (bastion.policy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 Fallback = Literal["closed", "local"]
@@ -62,7 +64,7 @@ class StateSection(_Model):
     """A concurrency slot held by a replica that stopped renewing it frees itself after this."""
     approval_ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 86_400.0
     """How long a granted approval is remembered in the store."""
-    on_unavailable: OnUnavailable = OnUnavailable()
+    on_unavailable: OnUnavailable = OnUnavailable.model_construct()
 
     @field_validator("url")
     @classmethod

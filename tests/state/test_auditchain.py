@@ -122,3 +122,24 @@ def test_cli_audit_verify_exit_codes(tmp_path: Path) -> None:
     bad = verify("--json")
     out = json.loads(bad.stdout)
     assert bad.returncode == 1 and out["ok"] is False and out["breaks"][0]["line"] == 3
+
+
+def test_reopened_node_continues_past_other_nodes_and_escaped_records(tmp_path: Path) -> None:
+    """A reopened log finds its node's last record behind other nodes' (one named with its
+    name as a prefix) and behind records holding escapes; a node absent from the log starts
+    at genesis."""
+    path = tmp_path / "a.jsonl"
+    auditchain.set_node_id("alpha")
+    with AuditLog(path) as log:
+        log.write("invoke", skill='say "hi"\\', outcome="ok")
+    _write(path, 3, node="alpha2")
+    _write(path, 3, node="beta")
+    _write(path, 2, node="alpha")
+    _write(path, 1, node="gamma")
+    report = auditchain.verify(path)
+    assert report.ok and not report.breaks, report
+    assert report.nodes["alpha"]["records"] == 3
+    assert report.nodes["alpha"]["starts"] == "at its first record"
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["prev"] for r in recs if r["node"] == "gamma"] == [auditchain.GENESIS]
+    assert sum(r["prev"] == auditchain.GENESIS for r in recs) == 4  # one per node

@@ -7,8 +7,9 @@ here); releasing the slot (``madvise``) costs ~0.15 ms, but the next instance an
 take ~500 copy-on-write page faults (~1 ms). A ``PageWarmer`` keeps the cheap release and takes
 those faults ahead of time, in batch: after a call it reads which pages of the slot became
 private (``/proc/self/pagemap``), and after each reset it populates exactly those pages
-writable (``process_madvise(MADV_POPULATE_WRITE)``, one system call for all of them), before
-the next instance is made. A populated page looks written at the next reading, so readings are
+writable (``process_madvise(MADV_POPULATE_WRITE)``, one system call for all of them) and maps
+again the image pages calls only read (``MADV_POPULATE_READ``), before the next instance is
+made. A populated page looks written at the next reading, so readings are
 taken only after a *clean* call, one whose slot was not populated: the first call, and one call
 in every ``RESCAN_EVERY`` (that call takes its faults, ~1 ms, and the set follows the skills
 the worker now serves instead of only growing).
@@ -41,12 +42,19 @@ better left to faults than copied in full every time."""
 _MAX_REGION: Final[int] = 64 * 1024 * 1024
 """The part of a slot read from the page map, around the runner's memory image."""
 _PAGE: Final[int] = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MADV_POPULATE_READ: Final[int] = 22
 _MADV_POPULATE_WRITE: Final[int] = 23
+_MAX_READ_PAGES: Final[int] = 16384
+"""At most this many pages (64 MiB) the calls only read are mapped again per call (no copy:
+the image's page-cache pages, mapped read-only, as the read fault would map them)."""
 _NR_PROCESS_MADVISE: Final[dict[str, int]] = {"x86_64": 440, "aarch64": 440}
 _UIO_MAXIOV: Final[int] = 1024
 _PRIVATE: Final[bytes] = bytes(1 if (b & 0xA0) == 0x80 else 0 for b in range(256))
 """Top byte of a page-map entry -> 1 for a present page that is not file-backed (bit 63 set,
 bit 61 clear): a page the instance wrote (copy-on-write broken) or a zero page it touched."""
+_MAPPED: Final[bytes] = bytes(1 if (b & 0xA0) == 0xA0 else 0 for b in range(256))
+"""Top byte of a page-map entry -> 1 for a present file-backed page: an image page only read
+(mapped from the page cache by a read fault and the kernel's fault-around)."""
 _RUN: Final[re.Pattern[bytes]] = re.compile(rb"\x01+")
 
 
@@ -72,15 +80,16 @@ def _lib() -> ctypes.CDLL:
     return _libc
 
 
-def _populate(pidfd: int, iov: ctypes.Array[_IoVec]) -> bool:
-    """``MADV_POPULATE_WRITE`` over every range of ``iov`` (1024 per system call)."""
+def _populate(pidfd: int, iov: ctypes.Array[_IoVec], advice: int = _MADV_POPULATE_WRITE) -> bool:
+    """``advice`` (``MADV_POPULATE_WRITE`` or ``_READ``) over every range of ``iov`` (1024
+    ranges per system call)."""
     lib, nr = _lib(), _NR_PROCESS_MADVISE[os.uname().machine]
     base = ctypes.addressof(iov)
     size = ctypes.sizeof(_IoVec)
     for start in range(0, len(iov), _UIO_MAXIOV):
         count = min(_UIO_MAXIOV, len(iov) - start)
         ptr = ctypes.c_void_p(base + start * size)
-        if lib.syscall(nr, pidfd, ptr, count, _MADV_POPULATE_WRITE, 0) < 0:
+        if lib.syscall(nr, pidfd, ptr, count, advice, 0) < 0:
             return False
     return True
 
@@ -194,6 +203,8 @@ class PageWarmer:
         self._region: _Region | None = None
         self._last: frozenset[int] = frozenset()
         self._iov: ctypes.Array[_IoVec] | None = None
+        self._read_iov: ctypes.Array[_IoVec] | None = None
+        """The image pages the clean call only read, mapped again read-only after the reset."""
         self.populated = 0
         """Pages populated per warm at the last reading (for metrics and tests)."""
 
@@ -214,17 +225,20 @@ class PageWarmer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _written(self, region: _Region) -> set[int]:
-        """Pages of ``region`` (index from its start) that are private now: after a call that
-        ran in a slot nothing was populated into, exactly the pages it (or its instance's
-        start) wrote."""
+    def _pages(self, region: _Region, table: bytes) -> set[int]:
+        """Pages of ``region`` (index from its start) whose page-map entry ``table`` selects."""
         lo, hi = region
         n = (hi - lo) // _PAGE
-        top = os.pread(self._pagemap, n * 8, (lo // _PAGE) * 8)[7::8].translate(_PRIVATE)
+        top = os.pread(self._pagemap, n * 8, (lo // _PAGE) * 8)[7::8].translate(table)
         pages: set[int] = set()
         for m in _RUN.finditer(top, self._skip):
             pages.update(range(m.start(), m.end()))
         return pages
+
+    def _written(self, region: _Region) -> set[int]:
+        """Pages of ``region`` that are private now: after a call that ran in a slot nothing
+        was populated into, exactly the pages it (or its instance's start) wrote."""
+        return self._pages(region, _PRIVATE)
 
     def _scan(self) -> tuple[_Region, set[int]] | None:
         """The slot holding the runner's instance now and the pages the call wrote."""
@@ -254,6 +268,7 @@ class PageWarmer:
                 found = None
             if found is None:
                 self._region, self._last, self._iov, self.populated = None, frozenset(), None, 0
+                self._read_iov = None
                 return
             region, pages = found
             union = pages | self._last if region == self._region else pages
@@ -261,6 +276,11 @@ class PageWarmer:
             chosen = sorted(union)[:MAX_PAGES]
             self._iov = self._ranges(region[0], chosen)
             self.populated = len(chosen)
+            try:
+                read = sorted(self._pages(region, _MAPPED) - union)[:_MAX_READ_PAGES]
+            except OSError:
+                read = []
+            self._read_iov = self._ranges(region[0], read) if read else None
 
     @staticmethod
     def _ranges(lo: int, pages: list[int]) -> ctypes.Array[_IoVec]:
@@ -280,8 +300,12 @@ class PageWarmer:
                 self._clean = True
                 return
             if len(self._iov) and not _populate(self._pidfd, self._iov):
-                self._iov, self._region, self.populated = None, None, 0
+                self._iov, self._region, self.populated, self._read_iov = None, None, 0, None
                 self._clean = True
+                return
+            read = self._read_iov
+            if read is not None and not _populate(self._pidfd, read, _MADV_POPULATE_READ):
+                self._read_iov = None  # the written pages still go in
 
     def close(self) -> None:
         """Close the warmer's descriptors (idempotent)."""
@@ -291,4 +315,4 @@ class PageWarmer:
                 if fd >= 0:
                     os.close(fd)
                     setattr(self, name, -1)
-            self._iov = None
+            self._iov = self._read_iov = None

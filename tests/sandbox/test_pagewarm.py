@@ -70,15 +70,26 @@ class Slot:
     def unmap(self) -> None:
         _libc.mmap(self.addr, self.size, 0, _MAP_PRIVATE | _MAP_ANON | _MAP_FIXED, -1, 0)
 
-    def private(self) -> set[int]:
-        """Pages present and private now, read from the page map independently of the warmer."""
+    def touch(self, pages: set[int]) -> None:
+        """Read (never write) ``pages``: each maps the file's page-cache page read-only."""
+        for p in pages:
+            ctypes.string_at(self.addr + p * PAGE, 1)
+
+    def _entries(self) -> list[int]:
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)
         try:
             raw = os.pread(fd, self.size // PAGE * 8, self.addr // PAGE * 8)
         finally:
             os.close(fd)
-        ents = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
-        return {i for i, e in enumerate(ents) if e >> 63 & 1 and not e >> 61 & 1}
+        return [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
+
+    def private(self) -> set[int]:
+        """Pages present and private now, read from the page map independently of the warmer."""
+        return {i for i, e in enumerate(self._entries()) if e >> 63 & 1 and not e >> 61 & 1}
+
+    def mapped(self) -> set[int]:
+        """Pages present and still the file's (read, not written)."""
+        return {i for i, e in enumerate(self._entries()) if e >> 63 & 1 and e >> 61 & 1}
 
     def close(self) -> None:
         _libc.munmap(self._reserved, self.size + 2 * PAGE)
@@ -142,6 +153,17 @@ class TestLearnAndWarm:
         finally:
             warmer.close()
             slot.release()
+
+    def test_pages_only_read_are_mapped_again_not_copied(self, slot: Slot) -> None:
+        warmer = PageWarmer(slot.path, keep_resident=0)
+        slot.touch({20, 21, 50})  # a read maps its neighbours too (fault-around)
+        read = slot.mapped()
+        assert {20, 21, 50} <= read
+        _cycle(slot, warmer, {3})
+        assert slot.private() == {3}
+        assert slot.mapped() == read - {3}
+        assert slot.read() == slot.image
+        warmer.close()
 
     def test_pages_kept_resident_are_not_populated(self, slot: Slot) -> None:
         warmer = PageWarmer(slot.path, keep_resident=8 * PAGE)

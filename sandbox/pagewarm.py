@@ -89,7 +89,9 @@ def _populate(pidfd: int, iov: ctypes.Array[_IoVec], advice: int = _MADV_POPULAT
     for start in range(0, len(iov), _UIO_MAXIOV):
         count = min(_UIO_MAXIOV, len(iov) - start)
         ptr = ctypes.c_void_p(base + start * size)
-        if lib.syscall(nr, pidfd, ptr, count, advice, 0) < 0:
+        # every argument register-wide: syscall(2) is variadic and reads each one as a long
+        args = (ctypes.c_long(nr), ctypes.c_long(pidfd), ptr, ctypes.c_size_t(count))
+        if lib.syscall(*args, ctypes.c_long(advice), ctypes.c_long(0)) < 0:
             return False
     return True
 

@@ -237,6 +237,8 @@ class AuditLog(Closeable):
         self._next_rotate = 0.0
         self._reopened = 0
         self._attempts = 0
+        """The newest attempt finished (attempts are numbered as they begin, ``_begun``)."""
+        self._begun = 0
         self._flush_requested = False
         self._closing = False
         self._closed = False
@@ -340,7 +342,9 @@ class AuditLog(Closeable):
         N concurrent calls share fsyncs."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target, attempts = self._seq, self._attempts
+            # Only an attempt that begins after this call counts for records kept after a
+            # failure: one already under way may fail on a disk freed meanwhile.
+            target, attempts = self._seq, self._begun
         while True:
             with self._cond:
                 if self._closed or self._flushed(target, attempts):
@@ -371,8 +375,8 @@ class AuditLog(Closeable):
             return self._acked
 
     def _flushed(self, target: int, attempts: int) -> bool:
-        """Whether every record up to ``target`` was attempted since ``attempts`` (under the
-        condition's lock)."""
+        """Whether every record up to ``target`` was attempted by an attempt begun after the
+        ``attempts``-th (under the condition's lock)."""
         if self._handled < target:
             return False
         # Records kept after a failed attempt are tried once more for this flush.
@@ -505,6 +509,9 @@ class AuditLog(Closeable):
             self._pending = []
             self._flush_requested = False
             top = self._seq  # every record up to here is in the batch, written or dropped
+            if batch:
+                self._begun += 1
+                ticket = self._begun
         if not batch:
             with self._cond:
                 self._handled = max(self._handled, top)
@@ -513,7 +520,7 @@ class AuditLog(Closeable):
         written, synced, error = self._append([line for _, line in batch])
         with self._cond:
             self._handled = max(self._handled, top)
-            self._attempts += 1
+            self._attempts = max(self._attempts, ticket)
             if synced:
                 self._acked += written
             rest = batch[written:]

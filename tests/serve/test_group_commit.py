@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from bastion.audit import AuditLog, read_audit
 from bastion.guard import arguments_hash
@@ -70,8 +71,9 @@ def test_every_concurrent_flusher_finds_its_record_on_disk(tmp_path: Path) -> No
         assert mine == [f"t{t}-r{i}" for i in range(PER_THREAD)]
 
 
+@pytest.mark.parametrize("round_", range(8))  # a race: the writer's retry under way at the unlink
 def test_concurrent_flushers_on_a_full_disk_are_not_acknowledged_and_recover(
-    small_fs: Path,
+    small_fs: Path, round_: int
 ) -> None:
     path = small_fs / "audit.jsonl"
     with AuditLog(path, flush_interval_s=5.0, retry_s=0.01) as log:

@@ -379,9 +379,12 @@ class AuditLog(Closeable):
         ``attempts``-th (under the condition's lock)."""
         if self._handled < target:
             return False
-        # Records kept after a failed attempt are tried once more for this flush.
+        if self._attempts > attempts:  # attempts run one at a time: all before it ended too
+            return True
+        # Records kept after a failed attempt are tried once more for this flush; so are those
+        # in an attempt under way (its batch is out of ``_pending`` until it ends).
         waiting = bool(self._pending) and self._pending[0][0] <= target
-        return not waiting or self._attempts > attempts
+        return not waiting and self._begun == self._attempts
 
     def close(self) -> None:
         """Write what is queued, stop the flusher and close the file; idempotent. Records still

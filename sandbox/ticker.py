@@ -121,9 +121,9 @@ class Ticker:
         """Take back one tick ``wake_at(deadline)`` booked (its store no longer runs): the
         thread will not wake for it. A deadline already past is left alone: it may have been
         ticked and taken off already (a past deadline's tick costs nothing more)."""
-        if deadline <= time.monotonic():
-            return
-        with self._cv:
+        with self._cv:  # checked under the lock: the thread takes only past deadlines off
+            if deadline <= time.monotonic():
+                return
             unwoken = self._unwoken
             unwoken[deadline] = unwoken.get(deadline, 0) + 1
 

@@ -749,18 +749,12 @@ def call_log_level(logger: Any) -> int:
         check = getattr(logger, "is_enabled_for", None)
         if check is None:
             return _DEBUG
-        # The lowest enabled of DEBUG..ERROR (else CRITICAL) by halving: two questions, not
-        # up to four (the usual answer, WARNING, took three).
-        lo, hi = 0, len(_ASKED)  # the answer is _ASKED[i] for the first i enabled, or CRITICAL
-        while lo < hi:
-            mid = (lo + hi) // 2
-            answer = check(_ASKED[mid])
+        for level in _ASKED:
+            answer = check(level)
             if not isinstance(answer, bool):
                 return _DEBUG  # not a real level check (a duck-typed logger)
             if answer:
-                hi = mid
-            else:
-                lo = mid + 1
-        return _ASKED[lo] if lo < len(_ASKED) else _CRITICAL
+                return level
+        return _CRITICAL
     except Exception:
         return _DEBUG

@@ -168,30 +168,21 @@ class Kernel(Closeable):
         self._http_stubs = http_stubs
         self._approver = approver
         self._pm = make_plugin_manager(list(plugins))
+        paths = [Path(p) for p in pack_paths]
         derive: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if policy.doc.workers.isolation == "process":  # schemas derived in a worker process
             from .sandbox.workers.derive import derivation_workers
 
-            derive = derivation_workers(
-                policy, roots=[Path(p) for p in pack_paths], entry_points=entry_points
-            )
+            derive = derivation_workers(policy, roots=paths, entry_points=entry_points)
+
+        def find(only: Collection[str] | None) -> Discovery:
+            return discover(policy, self._pm, pack_paths=paths, entry_points=entry_points,
+                            embedded=plugins, only=only)  # fmt: skip
+
         with derive:
-            self._discovery: Discovery = discover(
-                policy,
-                self._pm,
-                pack_paths=[Path(p) for p in pack_paths],
-                entry_points=entry_points,
-                embedded=plugins,
-                only=only_skills,
-            )
+            self._discovery: Discovery = find(only_skills)
             if only_skills is not None and not set(only_skills) <= self._discovery.skills.keys():
-                self._discovery = discover(
-                    policy,
-                    self._pm,
-                    pack_paths=[Path(p) for p in pack_paths],
-                    entry_points=entry_points,
-                    embedded=plugins,
-                )
+                self._discovery = find(None)  # a name not found: answered as a full kernel would
         for providers in self._pm.hook.bastion_model_providers():
             if providers:
                 from .models import register_provider

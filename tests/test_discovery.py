@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.discovery import discover
+from bastion.manifest import written_as
 from bastion.plugins import make_plugin_manager
 from bastion.policy import load_policy
 from tests.sitebuilder import SiteBuilder, skill_toml
@@ -381,3 +384,53 @@ def test_discovering_one_name_finds_it_however_toml_spells_it(
     (folder / "s" / "skill.wasm").write_bytes(b"x")
     assert list(run(pack_paths=[folder]).skills) == ["target"]
     assert list(run(pack_paths=[folder], only={"target"}).skills) == ["target"]
+
+
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+@st.composite
+def _spelled(draw: st.DrawFn) -> tuple[str, str]:
+    """A valid skill name and one TOML spelling of it: a basic, literal or multi-line string,
+    each character literal or (in basic strings) a ``\\u``/``\\U`` escape, and in multi-line
+    basic strings line continuations anywhere between characters."""
+    name = draw(st.text(_NAME_CHARS[:26], min_size=1, max_size=1)) + draw(
+        st.text(_NAME_CHARS, max_size=12)
+    )
+    kind = draw(st.sampled_from(["basic", "literal", "multi", "multi-literal"]))
+    if kind in ("literal", "multi-literal"):
+        quote = "'" if kind == "literal" else "'''"
+        return name, f"{quote}{name}{quote}"
+    parts = []
+    for ch in name:
+        way = draw(st.sampled_from(["plain", "u", "U"]))
+        parts.append(
+            ch if way == "plain" else f"\\u{ord(ch):04x}" if way == "u" else f"\\U{ord(ch):08X}"
+        )
+        if kind == "multi" and draw(st.booleans()):
+            parts.append(draw(st.sampled_from(["\\\n", "\\  \n   ", "\\\r\n\t", "\\\n\n  "])))
+    quote = '"' if kind == "basic" else '"""'
+    return name, f"{quote}{''.join(parts)}{quote}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(_spelled(), st.text(_NAME_CHARS[:26], min_size=1, max_size=8))
+def test_the_one_skill_filter_never_skips_a_file_that_writes_the_name(
+    spelled: tuple[str, str], other: str
+) -> None:
+    """``written_as`` (the byte filter before parsing) is True for every TOML spelling of the
+    name, and False for another name: the one-skill discovery skips only what cannot load
+    under the name."""
+    import tempfile
+
+    name, written = spelled
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "skill.toml").write_text(
+            skill_toml(name)
+            .replace(f'name = "{name}"', f"name = {written}", 1)
+            .replace(f"The {name} skill.", "A skill."),
+            newline="",
+        )
+        assert written_as(folder, {name})
+        assert written_as(folder, {other}) is (other == name)

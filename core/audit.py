@@ -223,7 +223,13 @@ class AuditLog(Closeable):
                 )
             )
         )
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        """Flushers and ``close`` wait on it; every attempt's end is announced on it."""
+        self._wake = threading.Condition(lock)
+        """The writer thread alone waits on it (same lock), so that the end of a flusher's
+        attempt, announced to the other flushers, does not wake the idle writer: that wake-up
+        (a futex call and a GIL hand-off) sat between a call's fsync and its answer."""
         self._io = threading.Lock()
         self._pending: list[tuple[int, str]] = []
         self._seq = 0
@@ -321,7 +327,7 @@ class AuditLog(Closeable):
                     if len(self._pending) == 1:
                         self._first_at = time.monotonic()
                     elif len(self._pending) >= self.batch:
-                        self._cond.notify_all()
+                        self._wake.notify()
                     drain = len(self._pending) >= self.max_pending and not self._failing
             if closed:
                 self._write_closed([item])
@@ -330,9 +336,16 @@ class AuditLog(Closeable):
         except Exception:
             log.exception("audit_write_failed", audit_event=str(event)[:64])
 
-    def flush(self, timeout: float | None = None) -> int:
+    def flush(
+        self, timeout: float | None = None, *, on_written: Callable[[], object] | None = None
+    ) -> int:
         """Wait until every record written before this call was attempted (written, or kept for
         retry after a failure); return the number of records acknowledged durable.
+
+        ``on_written`` is called once: when this call leads the group, right after the group's
+        ``write(2)``, before its ``fsync``; otherwise when the flush returns. A server hands
+        the kernel's result to its event loop there, so that the answer is built while the
+        disk syncs and not while the flush still needs the interpreter.
 
         Group commit in the caller's thread: a flusher that finds no group being written leads
         one, writing and fsyncing everything queued (its own record and those of every call
@@ -340,6 +353,15 @@ class AuditLog(Closeable):
         handled and return, or one of them leads the next group. No hand-off to the writer
         thread and back, so a lone durable call costs one ``write(2)`` and one ``fsync``, and
         N concurrent calls share fsyncs."""
+        fire = _Once(on_written)
+        try:
+            acked = self._flush(timeout, fire)
+        finally:
+            fire()
+        fire.reraise()  # the callback's own error, once the flush is complete
+        return acked
+
+    def _flush(self, timeout: float | None, fire: Callable[[], None]) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             # Only an attempt that begins after this call counts for records kept after a
@@ -360,7 +382,7 @@ class AuditLog(Closeable):
                 self._committing = True
             try:
                 with self._io:
-                    self._drain_held()
+                    self._drain_held(before_sync=fire)
             finally:
                 with self._cond:
                     self._committing = False
@@ -369,7 +391,7 @@ class AuditLog(Closeable):
         with self._cond:
             self._flush_requested = True
             self._next_retry = 0.0
-            self._cond.notify_all()
+            self._wake.notify()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._cond.wait_for(lambda: self._closed or self._flushed(target, attempts), left)
             return self._acked
@@ -394,6 +416,7 @@ class AuditLog(Closeable):
                 return
             self._closing = True
             self._next_retry = 0.0
+            self._wake.notify()
             self._cond.notify_all()
         self._thread.join()
         with self._io:
@@ -474,18 +497,18 @@ class AuditLog(Closeable):
         while True:
             with self._cond:
                 while not (self._pending or self._closing or self._flush_requested):
-                    self._cond.wait(self.flush_interval_s)  # write() does not wake us
+                    self._wake.wait(self.flush_interval_s)  # write() does not wake us
                 if self._failing and not self._closing:
                     delay = self._next_retry - time.monotonic()
                     if delay > 0:
-                        self._cond.wait_for(
+                        self._wake.wait_for(
                             lambda: self._closing or self._next_retry <= time.monotonic(), delay
                         )
                 elif not self._closing:
                     # Batching window: the first queued record waits at most one interval.
                     left = self._first_at + self.flush_interval_s - time.monotonic()
                     if left > 0:
-                        self._cond.wait_for(
+                        self._wake.wait_for(
                             lambda: (
                                 self._closing
                                 or self._flush_requested
@@ -505,7 +528,7 @@ class AuditLog(Closeable):
         with self._io:
             self._drain_held()
 
-    def _drain_held(self) -> None:
+    def _drain_held(self, before_sync: Callable[[], None] | None = None) -> None:
         """``_drain`` with the I/O lock already held by the caller."""
         with self._cond:
             batch = self._pending
@@ -520,7 +543,7 @@ class AuditLog(Closeable):
                 self._handled = max(self._handled, top)
                 self._cond.notify_all()
             return
-        written, synced, error = self._append([line for _, line in batch])
+        written, synced, error = self._append([line for _, line in batch], before_sync)
         with self._cond:
             self._handled = max(self._handled, top)
             self._attempts = max(self._attempts, ticket)
@@ -546,8 +569,11 @@ class AuditLog(Closeable):
                     log.error("audit_records_dropped", records=over, path=str(self.path))
             self._cond.notify_all()
 
-    def _append(self, lines: list[str]) -> tuple[int, bool, str | None]:
-        """Append ``lines``; return (records wholly written, whether fsync succeeded, error)."""
+    def _append(
+        self, lines: list[str], before_sync: Callable[[], None] | None = None
+    ) -> tuple[int, bool, str | None]:
+        """Append ``lines``; return (records wholly written, whether fsync succeeded, error).
+        ``before_sync``: called once all are written, right before the ``fsync``."""
         datas = [line.encode("utf-8", errors="replace") for line in lines]
         blob = b"".join(datas)
         try:
@@ -571,6 +597,8 @@ class AuditLog(Closeable):
         except Exception as exc:
             self._fd_needs_tail = True
             return 0, False, self._report(exc)
+        if before_sync is not None:
+            before_sync()
         if not self._sync():
             return len(lines), False, self._last_sync_error
         try:
@@ -673,6 +701,29 @@ class AuditLog(Closeable):
                     self._dropped += len(batch)
 
 
+class _Once:
+    """A callback that runs at most once (none: nothing). Its exception is kept for
+    ``reraise``: raised inside the flush, it would leave the attempt half booked."""
+
+    __slots__ = ("_error", "_fn")
+
+    def __init__(self, fn: Callable[[], object] | None) -> None:
+        self._fn = fn
+        self._error: BaseException | None = None
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            try:
+                fn()
+            except BaseException as exc:
+                self._error = exc
+
+    def reraise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -695,8 +746,12 @@ class NullAudit(Closeable):
     def write(self, event: str, /, **fields: Any) -> None:
         """Discard the record."""
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Nothing is ever written: zero records acknowledged."""
+    def flush(
+        self, timeout: float | None = None, *, on_written: Callable[[], object] | None = None
+    ) -> int:
+        """Nothing is ever written: zero records acknowledged (``on_written`` called at once)."""
+        if on_written is not None:
+            on_written()
         return 0
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
@@ -668,6 +668,57 @@ class Kernel(Closeable):
             # Wait for the call to stop (it is bounded by the skill's deadline in any case).
             with contextlib.suppress(Exception):
                 await future
+            raise
+
+    async def ainvoke_recorded(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        context: InvocationContext | None = None,
+        approver: Approver | None = None,
+    ) -> tuple[ToolResult, Awaitable[None]]:
+        """``ainvoke`` whose result comes back once the call's audit record is written (before
+        its fsync, in the same pool thread), with an awaitable that completes once the record
+        is on disk. A server builds its answer while the record is fsynced and sends it only
+        once the awaitable is done: ``durable=True`` without waiting for the disk in series.
+
+        Cancelled before the result: as ``ainvoke`` (the guest is stopped first)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        ready: asyncio.Future[ToolResult] = loop.create_future()
+
+        def settle(result: ToolResult | None, exc: BaseException | None) -> None:
+            if ready.done():
+                return
+            if exc is not None:
+                ready.set_exception(exc)
+            else:
+                ready.set_result(result)  # type: ignore[arg-type]
+
+        def call() -> None:
+            try:
+                result = self.invoke(
+                    name, arguments, context=context, approver=approver, cancel=cancel
+                )
+            except BaseException as exc:  # invoke raises only the host's own config errors
+                loop.call_soon_threadsafe(settle, None, exc)
+                return
+            # The result goes to the loop once the record is written and only its fsync is
+            # left: the flush's own steps do not wait for the interpreter behind the loop.
+            self.audit.flush(
+                on_written=functools.partial(loop.call_soon_threadsafe, settle, result, None)
+            )
+
+        recorded = loop.run_in_executor(self._pool, call)
+        try:
+            return await asyncio.shield(ready), recorded
+        except asyncio.CancelledError:
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await recorded
             raise
 
     def _audit_refusal(self, name: Any, ctx: InvocationContext, start: float) -> ToolResult:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Iterator
+from contextvars import ContextVar
 from typing import Any, Final
 
 import anyio
@@ -38,7 +40,7 @@ from .auth import Caller, current_caller
 from .content import mcp_content
 from .holder import Generation, KernelHolder
 
-__all__ = ["CallHandler", "error_result", "tool_result"]
+__all__ = ["CallHandler", "error_result", "records_deferred", "tool_result"]
 
 log = structlog.get_logger("bastion.serve")
 
@@ -83,6 +85,33 @@ def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
     caps = ctx.session.client_capabilities
     el = caps.elicitation if caps is not None else None
     return el is not None and (el.form is not None or el.url is None)
+
+
+_DEFERRED: ContextVar[list[Awaitable[None]] | None] = ContextVar(
+    "bastion_deferred_records", default=None
+)
+
+
+@contextlib.contextmanager
+def records_deferred() -> Iterator[list[Awaitable[None]]]:
+    """Within it, a call returns its result before its audit record is on disk and leaves
+    the wait in the yielded list: the transport builds the answer while the record is
+    fsynced, and must await every entry before it sends that answer."""
+    pending: list[Awaitable[None]] = []
+    token = _DEFERRED.set(pending)
+    try:
+        yield pending
+    finally:
+        _DEFERRED.reset(token)
+
+
+async def _leave_record(
+    call: Awaitable[tuple[ToolResult, Awaitable[None]]], pending: list[Awaitable[None]]
+) -> ToolResult:
+    """The result of ``ainvoke_recorded``, its record's wait left to the transport."""
+    result, recorded = await call
+    pending.append(recorded)
+    return result
 
 
 class CallHandler:
@@ -217,12 +246,21 @@ class CallHandler:
         """``kernel.ainvoke`` in its own asyncio task, so that a cancelled request cancels it
         once and then waits (shielded) until the guest has really stopped. ``key`` (session,
         request id) lets ``client_gone`` stop it when a 2025-era HTTP client vanishes."""
-        # durable: the answer goes out only once the call's audit record is on disk (flushed
-        # in the kernel's pool thread; concurrent calls share one fsync), so a replica killed
-        # right after answering leaves no completed call unrecorded.
-        task = asyncio.ensure_future(
-            gen.kernel.ainvoke(name, arguments, context=context, approver=approver, durable=True)
-        )
+        # The answer goes out only once the call's audit record is on disk (flushed in the
+        # kernel's pool thread; concurrent calls share one fsync), so a replica killed right
+        # after answering leaves no completed call unrecorded: awaited here, or, within
+        # ``records_deferred``, by the transport once the answer is built.
+        pending = _DEFERRED.get()
+        kernel = gen.kernel
+        call: Awaitable[ToolResult]
+        if pending is None:  # one hop: the pool thread flushes, then answers
+            call = kernel.ainvoke(name, arguments, context=context, approver=approver, durable=True)
+        else:
+            call = _leave_record(
+                kernel.ainvoke_recorded(name, arguments, context=context, approver=approver),
+                pending,
+            )
+        task = asyncio.ensure_future(call)
         if key is not None:
             self._running[key] = task
         try:

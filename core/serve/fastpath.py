@@ -57,6 +57,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .calls import records_deferred
+
 __all__ = ["SSE_PING_INTERVAL_S", "ModernCallFastPath"]
 
 SSE_PING_INTERVAL_S: Final[float] = 15.0
@@ -128,6 +130,36 @@ def _envelope(decoded: dict[str, Any]) -> tuple[RequestId, dict[str, Any] | None
     if params is not None and not isinstance(params, dict):
         return None
     return rid, params
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    streaming: bool
+    """The event stream had started: ``body`` is its last event."""
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def _final_answer(
+    request_id: RequestId,
+    result: dict[str, Any] | None,
+    error: JSONRPCError | None,
+    streaming: bool,
+) -> _Answer:
+    """The last bytes of the exchange: the answer's event on a started event stream, else the
+    JSON body with what starlette's ``Response(body, status, media_type="application/json")``
+    sends (an error's status from the SDK's table)."""
+    if streaming:
+        msg = error or JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result or {})
+        return _Answer(True, 200, [], _sse_event(msg))
+    if error is not None:
+        status = ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
+        body = _wire(error).encode()
+    else:
+        assert result is not None
+        status, body = 200, _answer_bytes(request_id, result)
+    return _Answer(False, status, [(b"content-length", str(len(body)).encode()), _JSON_TYPE], body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,17 +358,22 @@ class ModernCallFastPath:
         result: dict[str, Any] | None = None
         error: JSONRPCError | None = None
         try:
-            try:
-                result = await serve_one(
-                    self.server,
-                    ex,
-                    "tools/call",
-                    plan.params,
-                    connection=connection,
-                    lifespan_state=self.lifespan_state(),
-                )
-            except Exception as exc:
-                error = JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
+            with records_deferred() as records:
+                try:
+                    result = await serve_one(
+                        self.server,
+                        ex,
+                        "tools/call",
+                        plan.params,
+                        connection=connection,
+                        lifespan_state=self.lifespan_state(),
+                    )
+                except Exception as exc:
+                    error = JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
+                timer.cancel()  # no switch to an event stream after this point
+                final = _final_answer(request_id, result, error, ex.streaming)
+                for recorded in records:  # the answer only once the call's record is on disk
+                    await recorded
         except asyncio.CancelledError:
             if ex.gone:  # the client left; the call has stopped; nobody reads an answer
                 task.uncancel()
@@ -346,17 +383,10 @@ class ModernCallFastPath:
             timer.cancel()
             watcher.cancel()
             await ex.stop_pinging()
-        if ex.streaming:
-            msg = error or JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result or {})
-            await send({"type": "http.response.body", "body": _sse_event(msg), "more_body": False})
+        if final.streaming:
+            await send({"type": "http.response.body", "body": final.body, "more_body": False})
             return
-        if error is not None:
-            status = ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
-            body = _wire(error).encode()
-        else:
-            assert result is not None
-            status, body = 200, _answer_bytes(request_id, result)
-        # What starlette's Response(body, status, media_type="application/json") sends.
-        headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send(
+            {"type": "http.response.start", "status": final.status, "headers": final.headers}
+        )
+        await send({"type": "http.response.body", "body": final.body})

@@ -102,13 +102,16 @@ def test_concurrent_flushers_on_a_full_disk_are_not_acknowledged_and_recover(
     assert sorted(recs) == sorted([(-1, -1)] + [(t, i) for t in range(8) for i in range(10)])
 
 
-def test_each_concurrent_mcp_answer_follows_its_record_on_disk(served: Served) -> None:
+@pytest.mark.parametrize("era", ["2026-07-28", "legacy"])
+def test_each_concurrent_mcp_answer_follows_its_record_on_disk(served: Served, era: str) -> None:
     """16 SDK clients at once against ``bastion serve``: when a client holds its answer, the
-    call's ``invoke`` record (its exact arguments' hash) is already in the file."""
+    call's ``invoke`` record (its exact arguments' hash) is already in the file. The
+    2026-07-28 fast path builds its answer while the record is fsynced and waits for it
+    before sending; the session era's handler waits before returning."""
     late: list[int] = []
 
     async def client(c: int) -> None:
-        async with http_client(served.url, ALICE, "2026-07-28") as cl:
+        async with http_client(served.url, ALICE, era) as cl:
             await cl.list_tools()
             for i in range(6):
                 args = {"n": c * 100 + i}

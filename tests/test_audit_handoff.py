@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +159,22 @@ def echo(n: int = 0) -> dict[str, Any]:
     return {"n": n}
 
 
+_napping = threading.Event()
+
+
+@native_skill(
+    name="nap", version="1.0.0", description="Sleeps a little.", input_schema={"type": "object"}
+)
+def nap(seconds: float = 0.3) -> str:
+    _napping.set()
+    time.sleep(seconds)
+    return "woke"
+
+
 class _Skills:
     @hookimpl
     def bastion_skills(self) -> list[Any]:
-        return [echo]
+        return [echo, nap]
 
 
 @pytest.fixture
@@ -194,5 +207,25 @@ def test_ainvoke_recorded_of_an_unknown_skill_is_a_typed_result(kernel: Kernel) 
         await recorded
         assert not result.ok and result.error is not None
         assert result.error.code == "NOT_FOUND"
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_ainvoke_recorded_raises_only_after_the_call_ended(kernel: Kernel) -> None:
+    """As ``ainvoke``: the task's ``CancelledError`` comes once the call has ended, so its
+    record is already written (a native skill cannot be interrupted)."""
+    path = kernel.audit.path
+    assert path is not None
+
+    async def scenario() -> None:
+        _napping.clear()
+        task = asyncio.create_task(kernel.ainvoke_recorded("nap", {"seconds": 0.3}))
+        while not _napping.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        kernel.audit.flush()
+        assert [r["outcome"] for r in read_audit(path, event="invoke")] == ["ok"]
 
     asyncio.run(scenario())

@@ -19,7 +19,9 @@ result's wire shape), so the answer is the SDK path's answer. What differs is on
 exchange is carried: one watcher task cancels the call when the client disconnects (the call
 handler then stops the guest), and the answer is the same JSON the SDK writes; should the
 handler emit a notification, or run past the SDK's deferral window, the answer becomes an
-event stream with the SDK's framing and keep-alive pings, as there.
+event stream with the SDK's framing and keep-alive pings, as there. The call's result reaches
+the loop once its audit record is written (``records_deferred``), the answer's bytes are built
+while the record is fsynced, and they are sent only once it is on disk.
 """
 
 from __future__ import annotations
